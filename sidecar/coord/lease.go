@@ -1,0 +1,136 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// ErrNoLease is returned while the sidecar holds no live lease: at start
+// before etcd answered, or after a lease was lost and before a new one was
+// granted.
+var ErrNoLease = errors.New("coord: no live etcd lease")
+
+// LeaseKeeper keeps one live etcd lease for the sidecar, granting a new one
+// whenever the current one is lost.
+//
+// Its methods are safe for concurrent use.
+type LeaseKeeper struct {
+	cli    *clientv3.Client
+	ttl    int
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	cur     *concurrency.Session
+	changed chan struct{} // closed and replaced when cur changes
+}
+
+// NewLeaseKeeper returns a keeper for leases of ttl (rounded up to whole
+// seconds, at least 1s). Call Run to start it.
+func NewLeaseKeeper(cli *clientv3.Client, ttl time.Duration, logger *slog.Logger) *LeaseKeeper {
+	secs := int((ttl + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &LeaseKeeper{cli: cli, ttl: secs, logger: logger, changed: make(chan struct{})}
+}
+
+// TTL returns the lease's time to live.
+func (k *LeaseKeeper) TTL() time.Duration { return time.Duration(k.ttl) * time.Second }
+
+// Session returns the current etcd session, or ErrNoLease and a channel
+// that is closed when the session changes.
+func (k *LeaseKeeper) Session() (*concurrency.Session, <-chan struct{}, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cur == nil {
+		return nil, k.changed, ErrNoLease
+	}
+	select {
+	case <-k.cur.Done():
+		return nil, k.changed, ErrNoLease
+	default:
+	}
+	return k.cur, k.changed, nil
+}
+
+// WaitSession waits until a session is live or ctx ends.
+func (k *LeaseKeeper) WaitSession(ctx context.Context) (*concurrency.Session, error) {
+	for {
+		s, changed, err := k.Session()
+		if err == nil {
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (k *LeaseKeeper) set(s *concurrency.Session) {
+	k.mu.Lock()
+	k.cur = s
+	close(k.changed)
+	k.changed = make(chan struct{})
+	k.mu.Unlock()
+}
+
+// Run grants leases and keeps them alive until ctx is cancelled. It does
+// not revoke the last lease on return; call Revoke for that, after the state
+// bound to the lease has been given back.
+func (k *LeaseKeeper) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		s, err := concurrency.NewSession(k.cli, concurrency.WithTTL(k.ttl), concurrency.WithContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			k.logger.Warn("granting etcd lease failed; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		k.logger.Info("etcd lease granted", "lease", int64(s.Lease()), "ttl_s", k.ttl)
+		k.set(s)
+		select {
+		case <-s.Done():
+			if ctx.Err() != nil {
+				return nil
+			}
+			k.logger.Warn("etcd lease lost; granting a new one", "lease", int64(s.Lease()))
+			k.set(nil)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// Revoke revokes the current lease, so that everything bound to it is
+// deleted at once instead of after the TTL.
+func (k *LeaseKeeper) Revoke(ctx context.Context) error {
+	k.mu.Lock()
+	s := k.cur
+	k.cur = nil
+	k.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	_, err := k.cli.Revoke(ctx, s.Lease())
+	return err
+}

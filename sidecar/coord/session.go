@@ -1,0 +1,137 @@
+package coord
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+)
+
+// ErrUnknownSession is returned for a session id that is not open.
+var ErrUnknownSession = errors.New("coord: session is not open")
+
+// Session is one worker's session with the sidecar. It is open while the
+// worker's Attach stream is open.
+type Session struct {
+	ID      string
+	Worker  string
+	Started time.Time
+
+	done chan struct{}
+	push chan any
+
+	mu       sync.Mutex
+	closed   bool
+	nextHook int
+	hooks    map[int]func()
+}
+
+// Done is closed when the session closes.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Pushes delivers messages for the worker (for example a cancel request).
+// The Attach handler forwards them on the stream.
+func (s *Session) Pushes() <-chan any { return s.push }
+
+// Push queues a message for the worker without blocking; it reports false
+// when the session is closed or its queue is full.
+func (s *Session) Push(msg any) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	select {
+	case s.push <- msg:
+		return true
+	default:
+		return false
+	}
+}
+
+// OnClose registers f to run when the session closes. It returns a function
+// that unregisters f, and false (without registering) when the session is
+// already closed.
+func (s *Session) OnClose(f func()) (remove func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return func() {}, false
+	}
+	id := s.nextHook
+	s.nextHook++
+	s.hooks[id] = f
+	return func() {
+		s.mu.Lock()
+		delete(s.hooks, id)
+		s.mu.Unlock()
+	}, true
+}
+
+// Sessions is the registry of a sidecar's open worker sessions. Its methods
+// are safe for concurrent use.
+type Sessions struct {
+	mu   sync.Mutex
+	open map[string]*Session
+}
+
+// NewSessions returns an empty registry.
+func NewSessions() *Sessions { return &Sessions{open: make(map[string]*Session)} }
+
+// Open opens a new session for the named worker.
+func (r *Sessions) Open(worker string) *Session {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	s := &Session{
+		ID:      "s-" + hex.EncodeToString(b[:]),
+		Worker:  worker,
+		Started: time.Now(),
+		done:    make(chan struct{}),
+		push:    make(chan any, 64),
+		hooks:   make(map[int]func()),
+	}
+	r.mu.Lock()
+	r.open[s.ID] = s
+	r.mu.Unlock()
+	return s
+}
+
+// Get returns the open session with the given id.
+func (r *Sessions) Get(id string) (*Session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.open[id]
+	if !ok {
+		return nil, ErrUnknownSession
+	}
+	return s, nil
+}
+
+// Len returns the number of open sessions.
+func (r *Sessions) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.open)
+}
+
+// Close closes the session and runs its cleanups, in the caller's
+// goroutine, before returning. Closing a closed session does nothing.
+func (r *Sessions) Close(s *Session) {
+	r.mu.Lock()
+	delete(r.open, s.ID)
+	r.mu.Unlock()
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.done)
+	hooks := s.hooks
+	s.hooks = nil
+	s.mu.Unlock()
+	for _, f := range hooks {
+		f()
+	}
+}

@@ -1,0 +1,118 @@
+// Package embedetcd runs a single-member etcd server inside the process,
+// for `baton dev`, `baton bench` and tests.
+package embedetcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Config configures an embedded etcd. The zero value listens on a free
+// port of 127.0.0.1 with data in a new temporary directory.
+type Config struct {
+	// Dir holds the data. Empty: a temporary directory removed by Close.
+	Dir string
+	// ClientAddr is host:port to serve clients on. Default 127.0.0.1:0 (a
+	// free port).
+	ClientAddr string
+	// AutoCompactionRetention keeps this much history (periodic mode).
+	// Default 1h.
+	AutoCompactionRetention time.Duration
+	// LogFile receives etcd's own log; empty discards all but errors to
+	// stderr.
+	LogFile string
+	// MaxTxnOps is the server's --max-txn-ops. Default 128.
+	MaxTxnOps uint
+}
+
+// Server is a running embedded etcd.
+type Server struct {
+	etcd    *embed.Etcd
+	tempDir string
+}
+
+// Start starts etcd and waits until it serves or ctx ends.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	s := &Server{}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "baton-etcd-")
+		if err != nil {
+			return nil, err
+		}
+		dir, s.tempDir = d, d
+	}
+	if cfg.ClientAddr == "" {
+		cfg.ClientAddr = "127.0.0.1:0"
+	}
+	ec := embed.NewConfig()
+	ec.Name = "baton"
+	ec.Dir = filepath.Join(dir, "etcd")
+	cu, err := url.Parse("http://" + cfg.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: client address %q: %w", cfg.ClientAddr, err)
+	}
+	pu, _ := url.Parse("unix://" + filepath.Join(dir, "peer.sock"))
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	ec.InitialCluster = ec.Name + "=" + pu.String()
+	ec.AutoCompactionMode = "periodic"
+	ret := cfg.AutoCompactionRetention
+	if ret == 0 {
+		ret = time.Hour
+	}
+	ec.AutoCompactionRetention = ret.String()
+	if cfg.MaxTxnOps > 0 {
+		ec.MaxTxnOps = cfg.MaxTxnOps
+	}
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	if cfg.LogFile != "" {
+		ec.ZapLoggerBuilder = nil
+		ec.LogLevel = "info"
+		ec.LogOutputs = []string{cfg.LogFile}
+	}
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		s.removeTemp()
+		return nil, fmt.Errorf("embedetcd: %w", err)
+	}
+	s.etcd = e
+	select {
+	case <-e.Server.ReadyNotify():
+		return s, nil
+	case err := <-e.Err():
+		s.Close()
+		return nil, fmt.Errorf("embedetcd: %w", err)
+	case <-ctx.Done():
+		s.Close()
+		return nil, errors.Join(errors.New("embedetcd: not ready"), ctx.Err())
+	}
+}
+
+// Endpoint returns the client address, host:port.
+func (s *Server) Endpoint() string { return s.etcd.Clients[0].Addr().String() }
+
+// Err reports a fatal server error.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Close stops etcd and removes a temporary data directory.
+func (s *Server) Close() {
+	if s.etcd != nil {
+		s.etcd.Close()
+	}
+	s.removeTemp()
+}
+
+func (s *Server) removeTemp() {
+	if s.tempDir != "" {
+		os.RemoveAll(s.tempDir)
+	}
+}

@@ -1,0 +1,84 @@
+// Package etcdutil connects to etcd the way every Baton command does.
+package etcdutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/namespace"
+	"go.uber.org/zap"
+)
+
+// Config says how to reach etcd.
+type Config struct {
+	Endpoints []string
+	// Namespace prefixes every key ("baton" → "baton/").
+	Namespace   string
+	DialTimeout time.Duration
+	Username    string
+	Password    string
+	CACert      string
+	Cert        string
+	Key         string
+}
+
+// Prefix returns the key prefix of the namespace.
+func (c Config) Prefix() string { return strings.TrimSuffix(c.Namespace, "/") + "/" }
+
+// New connects to etcd and returns a client whose KV, Watcher and Lease
+// see only the namespace.
+func New(c Config) (*clientv3.Client, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, fmt.Errorf("endpoints: at least one etcd endpoint is required")
+	}
+	if c.Namespace == "" {
+		return nil, fmt.Errorf("namespace: must not be empty")
+	}
+	cc := clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.DialTimeout,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Username:             c.Username,
+		Password:             c.Password,
+		Logger:               zap.NewNop(),
+	}
+	if cc.DialTimeout == 0 {
+		cc.DialTimeout = 5 * time.Second
+	}
+	if c.CACert != "" || c.Cert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CACert != "" {
+			pem, err := os.ReadFile(c.CACert)
+			if err != nil {
+				return nil, fmt.Errorf("etcd-cacert: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("etcd-cacert: no certificate in %s", c.CACert)
+			}
+		}
+		if c.Cert != "" {
+			crt, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+			if err != nil {
+				return nil, fmt.Errorf("etcd-cert: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{crt}
+		}
+		cc.TLS = tc
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, err
+	}
+	p := c.Prefix()
+	cli.KV = namespace.NewKV(cli.KV, p)
+	cli.Watcher = namespace.NewWatcher(cli.Watcher, p)
+	cli.Lease = namespace.NewLease(cli.Lease, p)
+	return cli, nil
+}

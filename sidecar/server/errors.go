@@ -1,0 +1,45 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/workqueue"
+)
+
+// toConnect maps an error from the coordination packages to a Connect
+// error with a message for the worker. etcd's own errors are not passed
+// through: they say "etcd unavailable" and are logged by the caller.
+func toConnect(err error) error {
+	if err == nil {
+		return nil
+	}
+	var inv *workqueue.InvalidError
+	var ce *connect.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce
+	case errors.As(err, &inv):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, workqueue.ErrClaimLost):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("claim lost: the task was claimed again, returned to the queue or already finished; discard this attempt's output"))
+	case errors.Is(err, coord.ErrUnknownSession):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("session is not open: call Attach and keep its stream open"))
+	case errors.Is(err, workqueue.ErrDraining):
+		return connect.NewError(connect.CodeUnavailable, errors.New("sidecar is shutting down"))
+	case errors.Is(err, coord.ErrNoLease):
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the sidecar holds no lease yet; retry"))
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	default:
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: "+err.Error()))
+	}
+}
+
+func invalidArg(field, msg string) error {
+	return connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+msg))
+}

@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
+)
+
+// ErrSocketInUse is returned when another process serves the socket path.
+var ErrSocketInUse = errors.New("server: socket is in use by a live process")
+
+// Listen opens the Unix socket at path with the given file mode. A socket
+// file that nothing listens on (left by a crash) is removed first; one
+// that a live process serves is refused with ErrSocketInUse.
+func Listen(path string, mode os.FileMode) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("server: %s exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: %s", ErrSocketInUse, path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("server: probing %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("server: removing stale socket: %w", err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(true)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("server: chmod socket: %w", err)
+	}
+	return l, nil
+}
+
+// Handler returns the HTTP handler serving the socket API: TaskService,
+// gRPC reflection, and whatever extra handlers are given.
+func Handler(tasks *TaskHandler, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(batonv1connect.NewTaskServiceHandler(tasks, opts...))
+	for _, f := range extra {
+		f(mux)
+	}
+	reflector := grpcreflect.NewStaticReflector(
+		batonv1connect.TaskServiceName,
+		batonv1connect.LockServiceName,
+		batonv1connect.ConfigServiceName,
+	)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	return mux
+}
+
+// HTTPServer returns an http.Server for h that speaks HTTP/1.1 and
+// unencrypted HTTP/2 (h2c), with no timeouts that would cut long polls.
+func HTTPServer(h http.Handler, baseCtx context.Context) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+}

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
+	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/workqueue"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// MaxWait bounds Next's long poll.
+const MaxWait = 10 * time.Minute
+
+// TaskHandler implements TaskService on a Dispatcher.
+type TaskHandler struct {
+	Dispatcher *workqueue.Dispatcher
+	Store      *workqueue.Store
+	Sessions   *coord.Sessions
+	// Queues are the sidecar's queues: the default for Next and Submit.
+	Queues []string
+	Logger *slog.Logger
+}
+
+var _ batonv1connect.TaskServiceHandler = (*TaskHandler)(nil)
+
+// Attach opens a worker session for as long as the stream stays open.
+func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.AttachRequest], stream *connect.ServerStream[batonv1.AttachResponse]) error {
+	s := h.Sessions.Open(req.Msg.GetWorker())
+	defer h.Sessions.Close(s)
+	h.Logger.Debug("worker session opened", "session", s.ID, "worker", s.Worker)
+	if err := stream.Send(&batonv1.AttachResponse{Session: s.ID}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			h.Logger.Debug("worker session closed", "session", s.ID)
+			return nil
+		case msg := <-s.Pushes():
+			if m, ok := msg.(*batonv1.AttachResponse); ok {
+				if err := stream.Send(m); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (h *TaskHandler) session(id string) (*coord.Session, error) {
+	if id == "" {
+		return nil, nil
+	}
+	s, err := h.Sessions.Get(id)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return s, nil
+}
+
+// Next claims the next task, waiting up to the request's wait.
+func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.NextRequest]) (*connect.Response[batonv1.NextResponse], error) {
+	queues := req.Msg.GetQueues()
+	if len(queues) == 0 {
+		queues = h.Queues
+	}
+	if len(queues) == 0 {
+		return nil, invalidArg("queues", "no queue given and the sidecar has no --queue")
+	}
+	wait := time.Duration(0)
+	if w := req.Msg.GetWait(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 {
+			return nil, invalidArg("wait", "must be a non-negative duration")
+		}
+		wait = min(w.AsDuration(), MaxWait)
+	}
+	sess, err := h.session(req.Msg.GetSession())
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.Dispatcher.Next(ctx, queues, wait, sess)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	if c == nil {
+		return connect.NewResponse(&batonv1.NextResponse{}), nil
+	}
+	t, err := taskProto(c)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(&batonv1.NextResponse{Task: t}), nil
+}
+
+func taskProto(c *workqueue.Claimed) (*batonv1.Task, error) {
+	payload := &structpb.Struct{}
+	if err := payload.UnmarshalJSON(c.Payload); err != nil {
+		return nil, fmt.Errorf("task %s: payload: %w", c.ID, err)
+	}
+	return &batonv1.Task{
+		Id:           c.ID,
+		Queue:        c.Status.Queue,
+		Payload:      payload,
+		Attempt:      c.Status.Attempt,
+		MaxAttempts:  c.Status.MaxAttempts,
+		Claim:        c.Claim(),
+		FencingToken: c.Token,
+		Deadline:     timestamppb.New(c.Deadline()),
+		Batch:        c.Status.Batch,
+		Traceparent:  c.Traceparent,
+		Priority:     c.Status.Priority,
+		Timeout:      durationpb.New(c.Status.Timeout()),
+	}, nil
+}
+
+func needClaim(c string) error {
+	if c == "" {
+		return invalidArg("claim", "is required")
+	}
+	return nil
+}
+
+// Heartbeat extends the claim's deadline.
+func (h *TaskHandler) Heartbeat(ctx context.Context, req *connect.Request[batonv1.HeartbeatRequest]) (*connect.Response[batonv1.HeartbeatResponse], error) {
+	if err := needClaim(req.Msg.GetClaim()); err != nil {
+		return nil, err
+	}
+	if p := req.Msg.GetProgress(); p < 0 || p > 1 {
+		return nil, invalidArg("progress", "must be between 0 and 1")
+	}
+	st, err := h.Dispatcher.Heartbeat(ctx, req.Msg.GetClaim())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&batonv1.HeartbeatResponse{
+		CancelRequested: st.CancelRequested,
+		Deadline:        timestamppb.New(time.UnixMilli(st.DeadlineMS)),
+	}), nil
+}
+
+// Complete finishes the task with its result.
+func (h *TaskHandler) Complete(ctx context.Context, req *connect.Request[batonv1.CompleteRequest]) (*connect.Response[batonv1.CompleteResponse], error) {
+	if err := needClaim(req.Msg.GetClaim()); err != nil {
+		return nil, err
+	}
+	var result json.RawMessage
+	if r := req.Msg.GetResult(); r != nil {
+		b, err := r.MarshalJSON()
+		if err != nil {
+			return nil, invalidArg("result", err.Error())
+		}
+		result = b
+	}
+	if err := h.Dispatcher.Complete(ctx, req.Msg.GetClaim(), result); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&batonv1.CompleteResponse{}), nil
+}
+
+// Fail records a failed attempt.
+func (h *TaskHandler) Fail(ctx context.Context, req *connect.Request[batonv1.FailRequest]) (*connect.Response[batonv1.FailResponse], error) {
+	if err := needClaim(req.Msg.GetClaim()); err != nil {
+		return nil, err
+	}
+	var after time.Duration
+	if ra := req.Msg.GetRetryAfter(); ra != nil {
+		if err := ra.CheckValid(); err != nil || ra.AsDuration() < 0 {
+			return nil, invalidArg("retry_after", "must be a non-negative duration")
+		}
+		after = ra.AsDuration()
+	}
+	retry, at, err := h.Dispatcher.Fail(ctx, req.Msg.GetClaim(), req.Msg.GetError(), req.Msg.GetPermanent(), after)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	resp := &batonv1.FailResponse{WillRetry: retry}
+	if retry {
+		resp.RetryAt = timestamppb.New(at)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// Release gives the task back without using an attempt.
+func (h *TaskHandler) Release(ctx context.Context, req *connect.Request[batonv1.ReleaseRequest]) (*connect.Response[batonv1.ReleaseResponse], error) {
+	if err := needClaim(req.Msg.GetClaim()); err != nil {
+		return nil, err
+	}
+	if err := h.Dispatcher.Release(ctx, req.Msg.GetClaim()); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&batonv1.ReleaseResponse{}), nil
+}
+
+// Submit enqueues tasks; existing ids are left alone.
+func (h *TaskHandler) Submit(ctx context.Context, req *connect.Request[batonv1.SubmitRequest]) (*connect.Response[batonv1.SubmitResponse], error) {
+	specs := make([]workqueue.Spec, len(req.Msg.GetTasks()))
+	for i, t := range req.Msg.GetTasks() {
+		field := fmt.Sprintf("tasks[%d]", i)
+		sp, err := specFromProto(t, field)
+		if err != nil {
+			return nil, err
+		}
+		if sp.Queue == "" {
+			if len(h.Queues) == 0 {
+				return nil, invalidArg(field+".queue", "is required (the sidecar has no --queue)")
+			}
+			sp.Queue = h.Queues[0]
+		}
+		specs[i] = sp
+	}
+	if len(specs) == 0 {
+		return nil, invalidArg("tasks", "at least one task is required")
+	}
+	res, err := h.Store.Submit(ctx, specs)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	created, existing := res.Counts()
+	return connect.NewResponse(&batonv1.SubmitResponse{Ids: res.IDs, Created: int32(created), Existing: int32(existing)}), nil
+}
+
+func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
+	sp := workqueue.Spec{
+		ID: t.GetId(), Queue: t.GetQueue(), Priority: t.GetPriority(), MaxAttempts: t.GetMaxAttempts(),
+		Batch: t.GetBatch(), Traceparent: t.GetTraceparent(),
+	}
+	if t.GetPayload() == nil {
+		return sp, invalidArg(field+".payload", "is required")
+	}
+	b, err := t.GetPayload().MarshalJSON()
+	if err != nil {
+		return sp, invalidArg(field+".payload", err.Error())
+	}
+	sp.Payload = b
+	if d := t.GetTimeout(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return sp, invalidArg(field+".timeout", err.Error())
+		}
+		sp.Timeout = d.AsDuration()
+	}
+	if nb := t.GetNotBefore(); nb != nil {
+		if err := nb.CheckValid(); err != nil {
+			return sp, invalidArg(field+".not_before", err.Error())
+		}
+		sp.NotBefore = nb.AsTime()
+	}
+	return sp, nil
+}

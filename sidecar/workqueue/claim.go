@@ -1,0 +1,104 @@
+package workqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Holder identifies who makes a claim.
+type Holder struct {
+	Worker  string          // the sidecar's worker id
+	Session string          // the worker session, or ""
+	Lease   clientv3.LeaseID // the sidecar's lease; the claim key is bound to it
+}
+
+// Claimed is a task claimed by this sidecar.
+type Claimed struct {
+	ID          string
+	Token       int64 // fencing token: the claim key's create revision
+	Status      Status
+	Payload     json.RawMessage
+	Traceparent string
+	CreatedMS   int64
+}
+
+// Claim returns the claim handle.
+func (c *Claimed) Claim() string { return FormatClaim(c.ID, c.Token) }
+
+// Deadline returns when the claim lapses without a heartbeat.
+func (c *Claimed) Deadline() time.Time { return time.UnixMilli(c.Status.DeadlineMS) }
+
+var (
+	errConflict = errors.New("workqueue: claim conflict")
+	errZombie   = errors.New("workqueue: ready entry of a claimed task")
+)
+
+// claim takes the task of one ready entry: in one transaction that compares
+// the entry's mod revision, it deletes the entry, writes the claim key bound
+// to the holder's lease, writes the CLAIMED status and the durable run
+// marker, and reads the task's spec. It returns errConflict when the entry
+// is gone or changed (another claimer won).
+func (s *Store) claim(ctx context.Context, key string, modRev int64, pending Status, h Holder) (*Claimed, error) {
+	e, err := parseReadyKey(key)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now()
+	st := pending
+	st.State = StateClaimed
+	st.Attempt++
+	st.Index = ""
+	st.Holder, st.Session, st.Lease = h.Worker, h.Session, int64(h.Lease)
+	st.DeadlineMS = ms(now.Add(st.Timeout()))
+	st.UpdatedMS = ms(now)
+	enc := st.encode()
+	resp, err := s.kv.Txn(ctx).
+		If(
+			clientv3.Compare(clientv3.ModRevision(key), "=", modRev),
+			clientv3.Compare(clientv3.CreateRevision(claimKey(e.ID)), "=", 0),
+		).
+		Then(
+			clientv3.OpDelete(key),
+			clientv3.OpPut(claimKey(e.ID), enc, clientv3.WithLease(h.Lease)),
+			clientv3.OpPut(stateKey(e.ID), enc),
+			clientv3.OpPut(runKey(e.ID), ""),
+			clientv3.OpGet(taskKey(e.ID)),
+		).
+		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
+		Commit()
+	if err != nil {
+		return nil, err
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 1 && kvs[0].ModRevision == modRev {
+			return nil, errZombie
+		}
+		return nil, errConflict
+	}
+	c := &Claimed{ID: e.ID, Token: resp.Header.Revision, Status: st}
+	kvs := resp.Responses[4].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return c, fmt.Errorf("task %s has no spec", e.ID)
+	}
+	var sp spec
+	if err := json.Unmarshal(kvs[0].Value, &sp); err != nil {
+		return c, fmt.Errorf("task %s: bad spec: %w", e.ID, err)
+	}
+	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.Traceparent, sp.CreatedMS
+	return c, nil
+}
+
+// dropZombie deletes a ready entry whose task is claimed already. It cannot
+// arise from the transactions in this package; it is removed so that it
+// cannot block the queue if it ever does.
+func (s *Store) dropZombie(ctx context.Context, key string, modRev int64) error {
+	_, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", modRev)).
+		Then(clientv3.OpDelete(key)).Commit()
+	return err
+}

@@ -1,0 +1,735 @@
+package workqueue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/coord"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Dispatcher is one sidecar's side of the work queue: it hands tasks to the
+// sidecar's workers (Next), answers for the claims it made (Complete, Fail,
+// Release, Heartbeat), and takes part in recovering everyone's lost claims.
+//
+// It runs two goroutines between Start and Stop: the watcher follows the
+// sidecar's single etcd watch on q/ (new work wakes waiting Next calls, the
+// ready windows stay current, a claim key deleted by lease expiry is an
+// orphan to recover), and the maintainer promotes delayed tasks when due,
+// recovers orphans, expires claims past their deadline and removes finished
+// tasks past retention.
+type Dispatcher struct {
+	store    *Store
+	cfg      Config
+	kv       clientv3.KV
+	watcher  clientv3.Watcher
+	lease    *coord.LeaseKeeper
+	sessions *coord.Sessions
+	worker   string
+
+	orphans   chan orphan
+	delayHint chan struct{} // a delay entry was put; see hintDue
+	sweepNow  chan struct{}
+
+	mu        sync.Mutex
+	windows   map[string]*window
+	trying    map[string]bool // ready keys a local claimer is trying
+	held      map[string]*held
+	heldEmpty chan struct{} // closed when held becomes empty while draining
+	draining  bool
+	drainCh   chan struct{}
+	stopped   bool
+	loadReq   chan struct{} // buffered 1: some window needs a load
+	stats     Stats
+	hintDue   time.Time // earliest due time put since the maintainer last looked
+
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	timerWG sync.WaitGroup
+}
+
+// Stats counts what the dispatcher did; read it with Stats.
+type Stats struct {
+	Claims, Conflicts, Requeued, Expired, Promoted, Removed int64
+}
+
+type held struct {
+	c       *Claimed
+	unhook  func()
+	timer   *time.Timer
+	session *coord.Session
+}
+
+type orphan struct {
+	id    string
+	token int64
+	st    Status
+}
+
+// NewDispatcher returns a dispatcher for the sidecar named worker. kv and
+// watcher must be wrapped in the deployment's namespace.
+func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease *coord.LeaseKeeper, sessions *coord.Sessions, worker string) *Dispatcher {
+	return &Dispatcher{
+		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker,
+		orphans:   make(chan orphan, 1024),
+		delayHint: make(chan struct{}, 1),
+		sweepNow:  make(chan struct{}, 1),
+		windows:   make(map[string]*window),
+		trying:    make(map[string]bool),
+		held:      make(map[string]*held),
+		drainCh:   make(chan struct{}),
+		loadReq:   make(chan struct{}, 1),
+	}
+}
+
+// Start reads the current revision, sweeps for orphaned and expired claims
+// and starts the watcher and maintainer. It returns once the watch is set
+// up; ctx bounds only that.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	resp, err := d.kv.Get(ctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("workqueue: reading start revision: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	d.wg.Add(2)
+	go func() { defer d.wg.Done(); d.watch(runCtx, resp.Header.Revision) }()
+	go func() { defer d.wg.Done(); d.maintain(runCtx) }()
+	return nil
+}
+
+// Stop ends the goroutines and timers. Claims still held stay in etcd
+// until their lease goes; call Drain first to give them back.
+func (d *Dispatcher) Stop() {
+	d.mu.Lock()
+	d.stopped = true
+	for _, h := range d.held {
+		if h.timer != nil {
+			h.timer.Stop()
+		}
+	}
+	d.mu.Unlock()
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	d.timerWG.Wait()
+}
+
+// Stats returns a copy of the counters.
+func (d *Dispatcher) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// HeldCount returns the number of claims this sidecar holds.
+func (d *Dispatcher) HeldCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.held)
+}
+
+// Next claims a task from the first of queues that has one, waiting up to
+// wait for one to arrive. It returns (nil, nil) when the wait ends without
+// a task. With a session, the claim is given back with its attempt counted
+// when the session closes. Cancelling ctx abandons the wait.
+func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Duration, sess *coord.Session) (*Claimed, error) {
+	for i, q := range queues {
+		if err := ValidateQueue(q); err != nil {
+			return nil, &InvalidError{Field: fmt.Sprintf("queues[%d]", i), Err: err}
+		}
+	}
+	if len(queues) == 0 {
+		return nil, invalid("queues", "at least one queue is required")
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var sessDone <-chan struct{}
+	sessID := ""
+	if sess != nil {
+		sessDone, sessID = sess.Done(), sess.ID
+	}
+	wt := &waiter{ch: make(chan struct{}, 1), queues: queues}
+	defer d.unwait(wt)
+	for {
+		ls, leaseChanged, err := d.lease.Session()
+		if err != nil {
+			select {
+			case <-leaseChanged:
+				continue
+			case <-timer.C:
+				return nil, err
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-d.drainCh:
+				return nil, ErrDraining
+			}
+		}
+		d.mu.Lock()
+		if d.draining {
+			d.mu.Unlock()
+			return nil, ErrDraining
+		}
+		// Register before looking, so a put after the look wakes us.
+		wt.fired = ""
+		select {
+		case <-wt.ch:
+		default:
+		}
+		var cand entry
+		var win *window
+		var unloaded chan struct{}
+		for _, q := range queues {
+			w := d.windowLocked(q)
+			w.unwait(wt)
+			w.waiters = append(w.waiters, wt)
+			if !w.loaded && unloaded == nil {
+				unloaded = w.ready
+			}
+			if win == nil {
+				if e, ok := w.pick(d.trying); ok {
+					cand, win = e, w
+				}
+			}
+		}
+		if win != nil {
+			d.trying[cand.key] = true
+		}
+		d.mu.Unlock()
+
+		if win == nil && unloaded != nil {
+			// Do not answer "empty" before the window was read once.
+			select {
+			case <-unloaded:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-d.drainCh:
+				return nil, ErrDraining
+			}
+		}
+
+		if win != nil {
+			c, err := d.store.claim(ctx, cand.key, cand.modRev, cand.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()})
+			d.mu.Lock()
+			delete(d.trying, cand.key)
+			switch {
+			case err == nil:
+				win.remove(cand.key)
+				win.succeeded()
+				d.stats.Claims++
+			case errors.Is(err, errConflict), errors.Is(err, errZombie):
+				win.remove(cand.key)
+				win.conflicted(d.cfg.Window)
+				d.stats.Conflicts++
+			}
+			d.mu.Unlock()
+			switch {
+			case err == nil:
+				return c, d.hold(c, sess)
+			case errors.Is(err, errConflict):
+				continue
+			case errors.Is(err, errZombie):
+				d.cfg.Logger.Warn("dropping ready entry of a claimed task", "key", cand.key)
+				_ = d.store.dropZombie(ctx, cand.key, cand.modRev)
+				continue
+			case c != nil:
+				// Claimed, but the spec is unreadable: it can never run.
+				d.cfg.Logger.Error("claimed task is broken; marking it dead", "task", c.ID, "err", err)
+				_, _, _ = d.store.Fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+				continue
+			default:
+				return nil, fmt.Errorf("claim: %w", err)
+			}
+		}
+		select {
+		case <-wt.ch:
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-sessDone:
+			return nil, coord.ErrUnknownSession
+		case <-d.drainCh:
+			return nil, ErrDraining
+		}
+	}
+}
+
+// windowLocked returns the window of queue q, asking the watcher to load
+// it when needed.
+func (d *Dispatcher) windowLocked(q string) *window {
+	w := d.windows[q]
+	if w == nil {
+		w = &window{name: q, spread: minSpread, ready: make(chan struct{})}
+		d.windows[q] = w
+	}
+	if w.needsLoad(d.cfg.Window) {
+		w.loading = true
+		select {
+		case d.loadReq <- struct{}{}:
+		default:
+		}
+	}
+	return w
+}
+
+// unwait removes a waiter from its queues; a wake-up it took but did not
+// use passes on to the next waiter of that queue.
+func (d *Dispatcher) unwait(wt *waiter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range wt.queues {
+		if w := d.windows[q]; w != nil {
+			w.unwait(wt)
+		}
+	}
+	if wt.fired != "" && len(wt.ch) == 1 {
+		if w := d.windows[wt.fired]; w != nil {
+			w.wake()
+		}
+	}
+}
+
+// hold records a new claim: its deadline timer and its session hook.
+func (d *Dispatcher) hold(c *Claimed, sess *coord.Session) error {
+	h := &held{c: c, session: sess}
+	d.mu.Lock()
+	d.held[c.ID] = h
+	d.armLocked(h)
+	d.mu.Unlock()
+	if sess != nil {
+		id, token := c.ID, c.Token
+		unhook, ok := sess.OnClose(func() { d.abandon(id, token, "worker session closed while holding the task") })
+		if !ok {
+			d.abandon(id, token, "worker session closed while holding the task")
+			return coord.ErrUnknownSession
+		}
+		d.mu.Lock()
+		h.unhook = unhook
+		d.mu.Unlock()
+	}
+	return nil
+}
+
+// armLocked (re)starts the claim's deadline timer.
+func (d *Dispatcher) armLocked(h *held) {
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	id, token := h.c.ID, h.c.Token
+	h.timer = time.AfterFunc(time.Until(h.c.Deadline()), func() {
+		d.mu.Lock()
+		if d.stopped {
+			d.mu.Unlock()
+			return
+		}
+		d.timerWG.Add(1)
+		d.mu.Unlock()
+		defer d.timerWG.Done()
+		d.abandon(id, token, "no heartbeat within the task's timeout")
+	})
+}
+
+// forget drops a claim from the held table.
+func (d *Dispatcher) forget(id string, token int64) {
+	d.mu.Lock()
+	h := d.held[id]
+	if h == nil || h.c.Token != token {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.held, id)
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	unhook := h.unhook
+	if len(d.held) == 0 && d.heldEmpty != nil {
+		close(d.heldEmpty)
+		d.heldEmpty = nil
+	}
+	d.mu.Unlock()
+	if unhook != nil {
+		unhook()
+	}
+}
+
+// abandon returns a held claim to the queue with its attempt counted.
+func (d *Dispatcher) abandon(id string, token int64, reason string) {
+	d.mu.Lock()
+	h := d.held[id]
+	d.mu.Unlock()
+	if h == nil || h.c.Token != token {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := d.store.Abandon(ctx, id, token, 0, h.c.Status, reason)
+	if err != nil && !errors.Is(err, ErrClaimLost) {
+		// etcd is unreachable: the lease will lapse or the sweep will
+		// expire the claim; keep it so a late Complete can still win.
+		d.cfg.Logger.Warn("returning claim failed", "task", id, "err", err)
+		return
+	}
+	d.forget(id, token)
+	if err == nil {
+		d.mu.Lock()
+		d.stats.Requeued++
+		d.mu.Unlock()
+		d.cfg.Logger.Info("claim returned", "task", id, "reason", reason)
+	}
+}
+
+// lookup finds the status of a live claim: from the held table, or from
+// etcd for a claim this sidecar does not hold.
+func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token int64, st Status, err error) {
+	id, token, err = ParseClaim(claim)
+	if err != nil {
+		return "", 0, st, &InvalidError{Field: "claim", Err: err}
+	}
+	d.mu.Lock()
+	h := d.held[id]
+	d.mu.Unlock()
+	if h != nil && h.c.Token == token {
+		return id, token, h.c.Status, nil
+	}
+	resp, err := d.kv.Get(ctx, claimKey(id))
+	if err != nil {
+		return id, token, st, err
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
+		return id, token, st, ErrClaimLost
+	}
+	st, err = decodeStatus(resp.Kvs[0].Value)
+	return id, token, st, err
+}
+
+// Complete finishes the claimed task with its result.
+func (d *Dispatcher) Complete(ctx context.Context, claim string, result json.RawMessage) error {
+	id, token, st, err := d.lookup(ctx, claim)
+	if err != nil {
+		return err
+	}
+	err = d.store.Complete(ctx, id, token, st, result)
+	if err == nil || errors.Is(err, ErrClaimLost) {
+		d.forget(id, token)
+	}
+	return err
+}
+
+// Fail records a failed attempt (see Store.Fail).
+func (d *Dispatcher) Fail(ctx context.Context, claim, msg string, permanent bool, retryAfter time.Duration) (bool, time.Time, error) {
+	id, token, st, err := d.lookup(ctx, claim)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	retry, at, err := d.store.Fail(ctx, id, token, st, msg, permanent, retryAfter)
+	if err == nil || errors.Is(err, ErrClaimLost) {
+		d.forget(id, token)
+	}
+	return retry, at, err
+}
+
+// Release gives the claimed task back without using an attempt.
+func (d *Dispatcher) Release(ctx context.Context, claim string) error {
+	id, token, st, err := d.lookup(ctx, claim)
+	if err != nil {
+		return err
+	}
+	err = d.store.Release(ctx, id, token, st)
+	if err == nil || errors.Is(err, ErrClaimLost) {
+		d.forget(id, token)
+	}
+	return err
+}
+
+// Heartbeat extends the claim's deadline and reports whether cancelling
+// the task was requested.
+func (d *Dispatcher) Heartbeat(ctx context.Context, claim string) (Status, error) {
+	id, token, st, err := d.lookup(ctx, claim)
+	if err != nil {
+		return st, err
+	}
+	st, err = d.store.Heartbeat(ctx, id, token, st)
+	if errors.Is(err, ErrClaimLost) {
+		d.forget(id, token)
+	}
+	if err != nil {
+		return st, err
+	}
+	d.mu.Lock()
+	if h := d.held[id]; h != nil && h.c.Token == token {
+		h.c.Status = st
+		d.armLocked(h)
+	}
+	d.mu.Unlock()
+	return st, nil
+}
+
+// Drain stops handing out tasks, waits until the claims in hand are
+// answered or ctx ends, and then gives back the rest without using their
+// attempts.
+func (d *Dispatcher) Drain(ctx context.Context) {
+	d.mu.Lock()
+	if !d.draining {
+		d.draining = true
+		close(d.drainCh)
+	}
+	var empty chan struct{}
+	if len(d.held) > 0 {
+		empty = make(chan struct{})
+		d.heldEmpty = empty
+	}
+	d.mu.Unlock()
+	if empty != nil {
+		select {
+		case <-empty:
+		case <-ctx.Done():
+		}
+	}
+	d.mu.Lock()
+	rest := make([]*held, 0, len(d.held))
+	for _, h := range d.held {
+		rest = append(rest, h)
+	}
+	d.mu.Unlock()
+	for _, h := range rest {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := d.store.Release(rctx, h.c.ID, h.c.Token, h.c.Status)
+		cancel()
+		if err != nil && !errors.Is(err, ErrClaimLost) {
+			d.cfg.Logger.Warn("releasing claim at shutdown failed; it returns when the lease is revoked or expires", "task", h.c.ID, "err", err)
+		}
+		d.forget(h.c.ID, h.c.Token)
+	}
+}
+
+// watch follows q/ from rev+1 until ctx ends, resynchronising after
+// errors (for example when the revision it needs was compacted).
+func (d *Dispatcher) watch(ctx context.Context, rev int64) {
+	for ctx.Err() == nil {
+		d.reloadAll(ctx, rev)
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+		rev = d.follow(ctx, ch, rev)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		// Start again from the current revision; the sweep catches what
+		// happened in between.
+		for ctx.Err() == nil {
+			resp, err := d.kv.Get(ctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err == nil {
+				rev = resp.Header.Revision
+				break
+			}
+			d.cfg.Logger.Warn("watch resync failed; retrying", "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
+		d.requestSweep()
+	}
+}
+
+// follow applies watch responses until the watch fails; it returns the
+// last revision applied.
+func (d *Dispatcher) follow(ctx context.Context, ch clientv3.WatchChan, rev int64) int64 {
+	for {
+		select {
+		case <-ctx.Done():
+			return rev
+		case <-d.loadReq:
+			if err := d.loadPending(ctx, rev); err != nil {
+				d.cfg.Logger.Warn("loading ready window failed", "err", err)
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					return rev
+				}
+			}
+		case resp, ok := <-ch:
+			if !ok {
+				return rev
+			}
+			if err := resp.Err(); err != nil {
+				d.cfg.Logger.Warn("watch failed; resynchronising", "err", err)
+				return rev
+			}
+			if resp.IsProgressNotify() {
+				rev = max(rev, resp.Header.Revision)
+				continue
+			}
+			rev = max(rev, d.apply(resp.Events))
+		}
+	}
+}
+
+// apply updates the windows from one watch response and reports orphans.
+func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
+	var last int64
+	runDeleted := map[string]int64{}
+	for _, ev := range evs {
+		if ev.Type == mvccpb.DELETE {
+			if id, ok := strings.CutPrefix(string(ev.Kv.Key), prefixRun); ok {
+				runDeleted[id] = ev.Kv.ModRevision
+			}
+		}
+	}
+	var lost []orphan
+	d.mu.Lock()
+	for _, ev := range evs {
+		key := string(ev.Kv.Key)
+		last = max(last, ev.Kv.ModRevision)
+		switch {
+		case strings.HasPrefix(key, prefixReady):
+			e, err := parseReadyKey(key)
+			if err != nil {
+				continue
+			}
+			w := d.windows[e.Queue]
+			if w == nil {
+				continue
+			}
+			if ev.Type == mvccpb.DELETE {
+				w.remove(key)
+				continue
+			}
+			st, err := decodeStatus(ev.Kv.Value)
+			if err != nil {
+				continue
+			}
+			w.put(entry{key: key, modRev: ev.Kv.ModRevision, st: st}, d.cfg.Window)
+			if !w.loaded || (!w.complete && key > w.horizon) {
+				if w.needsLoad(d.cfg.Window) {
+					w.loading = true
+					select {
+					case d.loadReq <- struct{}{}:
+					default:
+					}
+				}
+			}
+			w.wake()
+		case strings.HasPrefix(key, prefixDelay) && ev.Type == mvccpb.PUT:
+			if due, _, err := parseDelayKey(key); err == nil {
+				if d.hintDue.IsZero() || due.Before(d.hintDue) {
+					d.hintDue = due
+				}
+				select {
+				case d.delayHint <- struct{}{}:
+				default:
+				}
+			}
+		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE && ev.PrevKv != nil:
+			id := key[len(prefixClaim):]
+			if runDeleted[id] == ev.Kv.ModRevision {
+				continue // answered or returned in the same transaction
+			}
+			if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
+				lost = append(lost, orphan{id: id, token: ev.PrevKv.CreateRevision, st: st})
+			}
+		}
+	}
+	d.mu.Unlock()
+	for _, o := range lost {
+		select {
+		case d.orphans <- o:
+		default: // the periodic sweep finds it
+		}
+	}
+	return last
+}
+
+// loadPending reads every window that asked for a load, at revision rev so
+// that the watch events that follow apply on top of it.
+func (d *Dispatcher) loadPending(ctx context.Context, rev int64) error {
+	d.mu.Lock()
+	var names []string
+	for name, w := range d.windows {
+		if w.loading {
+			names = append(names, name)
+		}
+	}
+	d.mu.Unlock()
+	for i, name := range names {
+		if err := d.load(ctx, name, rev); err != nil {
+			// Let the next Next on these queues ask again.
+			d.mu.Lock()
+			for _, n := range names[i:] {
+				if w := d.windows[n]; w != nil {
+					w.loading = false
+				}
+			}
+			d.mu.Unlock()
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
+	p := readyPrefix(name)
+	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithLimit(int64(d.cfg.Window)), clientv3.WithSerializable()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := d.kv.Get(ctx, p, opts...)
+	if err != nil {
+		return err
+	}
+	entries := make([]entry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		st, err := decodeStatus(kv.Value)
+		if err != nil {
+			continue
+		}
+		entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st})
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w := d.windows[name]
+	if w == nil {
+		return nil
+	}
+	if !w.loaded {
+		close(w.ready)
+	}
+	w.entries, w.loaded, w.loading = entries, true, false
+	w.complete = !resp.More
+	w.horizon = ""
+	if len(entries) > 0 {
+		w.horizon = entries[len(entries)-1].key
+	}
+	for range entries {
+		if !w.wake() {
+			break
+		}
+	}
+	return nil
+}
+
+// reloadAll reloads every window at rev (after a resync) and wakes all
+// waiters so they look again.
+func (d *Dispatcher) reloadAll(ctx context.Context, rev int64) {
+	d.mu.Lock()
+	for _, w := range d.windows {
+		w.loading = true
+	}
+	d.mu.Unlock()
+	if err := d.loadPending(ctx, rev); err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("reloading ready windows failed", "err", err)
+	}
+	d.mu.Lock()
+	for _, w := range d.windows {
+		w.wakeAll()
+	}
+	d.mu.Unlock()
+}

@@ -1,0 +1,199 @@
+package workqueue
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// ownsClaim compares the claim key's create revision with the token.
+func ownsClaim(id string, token int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(claimKey(id)), "=", token)
+}
+
+// released clears the fields that only a live claim has.
+func released(st Status, state State, now time.Time) Status {
+	st.State = state
+	st.Session, st.Lease, st.DeadlineMS = "", 0, 0
+	st.Index = ""
+	st.UpdatedMS = ms(now)
+	return st
+}
+
+func (s *Store) commitOwned(ctx context.Context, id string, token int64, ops ...clientv3.Op) error {
+	resp, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).Then(ops...).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return ErrClaimLost
+	}
+	return nil
+}
+
+// finishOps are the writes that put a task into an end state.
+func finishOps(id string, st Status, now time.Time) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpDelete(claimKey(id)),
+		clientv3.OpDelete(runKey(id)),
+		clientv3.OpPut(stateKey(id), st.encode()),
+		clientv3.OpPut(gcKey(now, id), st.Batch),
+	}
+}
+
+// pendingOps are the writes that put a task back into its ready index.
+func pendingOps(id string, st Status) (Status, []clientv3.Op) {
+	st.Index = readyKey(st.Queue, st.Priority, st.Order, id)
+	enc := st.encode()
+	return st, []clientv3.Op{
+		clientv3.OpPut(stateKey(id), enc),
+		clientv3.OpPut(st.Index, enc),
+	}
+}
+
+// Complete finishes a claimed task as DONE with its result. It returns
+// ErrClaimLost, and changes nothing, unless the claim with this token is
+// live.
+func (s *Store) Complete(ctx context.Context, id string, token int64, st Status, result json.RawMessage) error {
+	if len(result) == 0 {
+		result = json.RawMessage("{}")
+	}
+	if len(result) > s.cfg.PayloadLimit {
+		return invalid("result", "is %d bytes, over the limit of %d", len(result), s.cfg.PayloadLimit)
+	}
+	now := s.cfg.Now()
+	ops := finishOps(id, released(st, StateDone, now), now)
+	ops = append(ops, clientv3.OpPut(resultKey(id), string(result)))
+	return s.commitOwned(ctx, id, token, ops...)
+}
+
+// Backoff returns the delay before retrying after the given attempt:
+// BackoffBase*2^(attempt-1), at most BackoffMax, with the upper half
+// jittered.
+func (s *Store) Backoff(attempt int32) time.Duration {
+	d := s.cfg.BackoffBase
+	for i := int32(1); i < attempt && d < s.cfg.BackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.BackoffMax)
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// Fail records a failed attempt. Unless the failure is permanent or the
+// task has used its attempts, the task waits in the delay index for
+// retryAfter (when positive) or the backoff and then becomes PENDING again;
+// otherwise it is DEAD. The error is kept in either case.
+func (s *Store) Fail(ctx context.Context, id string, token int64, st Status, msg string, permanent bool, retryAfter time.Duration) (willRetry bool, retryAt time.Time, err error) {
+	now := s.cfg.Now()
+	errOp := clientv3.OpPut(errorKey(id), ErrorRecord{Attempt: st.Attempt, Error: truncate(msg, 8<<10), Permanent: permanent, AtMS: ms(now)}.encode())
+	if permanent || st.Attempt >= st.MaxAttempts {
+		ops := append(finishOps(id, released(st, StateDead, now), now), errOp)
+		return false, time.Time{}, s.commitOwned(ctx, id, token, ops...)
+	}
+	if retryAfter <= 0 {
+		retryAfter = s.Backoff(st.Attempt)
+	}
+	retryAt = now.Add(retryAfter)
+	next := released(st, StateFailed, now)
+	next.Index = delayKey(retryAt, id)
+	enc := next.encode()
+	err = s.commitOwned(ctx, id, token,
+		clientv3.OpDelete(claimKey(id)),
+		clientv3.OpDelete(runKey(id)),
+		clientv3.OpPut(stateKey(id), enc),
+		clientv3.OpPut(next.Index, enc),
+		errOp,
+	)
+	return true, retryAt, err
+}
+
+// Release gives a claimed task back to the head of its queue without using
+// an attempt.
+func (s *Store) Release(ctx context.Context, id string, token int64, st Status) error {
+	next := released(st, StatePending, s.cfg.Now())
+	next.Attempt--
+	next, ops := pendingOps(id, next)
+	ops = append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)))
+	return s.commitOwned(ctx, id, token, ops...)
+}
+
+// Heartbeat moves the claim's deadline to now plus the task's timeout and
+// returns the updated status (with CancelRequested as stored).
+func (s *Store) Heartbeat(ctx context.Context, id string, token int64, st Status) (Status, error) {
+	now := s.cfg.Now()
+	st.DeadlineMS = ms(now.Add(st.Timeout()))
+	st.UpdatedMS = ms(now)
+	resp, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).
+		Then(clientv3.OpGet(stateKey(id)), clientv3.OpPut(claimKey(id), st.encode(), clientv3.WithIgnoreLease())).
+		Commit()
+	if err != nil {
+		return st, err
+	}
+	if !resp.Succeeded {
+		return st, ErrClaimLost
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		if cur, err := decodeStatus(kvs[0].Value); err == nil {
+			st.CancelRequested = cur.CancelRequested
+		}
+	}
+	return st, nil
+}
+
+// lostOps are the writes for a claim that ended without an answer from its
+// worker: the attempt counts, and the task is PENDING again at its old
+// place in the queue, or DEAD when it has used its attempts.
+func lostOps(id string, st Status, reason string, now time.Time) []clientv3.Op {
+	errOp := clientv3.OpPut(errorKey(id), ErrorRecord{Attempt: st.Attempt, Error: reason, AtMS: ms(now)}.encode())
+	if st.Attempt >= st.MaxAttempts {
+		return append(finishOps(id, released(st, StateDead, now), now), errOp)
+	}
+	_, ops := pendingOps(id, released(st, StatePending, now))
+	return append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)), errOp)
+}
+
+// Abandon ends a live claim that its worker will not answer (the worker's
+// session closed, or the deadline passed): the task returns to the queue
+// with the attempt counted. modRev, when not 0, must also match the claim
+// key's mod revision (so a heartbeat in between wins).
+func (s *Store) Abandon(ctx context.Context, id string, token, modRev int64, st Status, reason string) error {
+	cmps := []clientv3.Cmp{ownsClaim(id, token)}
+	if modRev != 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(claimKey(id)), "=", modRev))
+	}
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(lostOps(id, st, reason, s.cfg.Now())...).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return ErrClaimLost
+	}
+	return nil
+}
+
+// recoverOrphan requeues a task whose claim key is gone (its lease expired)
+// while its status still names that claim: the status's mod revision is the
+// claim's token, since the claim transaction wrote both.
+func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st Status, reason string) (bool, error) {
+	resp, err := s.kv.Txn(ctx).
+		If(
+			clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", token),
+			clientv3.Compare(clientv3.CreateRevision(claimKey(id)), "=", 0),
+		).
+		Then(lostOps(id, st, reason, s.cfg.Now())...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(truncated)"
+}

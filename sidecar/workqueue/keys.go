@@ -1,0 +1,172 @@
+package workqueue
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Key layout, relative to the deployment's namespace prefix:
+//
+//	task/<id>                               spec: payload and settings, written once
+//	state/<id>                              the task's current Status (canonical)
+//	result/<id>                             the result JSON of a DONE task
+//	error/<id>                              the last error of a failed attempt
+//	batch/<batch>/<id>                      membership of a batch
+//	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: Status
+//	q/delay/<due>/<id>                      waiting for backoff or not_before; value: Status
+//	q/claim/<id>                            live claim, bound to the sidecar's lease; value: Status
+//	q/run/<id>                              durable marker of a CLAIMED task (no lease)
+//	gc/<finished>/<id>                      retention index of finished tasks; value: batch
+//
+// Everything a sidecar watches lives under q/, so one watch per sidecar sees
+// new work, claims and their loss. Index keys sort in the order work is
+// handed out: <prio> is 1000-priority in four digits (higher priority
+// first), <order> and <due> are Unix nanoseconds in 19 digits.
+const (
+	prefixTask   = "task/"
+	prefixState  = "state/"
+	prefixResult = "result/"
+	prefixError  = "error/"
+	prefixBatch  = "batch/"
+	prefixQ      = "q/"
+	prefixReady  = "q/ready/"
+	prefixDelay  = "q/delay/"
+	prefixClaim  = "q/claim/"
+	prefixRun    = "q/run/"
+	prefixGC     = "gc/"
+)
+
+// Limits on names.
+const (
+	MaxIDLen    = 128
+	MaxQueueLen = 64
+	MinPriority = -1000
+	MaxPriority = 1000
+)
+
+func taskKey(id string) string   { return prefixTask + id }
+func stateKey(id string) string  { return prefixState + id }
+func resultKey(id string) string { return prefixResult + id }
+func errorKey(id string) string  { return prefixError + id }
+func claimKey(id string) string  { return prefixClaim + id }
+func runKey(id string) string    { return prefixRun + id }
+func batchKey(batch, id string) string {
+	return prefixBatch + batch + "/" + id
+}
+func readyPrefix(queue string) string { return prefixReady + queue + "/" }
+
+func readyKey(queue string, priority int32, order int64, id string) string {
+	return fmt.Sprintf("%s%s/%04d/%019d/%s", prefixReady, queue, MaxPriority-int(priority), order, id)
+}
+
+func delayKey(due time.Time, id string) string {
+	return fmt.Sprintf("%s%019d/%s", prefixDelay, due.UnixNano(), id)
+}
+
+func gcKey(finished time.Time, id string) string {
+	return fmt.Sprintf("%s%019d/%s", prefixGC, finished.UnixNano(), id)
+}
+
+// gcUpTo is the exclusive end of the gc range holding tasks finished before t.
+func gcUpTo(t time.Time) string { return fmt.Sprintf("%s%019d", prefixGC, t.UnixNano()) }
+
+// delayUpTo is the exclusive end of the delay range holding entries due
+// at or before t.
+func delayUpTo(t time.Time) string { return fmt.Sprintf("%s%019d/\xff", prefixDelay, t.UnixNano()) }
+
+// readyEntry is a parsed ready index key.
+type readyEntry struct {
+	Queue    string
+	Priority int32
+	Order    int64
+	ID       string
+}
+
+func parseReadyKey(k string) (readyEntry, error) {
+	rest, ok := strings.CutPrefix(k, prefixReady)
+	if !ok {
+		return readyEntry{}, fmt.Errorf("not a ready key: %q", k)
+	}
+	parts := strings.SplitN(rest, "/", 4)
+	if len(parts) != 4 {
+		return readyEntry{}, fmt.Errorf("malformed ready key: %q", k)
+	}
+	p, err := strconv.Atoi(parts[1])
+	if err != nil || len(parts[1]) != 4 {
+		return readyEntry{}, fmt.Errorf("malformed priority in ready key: %q", k)
+	}
+	o, err := strconv.ParseInt(parts[2], 10, 64)
+	if err != nil || len(parts[2]) != 19 {
+		return readyEntry{}, fmt.Errorf("malformed order in ready key: %q", k)
+	}
+	return readyEntry{Queue: parts[0], Priority: int32(MaxPriority - p), Order: o, ID: parts[3]}, nil
+}
+
+func parseDelayKey(k string) (due time.Time, id string, err error) {
+	rest, ok := strings.CutPrefix(k, prefixDelay)
+	if !ok {
+		return time.Time{}, "", fmt.Errorf("not a delay key: %q", k)
+	}
+	ns, id, ok := strings.Cut(rest, "/")
+	n, perr := strconv.ParseInt(ns, 10, 64)
+	if !ok || perr != nil || id == "" {
+		return time.Time{}, "", fmt.Errorf("malformed delay key: %q", k)
+	}
+	return time.Unix(0, n), id, nil
+}
+
+// ValidateID reports whether id can name a task: 1 to 128 bytes of ASCII
+// letters, digits and "_.:-".
+func ValidateID(id string) error {
+	return validateName(id, MaxIDLen, "_.:-")
+}
+
+// ValidateQueue reports whether q can name a queue: 1 to 64 bytes of ASCII
+// letters, digits and "_.-".
+func ValidateQueue(q string) error {
+	return validateName(q, MaxQueueLen, "_.-")
+}
+
+// ValidateBatch reports whether b can name a batch (same rules as task ids).
+func ValidateBatch(b string) error { return validateName(b, MaxIDLen, "_.:-") }
+
+func validateName(s string, max int, extra string) error {
+	if s == "" {
+		return fmt.Errorf("must not be empty")
+	}
+	if len(s) > max {
+		return fmt.Errorf("%d bytes, longer than %d", len(s), max)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0 {
+			continue
+		}
+		return fmt.Errorf("%q has %q at byte %d; allowed are letters, digits and %q", s, c, i, extra)
+	}
+	return nil
+}
+
+// Claim handles are "<id>@<fencing token>".
+
+// FormatClaim returns the opaque claim handle for a task id and token.
+func FormatClaim(id string, token int64) string { return id + "@" + strconv.FormatInt(token, 10) }
+
+// ParseClaim splits a claim handle into task id and fencing token.
+func ParseClaim(c string) (id string, token int64, err error) {
+	i := strings.LastIndexByte(c, '@')
+	if i <= 0 {
+		return "", 0, fmt.Errorf("malformed claim %q", c)
+	}
+	token, err = strconv.ParseInt(c[i+1:], 10, 64)
+	if err != nil || token <= 0 {
+		return "", 0, fmt.Errorf("malformed claim %q", c)
+	}
+	id = c[:i]
+	if err := ValidateID(id); err != nil {
+		return "", 0, fmt.Errorf("malformed claim %q", c)
+	}
+	return id, token, nil
+}

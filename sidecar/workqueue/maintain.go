@@ -1,0 +1,245 @@
+package workqueue
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// maintain runs the dispatcher's periodic and event-driven upkeep until
+// ctx ends: promoting delayed tasks, recovering orphaned claims, expiring
+// claims past their deadline, removing finished tasks past retention, and
+// forgetting claims of a lease that was lost.
+func (d *Dispatcher) maintain(ctx context.Context) {
+	sweep := time.NewTicker(d.cfg.SweepInterval)
+	defer sweep.Stop()
+	delay := time.NewTimer(0) // fires at once: promote what is due at start
+	defer delay.Stop()
+	next := time.Time{}
+	d.sweep(ctx)
+	for {
+		leaseDone, leaseChanged := d.leaseSignals()
+		select {
+		case <-ctx.Done():
+			return
+		case <-sweep.C:
+			d.sweep(ctx)
+			d.collect(ctx)
+		case <-d.sweepNow:
+			d.sweep(ctx)
+		case o := <-d.orphans:
+			d.recover(ctx, o)
+		case <-d.delayHint:
+			d.mu.Lock()
+			due := d.hintDue
+			d.hintDue = time.Time{}
+			d.mu.Unlock()
+			if !due.IsZero() && (next.IsZero() || due.Before(next)) {
+				next = due
+				delay.Reset(max(time.Until(due), 0))
+			}
+		case <-delay.C:
+			next = d.promote(ctx)
+			if !next.IsZero() {
+				delay.Reset(max(time.Until(next), 0))
+			}
+		case <-leaseDone:
+			d.dropLostLease()
+		case <-leaseChanged:
+			d.dropLostLease()
+		}
+	}
+}
+
+func (d *Dispatcher) leaseSignals() (done, changed <-chan struct{}) {
+	s, changed, err := d.lease.Session()
+	if err == nil {
+		done = s.Done()
+	}
+	return done, changed
+}
+
+// dropLostLease forgets held claims bound to a lease other than the
+// current one: etcd deleted their claim keys when the lease expired, and
+// whichever sidecar sees the deletion first returns the tasks.
+func (d *Dispatcher) dropLostLease() {
+	var cur int64
+	if s, _, err := d.lease.Session(); err == nil {
+		cur = int64(s.Lease())
+	}
+	d.mu.Lock()
+	var lost []*held
+	for _, h := range d.held {
+		if h.c.Status.Lease != cur {
+			lost = append(lost, h)
+		}
+	}
+	d.mu.Unlock()
+	for _, h := range lost {
+		d.cfg.Logger.Warn("claim lost with the sidecar's lease", "task", h.c.ID)
+		d.forget(h.c.ID, h.c.Token)
+	}
+}
+
+func (d *Dispatcher) requestSweep() {
+	select {
+	case d.sweepNow <- struct{}{}:
+	default:
+	}
+}
+
+// recover returns an orphaned task (its claim key expired with its lease)
+// to the queue, unless someone else did already.
+func (d *Dispatcher) recover(ctx context.Context, o orphan) {
+	ok, err := d.store.recoverOrphan(ctx, o.id, o.token, o.st, "claim lost: the holding sidecar's lease expired")
+	if err != nil {
+		d.cfg.Logger.Warn("recovering orphaned claim failed; the sweep retries", "task", o.id, "err", err)
+		return
+	}
+	if ok {
+		d.mu.Lock()
+		d.stats.Requeued++
+		d.mu.Unlock()
+		d.cfg.Logger.Info("orphaned claim returned to the queue", "task", o.id)
+	}
+}
+
+// sweep finds orphaned claims (a run marker without a claim key) and
+// claims past their deadline, in one consistent read of both indexes. Its
+// cost is proportional to the number of tasks in flight.
+func (d *Dispatcher) sweep(ctx context.Context) {
+	resp, err := d.kv.Txn(ctx).Then(
+		clientv3.OpGet(prefixRun, clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+		clientv3.OpGet(prefixClaim, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Warn("sweep failed", "err", err)
+		}
+		return
+	}
+	claims := map[string]bool{}
+	now := d.cfg.Now()
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		id := strings.TrimPrefix(string(kv.Key), prefixClaim)
+		claims[id] = true
+		st, err := decodeStatus(kv.Value)
+		if err != nil || st.DeadlineMS == 0 || now.Before(time.UnixMilli(st.DeadlineMS).Add(d.cfg.ExpiryGrace)) {
+			continue
+		}
+		err = d.store.Abandon(ctx, id, kv.CreateRevision, kv.ModRevision, st, "no heartbeat within the task's timeout")
+		if err == nil {
+			d.forget(id, kv.CreateRevision)
+			d.mu.Lock()
+			d.stats.Expired++
+			d.stats.Requeued++
+			d.mu.Unlock()
+			d.cfg.Logger.Info("expired claim returned to the queue", "task", id)
+		}
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		id := strings.TrimPrefix(string(kv.Key), prefixRun)
+		if claims[id] {
+			continue
+		}
+		sresp, err := d.kv.Get(ctx, stateKey(id))
+		if err != nil || len(sresp.Kvs) == 0 {
+			continue
+		}
+		st, err := decodeStatus(sresp.Kvs[0].Value)
+		if err != nil || st.State != StateClaimed {
+			continue
+		}
+		d.recover(ctx, orphan{id: id, token: sresp.Kvs[0].ModRevision, st: st})
+	}
+}
+
+// promote moves delayed tasks that are due into their ready index and
+// returns when the next one is due (zero when none is waiting).
+func (d *Dispatcher) promote(ctx context.Context) time.Time {
+	for {
+		now := d.cfg.Now()
+		resp, err := d.kv.Get(ctx, prefixDelay, clientv3.WithRange(delayUpTo(now)), clientv3.WithLimit(128))
+		if err != nil {
+			if ctx.Err() == nil {
+				d.cfg.Logger.Warn("promoting delayed tasks failed", "err", err)
+			}
+			return now.Add(time.Second)
+		}
+		for _, kv := range resp.Kvs {
+			due, id, err := parseDelayKey(string(kv.Key))
+			if err != nil {
+				continue
+			}
+			st, err := decodeStatus(kv.Value)
+			if err != nil {
+				continue
+			}
+			st.State = StatePending
+			st.Order = due.UnixNano()
+			st.UpdatedMS = ms(now)
+			_, ops := pendingOps(id, st)
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+			r, err := d.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).Then(ops...).Commit()
+			if err == nil && r.Succeeded {
+				d.mu.Lock()
+				d.stats.Promoted++
+				d.mu.Unlock()
+			}
+		}
+		if !resp.More {
+			break
+		}
+	}
+	resp, err := d.kv.Get(ctx, prefixDelay, clientv3.WithPrefix(), clientv3.WithLimit(1), clientv3.WithKeysOnly())
+	if err != nil || len(resp.Kvs) == 0 {
+		return time.Time{}
+	}
+	due, _, err := parseDelayKey(string(resp.Kvs[0].Key))
+	if err != nil {
+		return time.Time{}
+	}
+	return due
+}
+
+// collect removes finished tasks older than the retention period. It reads
+// only the retention index entries that are due, never the whole keyspace.
+func (d *Dispatcher) collect(ctx context.Context) {
+	cutoff := d.cfg.Now().Add(-d.cfg.Retention)
+	for {
+		resp, err := d.kv.Get(ctx, prefixGC, clientv3.WithRange(gcUpTo(cutoff)), clientv3.WithLimit(64))
+		if err != nil {
+			if ctx.Err() == nil {
+				d.cfg.Logger.Warn("removing finished tasks failed", "err", err)
+			}
+			return
+		}
+		for _, kv := range resp.Kvs {
+			key := string(kv.Key)
+			id := key[strings.LastIndexByte(key, '/')+1:]
+			ops := []clientv3.Op{
+				clientv3.OpDelete(key),
+				clientv3.OpDelete(taskKey(id)),
+				clientv3.OpDelete(stateKey(id)),
+				clientv3.OpDelete(resultKey(id)),
+				clientv3.OpDelete(errorKey(id)),
+			}
+			if b := string(kv.Value); b != "" {
+				ops = append(ops, clientv3.OpDelete(batchKey(b, id)))
+			}
+			// An operator's retry deletes the gc entry, so comparing it keeps
+			// a retried task.
+			r, err := d.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
+			if err == nil && r.Succeeded {
+				d.mu.Lock()
+				d.stats.Removed++
+				d.mu.Unlock()
+			}
+		}
+		if !resp.More {
+			return
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package workqueue
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// State is where a task is in its lifecycle.
+type State string
+
+// The task states. FAILED means waiting for a retry after a backoff.
+const (
+	StatePending   State = "PENDING"
+	StateClaimed   State = "CLAIMED"
+	StateFailed    State = "FAILED"
+	StateDone      State = "DONE"
+	StateDead      State = "DEAD"
+	StateCancelled State = "CANCELLED"
+)
+
+// Finished reports whether s is an end state.
+func (s State) Finished() bool { return s == StateDone || s == StateDead || s == StateCancelled }
+
+// Status is the small, mutable record of a task. The same record is the
+// value of state/<id>, of the task's index entry (ready or delay) and of its
+// claim key, so every transaction that moves a task can write the next
+// record without reading the previous one.
+type Status struct {
+	State       State  `json:"state"`
+	Queue       string `json:"queue"`
+	Priority    int32  `json:"priority,omitempty"`
+	Attempt     int32  `json:"attempt"` // attempts used; while CLAIMED, the current one
+	MaxAttempts int32  `json:"max_attempts"`
+	TimeoutMS   int64  `json:"timeout_ms"`
+	Batch       string `json:"batch,omitempty"`
+	Order       int64  `json:"order"`           // position within its priority (Unix ns)
+	Index       string `json:"index,omitempty"` // its ready or delay key while PENDING or FAILED
+	UpdatedMS   int64  `json:"updated_ms"`
+
+	// While CLAIMED.
+	Holder     string `json:"holder,omitempty"`  // worker id of the sidecar
+	Session    string `json:"session,omitempty"` // worker session, if any
+	Lease      int64  `json:"lease,omitempty"`
+	DeadlineMS int64  `json:"deadline_ms,omitempty"`
+
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+}
+
+// Timeout returns the heartbeat timeout.
+func (s Status) Timeout() time.Duration { return time.Duration(s.TimeoutMS) * time.Millisecond }
+
+func (s Status) encode() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a Status always marshals
+	}
+	return string(b)
+}
+
+func decodeStatus(b []byte) (Status, error) {
+	var s Status
+	err := json.Unmarshal(b, &s)
+	return s, err
+}
+
+// spec is the immutable record of a task, the value of task/<id>.
+type spec struct {
+	ID          string          `json:"id"`
+	Queue       string          `json:"queue"`
+	Payload     json.RawMessage `json:"payload"`
+	Priority    int32           `json:"priority,omitempty"`
+	MaxAttempts int32           `json:"max_attempts"`
+	TimeoutMS   int64           `json:"timeout_ms"`
+	Batch       string          `json:"batch,omitempty"`
+	NotBeforeMS int64           `json:"not_before_ms,omitempty"`
+	Traceparent string          `json:"traceparent,omitempty"`
+	CreatedMS   int64           `json:"created_ms"`
+}
+
+// ErrorRecord is the value of error/<id>: the last error of the task.
+type ErrorRecord struct {
+	Attempt   int32  `json:"attempt"`
+	Error     string `json:"error"`
+	Permanent bool   `json:"permanent,omitempty"`
+	AtMS      int64  `json:"at_ms"`
+}
+
+func (e ErrorRecord) encode() string {
+	b, _ := json.Marshal(e)
+	return string(b)
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }

@@ -1,0 +1,161 @@
+package workqueue
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Errors returned by the Store and the Dispatcher. The socket server maps
+// them to Connect codes.
+var (
+	// ErrClaimLost: the claim is stale or finished (the lease lapsed, the
+	// task was claimed again, or it was already completed).
+	ErrClaimLost = errors.New("workqueue: claim lost or already finished")
+	// ErrDraining: the sidecar is shutting down and hands out no work.
+	ErrDraining = errors.New("workqueue: sidecar is shutting down")
+)
+
+// InvalidError is bad input; Field names what is wrong (for example
+// "tasks[3].payload").
+type InvalidError struct {
+	Field string
+	Err   error
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+func invalid(field string, format string, args ...any) error {
+	return &InvalidError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// Config holds the settings of the work queue. The zero value of each field
+// means its documented default.
+type Config struct {
+	// PayloadLimit is the largest payload or result, in bytes. Default 64 KiB.
+	PayloadLimit int
+	// MaxTxnOps is the most operations one etcd transaction may carry; it
+	// must not exceed the server's --max-txn-ops. Default 128.
+	MaxTxnOps int
+	// MaxTxnBytes bounds the size of one submit transaction; it must stay
+	// under the server's --max-request-bytes. Default 1 MiB.
+	MaxTxnBytes int
+	// DefaultMaxAttempts applies to tasks submitted without one. Default 3.
+	DefaultMaxAttempts int32
+	// DefaultTimeout is how long a claim may go without a heartbeat when the
+	// task does not say. Default 5m.
+	DefaultTimeout time.Duration
+	// BackoffBase and BackoffMax bound the retry delay: attempt n waits
+	// about BackoffBase*2^(n-1), at most BackoffMax, with jitter. Defaults
+	// 1s and 5m.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// Retention is how long DONE, DEAD and CANCELLED tasks are kept.
+	// Default 24h.
+	Retention time.Duration
+	// Window is how many ready entries per queue a sidecar keeps in memory
+	// to choose among; claimers pick at random among the top-priority ones
+	// so that they rarely race for the same task. Default 64.
+	Window int
+	// SweepInterval is how often every sidecar looks for orphaned claims,
+	// claims past their deadline and finished tasks past retention.
+	// Default 10s.
+	SweepInterval time.Duration
+	// ExpiryGrace is how long past its deadline a claim held by another
+	// sidecar must be before this sidecar expires it (clock skew and the
+	// holder's own timer get the first chance). Default 5s.
+	ExpiryGrace time.Duration
+	// Logger receives diagnostics. Default: discard.
+	Logger *slog.Logger
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.PayloadLimit == 0 {
+		c.PayloadLimit = 64 << 10
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = 128
+	}
+	if c.MaxTxnBytes == 0 {
+		c.MaxTxnBytes = 1 << 20
+	}
+	if c.DefaultMaxAttempts == 0 {
+		c.DefaultMaxAttempts = 3
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 5 * time.Minute
+	}
+	if c.BackoffBase == 0 {
+		c.BackoffBase = time.Second
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = 5 * time.Minute
+	}
+	if c.Retention == 0 {
+		c.Retention = 24 * time.Hour
+	}
+	if c.Window == 0 {
+		c.Window = 64
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 10 * time.Second
+	}
+	if c.ExpiryGrace == 0 {
+		c.ExpiryGrace = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first field that is out of range.
+func (c Config) Validate() error {
+	switch {
+	case c.PayloadLimit < 0:
+		return invalid("PayloadLimit", "must not be negative")
+	case c.MaxTxnOps < 0 || c.MaxTxnOps > 0 && c.MaxTxnOps < 8:
+		return invalid("MaxTxnOps", "must be at least 8")
+	case c.MaxTxnBytes < 0:
+		return invalid("MaxTxnBytes", "must not be negative")
+	case c.DefaultMaxAttempts < 0:
+		return invalid("DefaultMaxAttempts", "must not be negative")
+	case c.DefaultTimeout < 0:
+		return invalid("DefaultTimeout", "must not be negative")
+	case c.BackoffBase < 0 || c.BackoffMax < 0:
+		return invalid("BackoffBase", "must not be negative")
+	case c.Retention < 0:
+		return invalid("Retention", "must not be negative")
+	case c.Window < 0:
+		return invalid("Window", "must not be negative")
+	}
+	return nil
+}
+
+// Store performs the work queue's etcd transactions. It holds no state of
+// its own beyond its settings and is safe for concurrent use.
+type Store struct {
+	kv  clientv3.KV
+	cfg Config
+}
+
+// NewStore returns a Store on kv, which should already be wrapped in the
+// deployment's namespace (clientv3/namespace).
+func NewStore(kv clientv3.KV, cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv, cfg: cfg.withDefaults()}, nil
+}
+
+// Config returns the store's settings with defaults applied.
+func (s *Store) Config() Config { return s.cfg }

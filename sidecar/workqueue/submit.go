@@ -1,0 +1,251 @@
+package workqueue
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Spec describes a task to submit.
+type Spec struct {
+	// ID names the task; empty derives it from the payload (DeriveID).
+	ID string
+	// Queue is required.
+	Queue string
+	// Payload must be a JSON object.
+	Payload json.RawMessage
+	// Priority: higher runs first, MinPriority to MaxPriority.
+	Priority int32
+	// MaxAttempts; 0 means Config.DefaultMaxAttempts.
+	MaxAttempts int32
+	// Timeout without heartbeat; 0 means Config.DefaultTimeout.
+	Timeout time.Duration
+	Batch   string
+	// NotBefore holds the task back until then.
+	NotBefore   time.Time
+	Traceparent string
+}
+
+// SubmitResult says what Submit did with each spec, in order.
+type SubmitResult struct {
+	IDs     []string
+	Created []bool // false: a task with that id existed and was left alone
+}
+
+// Counts returns how many tasks were created and how many existed.
+func (r SubmitResult) Counts() (created, existing int) {
+	for _, c := range r.Created {
+		if c {
+			created++
+		} else {
+			existing++
+		}
+	}
+	return created, existing
+}
+
+// DeriveID returns the id a payload names: its "id" field, else its
+// "uttid" field (GLM-TTS batch lines), else "h-" and a hash of the payload.
+// idField, when set, names the only field to use before the hash.
+func DeriveID(payload json.RawMessage, idField string) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(payload, &m) == nil {
+		fields := []string{"id", "uttid"}
+		if idField != "" {
+			fields = []string{idField}
+		}
+		for _, f := range fields {
+			var s string
+			if raw, ok := m[f]; ok && json.Unmarshal(raw, &s) == nil && s != "" {
+				return s
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if json.Compact(&buf, payload) != nil {
+		buf.Reset()
+		buf.Write(payload)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	return "h-" + hex.EncodeToString(sum[:12])
+}
+
+// Normalize checks a spec and fills in its defaults. field prefixes the
+// names in errors (for example "tasks[2]").
+func (s *Store) Normalize(sp *Spec, field string) error {
+	if field != "" {
+		field += "."
+	}
+	if len(sp.Payload) == 0 {
+		return invalid(field+"payload", "is required")
+	}
+	if len(sp.Payload) > s.cfg.PayloadLimit {
+		return invalid(field+"payload", "is %d bytes, over the limit of %d", len(sp.Payload), s.cfg.PayloadLimit)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(sp.Payload, &obj); err != nil || obj == nil {
+		return invalid(field+"payload", "must be a JSON object")
+	}
+	if sp.ID == "" {
+		sp.ID = DeriveID(sp.Payload, "")
+	}
+	if err := ValidateID(sp.ID); err != nil {
+		return &InvalidError{Field: field + "id", Err: err}
+	}
+	if err := ValidateQueue(sp.Queue); err != nil {
+		return &InvalidError{Field: field + "queue", Err: err}
+	}
+	if sp.Priority < MinPriority || sp.Priority > MaxPriority {
+		return invalid(field+"priority", "%d is outside %d..%d", sp.Priority, MinPriority, MaxPriority)
+	}
+	if sp.MaxAttempts < 0 || sp.MaxAttempts > 1000 {
+		return invalid(field+"max_attempts", "%d is outside 0..1000", sp.MaxAttempts)
+	}
+	if sp.MaxAttempts == 0 {
+		sp.MaxAttempts = s.cfg.DefaultMaxAttempts
+	}
+	if sp.Timeout < 0 {
+		return invalid(field+"timeout", "must not be negative")
+	}
+	if sp.Timeout == 0 {
+		sp.Timeout = s.cfg.DefaultTimeout
+	}
+	if sp.Timeout < time.Second {
+		return invalid(field+"timeout", "%v is shorter than 1s", sp.Timeout)
+	}
+	if sp.Batch != "" {
+		if err := ValidateBatch(sp.Batch); err != nil {
+			return &InvalidError{Field: field + "batch", Err: err}
+		}
+	}
+	if len(sp.Traceparent) > 256 {
+		return invalid(field+"traceparent", "longer than 256 bytes")
+	}
+	return nil
+}
+
+// Submit validates every spec first and then writes the new ones, in
+// transactions of at most Config.MaxTxnOps operations and
+// Config.MaxTxnBytes bytes. A task whose id exists is left as it is, so
+// submitting the same specs twice creates nothing new. Two specs with the
+// same id in one call are an error.
+//
+// Nothing is written when any spec is invalid. When etcd fails part way,
+// the transactions already committed stay; submitting again completes the
+// rest.
+func (s *Store) Submit(ctx context.Context, specs []Spec) (SubmitResult, error) {
+	seen := make(map[string]int, len(specs))
+	for i := range specs {
+		if err := s.Normalize(&specs[i], fmt.Sprintf("tasks[%d]", i)); err != nil {
+			return SubmitResult{}, err
+		}
+		if j, dup := seen[specs[i].ID]; dup {
+			return SubmitResult{}, invalid(fmt.Sprintf("tasks[%d].id", i), "%q is also the id of tasks[%d]", specs[i].ID, j)
+		}
+		seen[specs[i].ID] = i
+	}
+	res := SubmitResult{IDs: make([]string, len(specs)), Created: make([]bool, len(specs))}
+	for i := range specs {
+		res.IDs[i] = specs[i].ID
+	}
+	now := s.cfg.Now()
+	for start := 0; start < len(specs); {
+		end, ops, size := start, 0, 0
+		for end < len(specs) {
+			o, b := opsFor(&specs[end])
+			if end > start && (ops+o > s.cfg.MaxTxnOps || size+b > s.cfg.MaxTxnBytes) {
+				break
+			}
+			ops, size = ops+o, size+b
+			end++
+		}
+		if err := s.submitChunk(ctx, specs[start:end], res.Created[start:end], now); err != nil {
+			return res, err
+		}
+		start = end
+	}
+	return res, nil
+}
+
+func opsFor(sp *Spec) (ops, bytes int) {
+	ops = 3
+	if sp.Batch != "" {
+		ops++
+	}
+	return ops, len(sp.Payload) + 512
+}
+
+// submitChunk writes the specs that do not exist yet in one transaction.
+func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, now time.Time) error {
+	todo := make([]int, len(specs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for len(todo) > 0 {
+		var cmps []clientv3.Cmp
+		var puts, gets []clientv3.Op
+		for n, i := range todo {
+			sp := &specs[i]
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(taskKey(sp.ID)), "=", 0))
+			gets = append(gets, clientv3.OpGet(taskKey(sp.ID), clientv3.WithKeysOnly()))
+			puts = append(puts, s.createOps(sp, now, int64(n))...)
+		}
+		resp, err := s.kv.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
+		if err != nil {
+			return fmt.Errorf("submit: %w", err)
+		}
+		if resp.Succeeded {
+			for _, i := range todo {
+				created[i] = true
+			}
+			return nil
+		}
+		// Some ids exist: leave those alone and write the rest.
+		var rest []int
+		for n, i := range todo {
+			if len(resp.Responses[n].GetResponseRange().Kvs) == 0 {
+				rest = append(rest, i)
+			}
+		}
+		todo = rest
+	}
+	return nil
+}
+
+// createOps are the writes that create one task. seq keeps the FIFO order
+// of tasks submitted in one transaction.
+func (s *Store) createOps(sp *Spec, now time.Time, seq int64) []clientv3.Op {
+	rec := spec{
+		ID: sp.ID, Queue: sp.Queue, Payload: sp.Payload, Priority: sp.Priority,
+		MaxAttempts: sp.MaxAttempts, TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch,
+		Traceparent: sp.Traceparent, CreatedMS: ms(now),
+	}
+	if !sp.NotBefore.IsZero() {
+		rec.NotBeforeMS = ms(sp.NotBefore)
+	}
+	specJSON, _ := json.Marshal(rec)
+	st := Status{
+		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
+		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Order: now.UnixNano() + seq, UpdatedMS: ms(now),
+	}
+	if sp.NotBefore.After(now) {
+		st.Index = delayKey(sp.NotBefore, sp.ID)
+	} else {
+		st.Index = readyKey(sp.Queue, sp.Priority, st.Order, sp.ID)
+	}
+	ops := []clientv3.Op{
+		clientv3.OpPut(taskKey(sp.ID), string(specJSON)),
+		clientv3.OpPut(stateKey(sp.ID), st.encode()),
+		clientv3.OpPut(st.Index, st.encode()),
+	}
+	if sp.Batch != "" {
+		ops = append(ops, clientv3.OpPut(batchKey(sp.Batch, sp.ID), ""))
+	}
+	return ops
+}

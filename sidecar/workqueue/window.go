@@ -1,0 +1,137 @@
+package workqueue
+
+import (
+	"math/rand/v2"
+	"sort"
+)
+
+// window is a sidecar's in-memory copy of the head of one queue's ready
+// index, kept current by the sidecar's watch. Claimers choose from it, so a
+// claim costs one etcd transaction and no read, whatever the queue's depth.
+//
+// When the queue holds more than the window's size, only the entries up to
+// horizon are kept; entries put beyond it are ignored until a refill reads
+// the head again. All methods are called with the Dispatcher's mutex held.
+type window struct {
+	name     string
+	loaded   bool   // a load has completed
+	complete bool   // entries holds the whole ready index of the queue
+	horizon  string // when !complete: the last key held
+	loading  bool   // a load is requested and not done
+	ready    chan struct{} // closed when the first load completes
+	entries  []entry
+	waiters  []*waiter // FIFO of Next calls waiting on this queue
+	spread   int       // how many head entries a claimer picks among
+}
+
+type entry struct {
+	key    string
+	modRev int64
+	st     Status
+}
+
+func (w *window) find(key string) (int, bool) {
+	i := sort.Search(len(w.entries), func(i int) bool { return w.entries[i].key >= key })
+	return i, i < len(w.entries) && w.entries[i].key == key
+}
+
+// put adds or updates an entry seen by the watch.
+func (w *window) put(e entry, size int) {
+	if !w.loaded {
+		return
+	}
+	if !w.complete && e.key > w.horizon {
+		return
+	}
+	i, ok := w.find(e.key)
+	if ok {
+		w.entries[i] = e
+		return
+	}
+	w.entries = append(w.entries, entry{})
+	copy(w.entries[i+1:], w.entries[i:])
+	w.entries[i] = e
+	if len(w.entries) > 2*size {
+		w.entries = w.entries[:size]
+		w.horizon = w.entries[size-1].key
+		w.complete = false
+	}
+}
+
+// remove drops an entry that was deleted or claimed.
+func (w *window) remove(key string) {
+	if i, ok := w.find(key); ok {
+		w.entries = append(w.entries[:i], w.entries[i+1:]...)
+	}
+}
+
+// needsLoad reports whether the window should be read from etcd again.
+func (w *window) needsLoad(size int) bool {
+	return !w.loading && (!w.loaded || !w.complete && len(w.entries) < size/2)
+}
+
+// pick chooses an entry to claim among the first spread entries of the
+// highest priority present that no local claimer is trying already.
+func (w *window) pick(trying map[string]bool) (entry, bool) {
+	var cands []int
+	var prio int32
+	for i := range w.entries {
+		e := &w.entries[i]
+		if trying[e.key] {
+			continue
+		}
+		if len(cands) == 0 {
+			prio = e.st.Priority
+		} else if e.st.Priority != prio || len(cands) >= max(w.spread, 1) {
+			break
+		}
+		cands = append(cands, i)
+	}
+	if len(cands) == 0 {
+		return entry{}, false
+	}
+	return w.entries[cands[rand.IntN(len(cands))]], true
+}
+
+// conflicted widens the spread after a lost race; succeeded narrows it
+// again, so that FIFO order is as strict as the contention allows.
+func (w *window) conflicted(size int) { w.spread = min(max(w.spread*2, 2), size) }
+func (w *window) succeeded()         { w.spread = max(w.spread-1, minSpread) }
+
+const minSpread = 4
+
+// waiter is one Next call waiting for work on one or more queues.
+type waiter struct {
+	ch     chan struct{} // buffered 1: a wake-up
+	fired  string        // the queue whose wake-up it took, "" if none
+	queues []string
+}
+
+// wake signals the first waiter of the queue that has not been woken yet.
+func (w *window) wake() bool {
+	for len(w.waiters) > 0 {
+		wt := w.waiters[0]
+		w.waiters = w.waiters[1:]
+		if wt.fired != "" {
+			continue
+		}
+		wt.fired = w.name
+		wt.ch <- struct{}{}
+		return true
+	}
+	return false
+}
+
+func (w *window) wakeAll() {
+	for w.wake() {
+	}
+}
+
+func (w *window) unwait(wt *waiter) {
+	for i, x := range w.waiters {
+		if x == wt {
+			w.waiters = append(w.waiters[:i], w.waiters[i+1:]...)
+			return
+		}
+	}
+}
