@@ -12,8 +12,8 @@ import (
 
 // Holder identifies who makes a claim.
 type Holder struct {
-	Worker  string          // the sidecar's worker id
-	Session string          // the worker session, or ""
+	Worker  string           // the sidecar's worker id
+	Session string           // the worker session, or ""
 	Lease   clientv3.LeaseID // the sidecar's lease; the claim key is bound to it
 }
 

@@ -14,10 +14,10 @@ import (
 // the head again. All methods are called with the Dispatcher's mutex held.
 type window struct {
 	name     string
-	loaded   bool   // a load has completed
-	complete bool   // entries holds the whole ready index of the queue
-	horizon  string // when !complete: the last key held
-	loading  bool   // a load is requested and not done
+	loaded   bool          // a load has completed
+	complete bool          // entries holds the whole ready index of the queue
+	horizon  string        // when !complete: the last key held
+	loading  bool          // a load is requested and not done
 	ready    chan struct{} // closed when the first load completes
 	entries  []entry
 	waiters  []*waiter // FIFO of Next calls waiting on this queue
@@ -96,7 +96,7 @@ func (w *window) pick(trying map[string]bool) (entry, bool) {
 // conflicted widens the spread after a lost race; succeeded narrows it
 // again, so that FIFO order is as strict as the contention allows.
 func (w *window) conflicted(size int) { w.spread = min(max(w.spread*2, 2), size) }
-func (w *window) succeeded()         { w.spread = max(w.spread-1, minSpread) }
+func (w *window) succeeded()          { w.spread = max(w.spread-1, minSpread) }
 
 const minSpread = 4
 
