@@ -23,6 +23,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// Defaults of Config.
+const (
+	DefaultTTL   = 10 * time.Second
+	DefaultGrace = 10 * time.Second
+)
+
 // Config is everything a sidecar needs. CLI flags and BATON_* variables
 // map one to one onto it.
 type Config struct {
@@ -54,14 +60,14 @@ func (c *Config) setDefaults() {
 		c.SocketMode = 0o660
 	}
 	if c.TTL == 0 {
-		c.TTL = 10 * time.Second
+		c.TTL = DefaultTTL
 	}
 	if c.WorkerID == "" {
 		h, _ := os.Hostname()
 		c.WorkerID = h + "-" + strconv.Itoa(os.Getpid())
 	}
 	if c.Grace == 0 {
-		c.Grace = 10 * time.Second
+		c.Grace = DefaultGrace
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -60,7 +60,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: client address %q: %w", cfg.ClientAddr, err)
 	}
-	pu, _ := url.Parse("unix://" + filepath.Join(dir, "peer.sock"))
+	// A single member needs a peer URL but no peer ever dials it.
+	pu, _ := url.Parse("http://127.0.0.1:0")
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	ec.InitialCluster = ec.Name + "=" + pu.String()

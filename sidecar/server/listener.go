@@ -22,21 +22,8 @@ var ErrSocketInUse = errors.New("server: socket is in use by a live process")
 // file that nothing listens on (left by a crash) is removed first; one
 // that a live process serves is refused with ErrSocketInUse.
 func Listen(path string, mode os.FileMode) (net.Listener, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("server: %s exists and is not a socket", path)
-		}
-		c, err := net.DialTimeout("unix", path, time.Second)
-		if err == nil {
-			c.Close()
-			return nil, fmt.Errorf("%w: %s", ErrSocketInUse, path)
-		}
-		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
-			return nil, fmt.Errorf("server: probing %s: %w", path, err)
-		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("server: removing stale socket: %w", err)
-		}
+	if err := CheckSocket(path); err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -50,6 +37,28 @@ func Listen(path string, mode os.FileMode) (net.Listener, error) {
 		return nil, fmt.Errorf("server: chmod socket: %w", err)
 	}
 	return l, nil
+}
+
+// CheckSocket refuses a socket path that a live process serves and
+// removes a stale socket file that nothing listens on.
+func CheckSocket(path string) error {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("server: %s exists and is not a socket", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("%w: %s", ErrSocketInUse, path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("server: probing %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("server: removing stale socket: %w", err)
+		}
+	}
+	return nil
 }
 
 // Handler returns the HTTP handler serving the socket API: TaskService,

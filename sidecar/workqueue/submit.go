@@ -139,7 +139,11 @@ func (s *Store) Normalize(sp *Spec, field string) error {
 // Nothing is written when any spec is invalid. When etcd fails part way,
 // the transactions already committed stay; submitting again completes the
 // rest.
-func (s *Store) Submit(ctx context.Context, specs []Spec) (SubmitResult, error) {
+func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) (SubmitResult, error) {
+	var o submitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	seen := make(map[string]int, len(specs))
 	for i := range specs {
 		if err := s.Normalize(&specs[i], fmt.Sprintf("tasks[%d]", i)); err != nil {
@@ -169,8 +173,24 @@ func (s *Store) Submit(ctx context.Context, specs []Spec) (SubmitResult, error) 
 			return res, err
 		}
 		start = end
+		if o.progress != nil {
+			o.progress(end, len(specs))
+		}
 	}
 	return res, nil
+}
+
+// SubmitOption is a rarely used option of Submit.
+type SubmitOption func(*submitOptions)
+
+type submitOptions struct {
+	progress func(done, total int)
+}
+
+// WithProgress calls f after each transaction with the number of specs
+// written or found existing so far.
+func WithProgress(f func(done, total int)) SubmitOption {
+	return func(o *submitOptions) { o.progress = f }
 }
 
 func opsFor(sp *Spec) (ops, bytes int) {

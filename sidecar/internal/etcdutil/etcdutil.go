@@ -2,6 +2,7 @@
 package etcdutil
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -81,4 +82,15 @@ func New(c Config) (*clientv3.Client, error) {
 	cli.Watcher = namespace.NewWatcher(cli.Watcher, p)
 	cli.Lease = namespace.NewLease(cli.Lease, p)
 	return cli, nil
+}
+
+// Ping checks that etcd answers within timeout, so commands fail with a
+// clear message instead of waiting for a server that is not there.
+func Ping(ctx context.Context, cli *clientv3.Client, endpoints []string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := cli.Get(ctx, "ping", clientv3.WithCountOnly()); err != nil {
+		return fmt.Errorf("etcd at %s did not answer within %v: %w", strings.Join(endpoints, ","), timeout, err)
+	}
+	return nil
 }

@@ -1,0 +1,38 @@
+# Baton. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+TOOL := $(GO) tool -modfile=tools/go.mod
+BIN := bin/baton
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
+# go test flags; CI and `make test` use the race detector.
+GOTESTFLAGS ?= -race -count=1 -timeout 10m
+
+.PHONY: help build test test-go lint generate check-generated clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/baton
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/baton
+
+generate: ## regenerate gen/ from proto/ (buf, protoc-gen-go, protoc-gen-connect-go)
+	$(TOOL) buf generate
+
+check-generated: generate ## fail when the committed generated code is stale
+	@git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "gen/ has uncommitted files: run 'make generate' and commit"; exit 1; }
+
+lint: ## gofmt, go vet, staticcheck, buf lint
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	$(TOOL) staticcheck ./...
+	$(TOOL) buf lint
+
+test-go: ## Go tests with the race detector
+	$(GO) test $(GOTESTFLAGS) ./...
+
+test: check-generated lint test-go ## everything CI runs
+
+clean: ## remove build output and dev data
+	rm -rf bin .baton

@@ -1,0 +1,114 @@
+// Package batoncli builds the `baton` command line. cmd/baton only calls
+// New and runs it; tests run the same app with RunContext and captured
+// writers.
+package batoncli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/urfave/cli/v2"
+)
+
+// Version is set at build time with -ldflags "-X ...batoncli.Version=...".
+var Version = "dev"
+
+// New returns the baton app writing results to stdout and diagnostics to
+// stderr.
+func New(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:  "baton",
+		Usage: "coordination sidecar for GPU inference workers, on etcd",
+		Description: "Baton runs one sidecar beside each inference worker. Workers talk to their sidecar over a\n" +
+			"Unix socket (next task, done, failed, lock, config); the sidecars coordinate through etcd.\n" +
+			"Start everything on one machine with `baton dev`.",
+		Version:              Version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		Flags:                globalFlags(),
+		Commands: []*cli.Command{
+			devCommand(),
+			sidecarCommand(),
+			submitCommand(),
+			versionCommand(),
+		},
+		ExitErrHandler: func(c *cli.Context, err error) {
+			if err == nil {
+				return
+			}
+			if ec, ok := err.(cli.ExitCoder); ok {
+				if msg := ec.Error(); msg != "" {
+					fmt.Fprintln(stderr, "baton:", msg)
+				}
+				return
+			}
+			fmt.Fprintln(stderr, "baton:", err)
+		},
+	}
+}
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "endpoints", Value: cli.NewStringSlice("127.0.0.1:2379"), EnvVars: []string{"BATON_ENDPOINTS"}, Usage: "etcd endpoints (host:port, comma separated)"},
+		&cli.StringFlag{Name: "namespace", Value: "baton", EnvVars: []string{"BATON_NAMESPACE"}, Usage: "key prefix of this deployment in etcd"},
+		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"BATON_ETCD_USER"}, Usage: "etcd user name"},
+		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"BATON_ETCD_PASSWORD"}, Usage: "etcd password"},
+		&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"BATON_ETCD_CACERT"}, Usage: "CA certificate file for etcd TLS"},
+		&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"BATON_ETCD_CERT"}, Usage: "client certificate file for etcd TLS"},
+		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"BATON_ETCD_KEY"}, Usage: "client key file for etcd TLS"},
+		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"BATON_LOG_FORMAT"}, Usage: "log format: text or json"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"BATON_LOG_LEVEL"}, Usage: "log level: debug, info, warn or error"},
+	}
+}
+
+func etcdConfig(c *cli.Context) etcdutil.Config {
+	var eps []string
+	for _, e := range c.StringSlice("endpoints") {
+		for _, p := range strings.Split(e, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				eps = append(eps, p)
+			}
+		}
+	}
+	return etcdutil.Config{
+		Endpoints: eps,
+		Namespace: c.String("namespace"),
+		Username:  c.String("etcd-user"),
+		Password:  c.String("etcd-password"),
+		CACert:    c.String("etcd-cacert"),
+		Cert:      c.String("etcd-cert"),
+		Key:       c.String("etcd-key"),
+	}
+}
+
+func logger(c *cli.Context) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	w := c.App.ErrWriter
+	switch c.String("log-format") {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("log-format: %q is not text or json", c.String("log-format"))
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version",
+		Action: func(c *cli.Context) error {
+			fmt.Fprintln(c.App.Writer, "baton", Version)
+			return nil
+		},
+	}
+}

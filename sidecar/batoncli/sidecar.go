@@ -1,0 +1,74 @@
+package batoncli
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/batonhq/baton/sidecar"
+	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/urfave/cli/v2"
+)
+
+// sidecarFlags are shared by `baton sidecar` and `baton dev`.
+func sidecarFlags(defaultSocket string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
+		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves by default (repeatable)"},
+		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
+		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of this sidecar in claims and the registry (default hostname-pid)"},
+		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
+		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
+		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
+		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
+	}
+}
+
+func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
+	log, err := logger(c)
+	if err != nil {
+		return sidecar.Config{}, err
+	}
+	mode, err := strconv.ParseUint(c.String("socket-mode"), 8, 32)
+	if err != nil {
+		return sidecar.Config{}, fmt.Errorf("socket-mode: %q is not an octal file mode", c.String("socket-mode"))
+	}
+	queues := c.StringSlice("queue")
+	if len(queues) == 0 {
+		queues = []string{"default"}
+	}
+	cfg := sidecar.Config{
+		Etcd:       etcdConfig(c),
+		Socket:     c.String("socket"),
+		SocketMode: os.FileMode(mode),
+		Queues:     queues,
+		TTL:        c.Duration("ttl"),
+		WorkerID:   c.String("worker-id"),
+		Grace:      c.Duration("grace"),
+		Queue:      workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
+		Logger:     log,
+	}
+	return cfg, nil
+}
+
+func sidecarCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "sidecar",
+		Usage:     "serve workers on a Unix socket, coordinating through etcd",
+		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--ttl 10s]",
+		Flags:     sidecarFlags("/run/baton/baton.sock"),
+		Action: func(c *cli.Context) error {
+			cfg, err := sidecarConfig(c)
+			if err != nil {
+				return err
+			}
+			sc, err := sidecar.New(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(c.Context)
+			defer stop()
+			return sc.Run(ctx)
+		},
+	}
+}

@@ -1,0 +1,149 @@
+package batoncli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/jsonl"
+	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/urfave/cli/v2"
+)
+
+func submitCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "submit",
+		Usage:     "enqueue the tasks of a JSONL file (one JSON object per line)",
+		ArgsUsage: "FILE.jsonl|-",
+		Description: "Each line is one task's payload, for example a GLM-TTS batch line\n" +
+			"{\"uttid\": \"...\", \"prompt_text\": \"...\", \"prompt_speech\": \"...\", \"syn_text\": \"...\"}.\n" +
+			"The task id is the --id-field of the line (default: \"id\", else \"uttid\", else a hash of the line),\n" +
+			"so submitting the same file twice creates nothing new. Every line is checked first; any bad\n" +
+			"line is reported as FILE:LINE: reason and nothing is written.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: "default", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue to submit to"},
+			&cli.StringFlag{Name: "batch", Usage: "batch id to group the tasks under"},
+			&cli.StringFlag{Name: "id-field", Usage: "payload field holding the task id (default: id, else uttid, else a hash)"},
+			&cli.IntFlag{Name: "priority", Usage: "priority, -1000 to 1000; higher runs first"},
+			&cli.IntFlag{Name: "max-attempts", Usage: "attempts before a task is DEAD (default 3)"},
+			&cli.DurationFlag{Name: "timeout", Usage: "how long a claim may go without a heartbeat (default 5m)"},
+			&cli.TimestampFlag{Name: "not-before", Layout: time.RFC3339, Usage: "hold the tasks back until this time (RFC 3339)"},
+			&cli.IntFlag{Name: "max-txn-ops", Value: 128, Usage: "operations per etcd transaction; at most the server's --max-txn-ops"},
+			&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest payload in bytes"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("submit: give one FILE.jsonl, or - for standard input", 2)
+			}
+			name := c.Args().First()
+			var in io.Reader = os.Stdin
+			if name != "-" {
+				f, err := os.Open(name)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in = f
+			} else {
+				name = "<stdin>"
+			}
+			recs, err := jsonl.Read(in, name)
+			var bad jsonl.Errors
+			if err != nil && !errors.As(err, &bad) {
+				return err
+			}
+			store, err := workqueue.NewStore(nil, workqueue.Config{MaxTxnOps: c.Int("max-txn-ops"), PayloadLimit: c.Int("payload-limit")})
+			if err != nil {
+				return err
+			}
+			specs, badSpecs := buildSpecs(c, store, recs, name)
+			if bad = append(bad, badSpecs...); len(bad) > 0 {
+				sort.Slice(bad, func(i, j int) bool { return bad[i].Line < bad[j].Line })
+				return cli.Exit(fmt.Sprintf("%s\n%d bad lines; nothing was written", bad.Error(), len(bad)), 1)
+			}
+			if len(specs) == 0 {
+				fmt.Fprintf(c.App.ErrWriter, "%s: no tasks\n", name)
+				return nil
+			}
+			return doSubmit(c, specs, name)
+		},
+	}
+}
+
+// buildSpecs turns lines into specs and checks each, so that every bad
+// line is reported before anything is written.
+func buildSpecs(c *cli.Context, store *workqueue.Store, recs []jsonl.Record, file string) ([]workqueue.Spec, jsonl.Errors) {
+	var bad jsonl.Errors
+	seen := map[string]int{}
+	specs := make([]workqueue.Spec, 0, len(recs))
+	for _, r := range recs {
+		sp := workqueue.Spec{
+			ID:          workqueue.DeriveID(r.Payload, c.String("id-field")),
+			Queue:       c.String("queue"),
+			Payload:     r.Payload,
+			Priority:    int32(c.Int("priority")),
+			MaxAttempts: int32(c.Int("max-attempts")),
+			Timeout:     c.Duration("timeout"),
+			Batch:       c.String("batch"),
+		}
+		if t := c.Timestamp("not-before"); t != nil {
+			sp.NotBefore = *t
+		}
+		if err := store.Normalize(&sp, ""); err != nil {
+			bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: err})
+			continue
+		}
+		if first, dup := seen[sp.ID]; dup {
+			bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: fmt.Errorf("id %q is also the id of line %d", sp.ID, first)})
+			continue
+		}
+		seen[sp.ID] = r.Line
+		specs = append(specs, sp)
+	}
+	return specs, bad
+}
+
+func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
+	ecfg := etcdConfig(c)
+	etcd, err := etcdutil.New(ecfg)
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
+		return err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{MaxTxnOps: c.Int("max-txn-ops"), PayloadLimit: c.Int("payload-limit")})
+	if err != nil {
+		return err
+	}
+	bar := newProgress(c.App.ErrWriter, "submit", len(specs))
+	ctx, cancel := context.WithTimeout(c.Context, 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	res, err := store.Submit(ctx, specs, workqueue.WithProgress(func(done, total int) { bar.set(done) }))
+	bar.finish()
+	created, existing := res.Counts()
+	if err != nil {
+		var inv *workqueue.InvalidError
+		if errors.As(err, &inv) {
+			return cli.Exit(err.Error(), 1)
+		}
+		return fmt.Errorf("submit %s: %w (tasks written before the failure stay; submitting again writes the rest)", name, err)
+	}
+	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s in %v\n",
+		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func batchNote(b string) string {
+	if b == "" {
+		return ""
+	}
+	return ", batch " + b
+}
