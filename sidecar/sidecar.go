@@ -164,23 +164,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer func() { stopLease(); bg.Wait() }()
 
 	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, s.Sessions, cfg.WorkerID)
-	for {
-		startCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = d.Start(startCtx)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		log.Warn("etcd not reachable yet; retrying", "endpoints", cfg.Etcd.Endpoints, "err", err)
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return nil
-		}
-	}
+	d.Start()
 	defer d.Stop()
 	s.mu.Lock()
 	s.dispatcher = d

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/batonhq/baton/sidecar/coord"
@@ -38,6 +39,23 @@ func toConnect(err error) error {
 	default:
 		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: "+err.Error()))
 	}
+}
+
+// EtcdTimeout bounds the etcd round trips made for one worker request, so
+// that a worker gets UNAVAILABLE instead of hanging while etcd is away.
+const EtcdTimeout = 10 * time.Second
+
+func etcdContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, EtcdTimeout)
+}
+
+// rpcErr maps err like toConnect, except that running out of EtcdTimeout
+// while the caller is still waiting means etcd is unavailable.
+func rpcErr(caller context.Context, err error) error {
+	if err != nil && caller.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: no answer within "+EtcdTimeout.String()+"; retry"))
+	}
+	return toConnect(err)
 }
 
 func invalidArg(field, msg string) error {

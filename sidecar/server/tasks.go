@@ -88,7 +88,7 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 	}
 	c, err := h.Dispatcher.Next(ctx, queues, wait, sess)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, rpcErr(ctx, err)
 	}
 	if c == nil {
 		return connect.NewResponse(&batonv1.NextResponse{}), nil
@@ -136,9 +136,11 @@ func (h *TaskHandler) Heartbeat(ctx context.Context, req *connect.Request[batonv
 	if p := req.Msg.GetProgress(); p < 0 || p > 1 {
 		return nil, invalidArg("progress", "must be between 0 and 1")
 	}
-	st, err := h.Dispatcher.Heartbeat(ctx, req.Msg.GetClaim())
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	st, err := h.Dispatcher.Heartbeat(ectx, req.Msg.GetClaim())
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, rpcErr(ctx, err)
 	}
 	return connect.NewResponse(&batonv1.HeartbeatResponse{
 		CancelRequested: st.CancelRequested,
@@ -159,8 +161,10 @@ func (h *TaskHandler) Complete(ctx context.Context, req *connect.Request[batonv1
 		}
 		result = b
 	}
-	if err := h.Dispatcher.Complete(ctx, req.Msg.GetClaim(), result); err != nil {
-		return nil, toConnect(err)
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	if err := h.Dispatcher.Complete(ectx, req.Msg.GetClaim(), result); err != nil {
+		return nil, rpcErr(ctx, err)
 	}
 	return connect.NewResponse(&batonv1.CompleteResponse{}), nil
 }
@@ -177,9 +181,11 @@ func (h *TaskHandler) Fail(ctx context.Context, req *connect.Request[batonv1.Fai
 		}
 		after = ra.AsDuration()
 	}
-	retry, at, err := h.Dispatcher.Fail(ctx, req.Msg.GetClaim(), req.Msg.GetError(), req.Msg.GetPermanent(), after)
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	retry, at, err := h.Dispatcher.Fail(ectx, req.Msg.GetClaim(), req.Msg.GetError(), req.Msg.GetPermanent(), after)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, rpcErr(ctx, err)
 	}
 	resp := &batonv1.FailResponse{WillRetry: retry}
 	if retry {
@@ -193,8 +199,10 @@ func (h *TaskHandler) Release(ctx context.Context, req *connect.Request[batonv1.
 	if err := needClaim(req.Msg.GetClaim()); err != nil {
 		return nil, err
 	}
-	if err := h.Dispatcher.Release(ctx, req.Msg.GetClaim()); err != nil {
-		return nil, toConnect(err)
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	if err := h.Dispatcher.Release(ectx, req.Msg.GetClaim()); err != nil {
+		return nil, rpcErr(ctx, err)
 	}
 	return connect.NewResponse(&batonv1.ReleaseResponse{}), nil
 }
@@ -219,9 +227,11 @@ func (h *TaskHandler) Submit(ctx context.Context, req *connect.Request[batonv1.S
 	if len(specs) == 0 {
 		return nil, invalidArg("tasks", "at least one task is required")
 	}
-	res, err := h.Store.Submit(ctx, specs)
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	res, err := h.Store.Submit(ectx, specs)
 	if err != nil {
-		return nil, toConnect(err)
+		return nil, rpcErr(ctx, err)
 	}
 	created, existing := res.Counts()
 	return connect.NewResponse(&batonv1.SubmitResponse{Ids: res.IDs, Created: int32(created), Existing: int32(existing)}), nil

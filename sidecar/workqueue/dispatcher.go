@@ -55,6 +55,10 @@ type Dispatcher struct {
 	timerWG sync.WaitGroup
 }
 
+// claimTimeout bounds one claim transaction, so that a Next call reports
+// etcd as unavailable instead of hanging.
+const claimTimeout = 10 * time.Second
+
 // Stats counts what the dispatcher did; read it with Stats.
 type Stats struct {
 	Claims, Conflicts, Requeued, Expired, Promoted, Removed int64
@@ -89,20 +93,15 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 	}
 }
 
-// Start reads the current revision, sweeps for orphaned and expired claims
-// and starts the watcher and maintainer. It returns once the watch is set
-// up; ctx bounds only that.
-func (d *Dispatcher) Start(ctx context.Context) error {
-	resp, err := d.kv.Get(ctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return fmt.Errorf("workqueue: reading start revision: %w", err)
-	}
+// Start starts the watcher and maintainer. It does not wait for etcd: the
+// watcher reads the start revision (retrying until etcd answers) and the
+// maintainer sweeps for orphaned and expired claims first thing.
+func (d *Dispatcher) Start() {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.wg.Add(2)
-	go func() { defer d.wg.Done(); d.watch(runCtx, resp.Header.Revision) }()
+	go func() { defer d.wg.Done(); d.watch(runCtx) }()
 	go func() { defer d.wg.Done(); d.maintain(runCtx) }()
-	return nil
 }
 
 // Stop ends the goroutines and timers. Claims still held stay in etcd
@@ -218,7 +217,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		}
 
 		if win != nil {
-			c, err := d.store.claim(ctx, cand.key, cand.modRev, cand.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()})
+			cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+			c, err := d.store.claim(cctx, cand.key, cand.modRev, cand.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()})
+			cancel()
 			d.mu.Lock()
 			delete(d.trying, cand.key)
 			switch {
@@ -512,9 +513,10 @@ func (d *Dispatcher) Drain(ctx context.Context) {
 	}
 }
 
-// watch follows q/ from rev+1 until ctx ends, resynchronising after
-// errors (for example when the revision it needs was compacted).
-func (d *Dispatcher) watch(ctx context.Context, rev int64) {
+// watch follows q/ until ctx ends, resynchronising after errors (for
+// example when the revision it needs was compacted).
+func (d *Dispatcher) watch(ctx context.Context) {
+	rev := d.currentRevision(ctx)
 	for ctx.Err() == nil {
 		d.reloadAll(ctx, rev)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -526,20 +528,30 @@ func (d *Dispatcher) watch(ctx context.Context, rev int64) {
 		}
 		// Start again from the current revision; the sweep catches what
 		// happened in between.
-		for ctx.Err() == nil {
-			resp, err := d.kv.Get(ctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
-			if err == nil {
-				rev = resp.Header.Revision
-				break
-			}
-			d.cfg.Logger.Warn("watch resync failed; retrying", "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-ctx.Done():
-			}
-		}
+		rev = d.currentRevision(ctx)
 		d.requestSweep()
 	}
+}
+
+// currentRevision reads etcd's current revision, retrying until etcd
+// answers or ctx ends.
+func (d *Dispatcher) currentRevision(ctx context.Context) int64 {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := d.kv.Get(rctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		cancel()
+		if err == nil {
+			return resp.Header.Revision
+		}
+		d.cfg.Logger.Warn("etcd not answering; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+	return 0
 }
 
 // follow applies watch responses until the watch fails; it returns the
