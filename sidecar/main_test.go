@@ -15,6 +15,16 @@ import (
 var endpoint string
 
 func TestMain(m *testing.M) {
+	// The tests re-execute this binary as worker and sidecar processes that
+	// they can kill with SIGKILL.
+	switch os.Getenv("BATON_TEST_ROLE") {
+	case "worker":
+		runWorkerRole()
+		return
+	case "sidecar":
+		runSidecarRole()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	s, err := embedetcd.Start(ctx, embedetcd.Config{})
 	cancel()

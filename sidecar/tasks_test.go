@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -261,8 +262,9 @@ func TestPriorityAndFIFO(t *testing.T) {
 		}
 		order = append(order, task.Id)
 	}
-	if len(order) != 4 || order[0] != "high" || order[3] != "low" {
-		t.Fatalf("order %v: want high first and low last", order)
+	// One claimer on one sidecar never races, so the order is exact.
+	if strings.Join(order, " ") != "high n1 n2 low" {
+		t.Fatalf("order %v, want [high n1 n2 low]", order)
 	}
 }
 

@@ -22,6 +22,7 @@ type window struct {
 	entries  []entry
 	waiters  []*waiter // FIFO of Next calls waiting on this queue
 	spread   int       // how many head entries a claimer picks among
+	calm     int       // claims without a conflict since the spread last changed
 }
 
 type entry struct {
@@ -94,11 +95,25 @@ func (w *window) pick(trying map[string]bool) (entry, bool) {
 }
 
 // conflicted widens the spread after a lost race; succeeded narrows it
-// again, so that FIFO order is as strict as the contention allows.
-func (w *window) conflicted(size int) { w.spread = min(max(w.spread*2, 2), size) }
-func (w *window) succeeded()          { w.spread = max(w.spread-1, minSpread) }
+// again after a run of uncontended claims, so that FIFO order is as strict
+// as the contention allows: with one sidecar (whose claimers never race,
+// see Dispatcher.trying) it stays 1 and the queue is handed out in order.
+func (w *window) conflicted(size int) {
+	w.spread = min(max(w.spread*2, 2), size)
+	w.calm = 0
+}
 
-const minSpread = 4
+func (w *window) succeeded() {
+	if w.calm++; w.calm >= calmClaims && w.spread > minSpread {
+		w.spread--
+		w.calm = 0
+	}
+}
+
+const (
+	minSpread  = 1
+	calmClaims = 8 // uncontended claims before the spread narrows by one
+)
 
 // waiter is one Next call waiting for work on one or more queues.
 type waiter struct {

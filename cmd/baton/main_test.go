@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBaton builds the binary once per test run.
+func buildBaton(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "baton")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// syncBuffer collects a process's output for reading while it runs.
+type lineWaiter struct {
+	lines chan string
+}
+
+func watchLines(r io.Reader) *lineWaiter {
+	w := &lineWaiter{lines: make(chan string, 100)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			w.lines <- sc.Text()
+		}
+		close(w.lines)
+	}()
+	return w
+}
+
+func (w *lineWaiter) waitFor(t *testing.T, prefix string, within time.Duration) string {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case l, ok := <-w.lines:
+			if !ok {
+				t.Fatalf("output ended before %q", prefix)
+			}
+			if strings.HasPrefix(strings.TrimSpace(l), prefix) {
+				return l
+			}
+		case <-deadline:
+			t.Fatalf("no %q within %v", prefix, within)
+		}
+	}
+}
+
+func unixHTTP(socket string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+}
+
+func call(t *testing.T, hc *http.Client, method string, body string) map[string]any {
+	t.Helper()
+	resp, err := hc.Post("http://baton/baton.v1.TaskService/"+method, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("%s: %v", method, err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatalf("%s: decoding: %v", method, err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: HTTP %d: %v", method, resp.StatusCode, m)
+	}
+	return m
+}
+
+// TestDevAndSubmit runs `baton dev` and `baton submit` as a user would,
+// then takes a task over the socket with plain HTTP + JSON.
+func TestDevAndSubmit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildBaton(t)
+	dir, err := os.MkdirTemp("", "btdev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	etcdAddr := freePort(t)
+	dev := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", etcdAddr, "--queue", "tts")
+	stdout, _ := dev.StdoutPipe()
+	var stderr bytes.Buffer
+	dev.Stderr = &stderr
+	if err := dev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Process.Kill()
+	out := watchLines(stdout)
+	out.waitFor(t, "baton dev ready", 30*time.Second)
+	socket := filepath.Join(dir, "baton.sock")
+
+	// A second dev on the same data dir is refused at once.
+	second := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", freePort(t))
+	msg, err := second.CombinedOutput()
+	if err == nil || !strings.Contains(string(msg), "in use") {
+		t.Fatalf("second dev: err %v, output %q; want a refusal", err, msg)
+	}
+
+	run := func(args ...string) (string, string, error) {
+		cmd := exec.Command(bin, append([]string{"--endpoints", etcdAddr}, args...)...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		return o.String(), e.String(), err
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"uttid\":\"b1\",\"syn_text\":\"ok\"}\nnot json\n{\"uttid\":\"has space\"}\n"), 0o600)
+	_, e, err := run("submit", "--queue", "tts", bad)
+	if err == nil {
+		t.Fatal("submit of a file with bad lines succeeded")
+	}
+	for _, want := range []string{bad + ":2: not a JSON object", bad + ":3: id:", "nothing was written"} {
+		if !strings.Contains(e, want) {
+			t.Errorf("submit stderr %q lacks %q", e, want)
+		}
+	}
+
+	good := filepath.Join(dir, "batch.jsonl")
+	var lines []string
+	for i := 1; i <= 5; i++ {
+		lines = append(lines, fmt.Sprintf(`{"uttid":"utt_%d","prompt_text":"p","prompt_speech":"p.wav","syn_text":"line %d"}`, i, i))
+	}
+	os.WriteFile(good, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	o, e, err := run("submit", "--queue", "tts", good)
+	if err != nil || !strings.Contains(o, "5 created, 0 existing") {
+		t.Fatalf("submit: %v\nstdout %s\nstderr %s", err, o, e)
+	}
+	o, _, err = run("submit", "--queue", "tts", good)
+	if err != nil || !strings.Contains(o, "0 created, 5 existing") {
+		t.Fatalf("resubmit: %v %s", err, o)
+	}
+
+	// The first bad-file line was never written: exactly five tasks, in order.
+	hc := unixHTTP(socket)
+	for i := 1; i <= 5; i++ {
+		m := call(t, hc, "Next", `{"wait":"2s"}`)
+		task, _ := m["task"].(map[string]any)
+		if task == nil || task["id"] != fmt.Sprintf("utt_%d", i) {
+			t.Fatalf("next %d: %v", i, m)
+		}
+		call(t, hc, "Complete", fmt.Sprintf(`{"claim":%q,"result":{"path":"/out/%d.wav"}}`, task["claim"], i))
+	}
+	if m := call(t, hc, "Next", `{}`); m["task"] != nil {
+		t.Fatalf("queue not empty: %v", m)
+	}
+
+	// SIGTERM stops everything cleanly and removes the socket.
+	dev.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- dev.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dev exited with %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev did not stop on SIGTERM")
+	}
+	if _, err := os.Stat(socket); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
