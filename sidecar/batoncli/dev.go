@@ -87,7 +87,6 @@ func devCommand() *cli.Command {
 	}
 }
 
-
 // lockDir takes an exclusive lock on the data directory, so that a second
 // `baton dev` on the same directory fails at once instead of waiting for
 // etcd's database lock.
