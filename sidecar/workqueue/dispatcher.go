@@ -521,7 +521,7 @@ func (d *Dispatcher) watch(ctx context.Context) {
 		d.reloadAll(ctx, rev)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-		rev = d.follow(ctx, ch, rev)
+		d.follow(ctx, ch, rev)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -554,8 +554,9 @@ func (d *Dispatcher) currentRevision(ctx context.Context) int64 {
 	return 0
 }
 
-// follow applies watch responses until the watch fails; it returns the
-// last revision applied.
+// follow applies watch responses until the watch fails or ctx ends; it
+// returns the last revision applied. The caller reloads the window from a
+// fresh revision afterwards, so the return value is informational.
 func (d *Dispatcher) follow(ctx context.Context, ch clientv3.WatchChan, rev int64) int64 {
 	for {
 		select {
