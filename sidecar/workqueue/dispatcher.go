@@ -48,7 +48,9 @@ type Dispatcher struct {
 	stopped   bool
 	loadReq   chan struct{} // buffered 1: some window needs a load
 	stats     Stats
-	hintDue   time.Time // earliest due time put since the maintainer last looked
+	hintDue   time.Time     // earliest due time put since the maintainer last looked
+	applied   int64         // revision the windows reflect
+	advanced  chan struct{} // closed and replaced when applied rises
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -90,6 +92,7 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		held:      make(map[string]*held),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
+		advanced:  make(chan struct{}),
 	}
 }
 
@@ -158,6 +161,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	}
 	wt := &waiter{ch: make(chan struct{}, 1), queues: queues}
 	defer d.unwait(wt)
+	var catchUp *time.Timer
 	for {
 		ls, leaseChanged, err := d.lease.Session()
 		if err != nil {
@@ -202,7 +206,30 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		if win != nil {
 			d.trying[cand.key] = true
 		}
+		var behind chan struct{}
+		if win == nil && d.applied < d.store.written.Load() {
+			behind = d.advanced
+		}
 		d.mu.Unlock()
+
+		if win == nil && unloaded == nil && behind != nil && catchUp == nil {
+			catchUp = time.NewTimer(claimTimeout)
+			defer catchUp.Stop()
+		}
+		if win == nil && unloaded == nil && behind != nil {
+			// This sidecar wrote a ready entry the watch has not shown
+			// yet (a submit or release just now): do not answer "empty"
+			// before seeing it, but do not wait for a stuck watch forever.
+			select {
+			case <-behind:
+				continue
+			case <-catchUp.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-d.drainCh:
+				return nil, ErrDraining
+			}
+		}
 
 		if win == nil && unloaded != nil {
 			// Do not answer "empty" before the window was read once.
@@ -519,6 +546,7 @@ func (d *Dispatcher) watch(ctx context.Context) {
 	rev := d.currentRevision(ctx)
 	for ctx.Err() == nil {
 		d.reloadAll(ctx, rev)
+		d.advance(rev)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 		d.follow(ctx, ch, rev)
@@ -579,10 +607,23 @@ func (d *Dispatcher) follow(ctx context.Context, ch clientv3.WatchChan, rev int6
 			}
 			if resp.IsProgressNotify() {
 				rev = max(rev, resp.Header.Revision)
-				continue
+			} else {
+				rev = max(rev, d.apply(resp.Events))
 			}
-			rev = max(rev, d.apply(resp.Events))
+			d.advance(rev)
 		}
+	}
+}
+
+// advance records that the windows reflect etcd up to rev and wakes Next
+// calls waiting for the watch to catch up.
+func (d *Dispatcher) advance(rev int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if rev > d.applied {
+		d.applied = rev
+		close(d.advanced)
+		d.advanced = make(chan struct{})
 	}
 }
 

@@ -31,6 +31,7 @@ func (s *Store) commitOwned(ctx context.Context, id string, token int64, ops ...
 	if !resp.Succeeded {
 		return ErrClaimLost
 	}
+	s.wrote(resp.Header.Revision)
 	return nil
 }
 
@@ -172,6 +173,7 @@ func (s *Store) Abandon(ctx context.Context, id string, token, modRev int64, st 
 	if !resp.Succeeded {
 		return ErrClaimLost
 	}
+	s.wrote(resp.Header.Revision)
 	return nil
 }
 

@@ -221,6 +221,7 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 			return fmt.Errorf("submit: %w", err)
 		}
 		if resp.Succeeded {
+			s.wrote(resp.Header.Revision)
 			for _, i := range todo {
 				created[i] = true
 			}
