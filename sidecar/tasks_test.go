@@ -268,6 +268,24 @@ func TestPriorityAndFIFO(t *testing.T) {
 	}
 }
 
+// A worker that submits and at once polls (wait 0) on the same sidecar
+// gets its task: Next waits for the watch to show the sidecar's own write
+// before answering "empty". This was a flake before the fix.
+func TestNextSeesOwnSubmit(t *testing.T) {
+	sc, _ := start(t, sidecar.Config{})
+	for i := range 40 {
+		id := fmt.Sprintf("own-%d", i)
+		submit(t, sc, &batonv1.TaskSpec{Id: id, Payload: payload(t, map[string]any{})})
+		task := next(t, sc, 0, "")
+		if task.GetId() != id {
+			t.Fatalf("round %d: Next(wait=0) after Submit got %q, want %q", i, task.GetId(), id)
+		}
+		if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+			t.Fatalf("complete: %v", err)
+		}
+	}
+}
+
 // A waiting Next is woken by the watch when a task arrives.
 func TestNextWakesOnSubmit(t *testing.T) {
 	sc, _ := start(t, sidecar.Config{})
