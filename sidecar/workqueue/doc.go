@@ -4,20 +4,20 @@
 //
 // # States
 //
-//	            Submit
-//	              │
-//	              ▼             Fail (attempts left): backoff / retry_after
-//	  ┌──────▶ PENDING ◀──────────────── FAILED (q/delay/<due>/<id>)
-//	  │           │ claim txn                  ▲
-//	  │           ▼                            │
-//	  │        CLAIMED ────────────────────────┘
-//	  │        │  │  │
-//	  │ Release│  │  └── Complete ──▶ DONE
-//	  │ (no    │  └───── Fail (permanent or last attempt) ──▶ DEAD
-//	  │ attempt│
-//	  │ used)  └──── session closed, lease expired, timeout without
-//	  │              heartbeat: attempt counted, back to PENDING (or DEAD
-//	  └───────────── when it was the last attempt)
+//	          Submit
+//	            │
+//	            ▼             Fail (attempts left): backoff / retry_after
+//	┌──────▶ PENDING ◀──────────────── FAILED (q/delay/<due>/<id>)
+//	│           │ claim txn                  ▲
+//	│           ▼                            │
+//	│        CLAIMED ────────────────────────┘
+//	│        │  │  │
+//	│ Release│  │  └── Complete ──▶ DONE
+//	│ (no    │  └───── Fail (permanent or last attempt) ──▶ DEAD
+//	│ attempt│
+//	│ used)  └──── session closed, lease expired, timeout without
+//	│              heartbeat: attempt counted, back to PENDING (or DEAD
+//	└───────────── when it was the last attempt)
 //
 // A task's canonical state is state/<id>; the index keys under q/ (see
 // keys.go) exist so that every sidecar can follow the queue with a single
