@@ -1,0 +1,94 @@
+package sidecar_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/sidecar"
+	"github.com/batonhq/baton/sidecar/sidecartest"
+	"github.com/batonhq/baton/sidecar/workqueue"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A claim whose sidecar died while no other sidecar was running is
+// recovered by the sweep of the next sidecar that starts: requeue does not
+// depend on any process having watched the lease expire.
+func TestSweepAtStartRecoversOrphans(t *testing.T) {
+	first, ns := start(t, sidecar.Config{})
+	submit(t, first, &batonv1.TaskSpec{Id: "orphan", Payload: payload(t, map[string]any{})})
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	const ttl = 2 * time.Second
+	victim, id, token := startRole(t, "BATON_TEST_ROLE=sidecar", "BATON_TEST_ENDPOINT="+endpoint, "BATON_TEST_NS="+ns,
+		"BATON_TEST_SOCKET="+sidecartest.SocketPath(t), "BATON_TEST_TTL="+ttl.String())
+	if err := victim.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Wait()
+	cli := sidecartest.Client(t, endpoint, ns)
+	waitFor(t, ttl+10*time.Second, "claim key removed by lease expiry", func() bool {
+		resp, err := cli.Get(context.Background(), "q/claim/"+id, clientv3.WithCountOnly())
+		return err == nil && resp.Count == 0
+	})
+	// No sidecar saw the claim vanish. A new one must find it at start
+	// (its periodic sweep is an hour away).
+	later := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}, Queue: workqueue.Config{SweepInterval: time.Hour}})
+	task := next(t, later, 10*time.Second, "")
+	if task == nil {
+		t.Fatal("orphaned task not recovered by the sweep at start")
+	}
+	if task.Id != id || task.Attempt != 2 || task.FencingToken <= token {
+		t.Fatalf("task = %s attempt %d token %d; want %s attempt 2 token > %d", task.Id, task.Attempt, task.FencingToken, id, token)
+	}
+}
+
+// Finished tasks are removed after the retention period; unfinished ones
+// stay.
+func TestRetentionRemovesFinishedTasks(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{Queue: workqueue.Config{Retention: 500 * time.Millisecond, SweepInterval: 100 * time.Millisecond}})
+	submit(t, sc,
+		&batonv1.TaskSpec{Id: "done-1", Batch: "b", Payload: payload(t, map[string]any{})},
+		&batonv1.TaskSpec{Id: "waiting", Batch: "b", Priority: -1, Payload: payload(t, map[string]any{})},
+	)
+	task := next(t, sc, time.Second, "")
+	if task.GetId() != "done-1" {
+		t.Fatalf("got %q, want done-1", task.GetId())
+	}
+	if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+		t.Fatal(err)
+	}
+	cli := sidecartest.Client(t, endpoint, ns)
+	count := func(key string) int64 {
+		resp, err := cli.Get(context.Background(), key, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	waitFor(t, 10*time.Second, "finished task removed", func() bool {
+		return count("task/done-1")+count("state/done-1")+count("result/done-1")+count("batch/b/done-1") == 0
+	})
+	if n := count("task/waiting") + count("state/waiting") + count("batch/b/waiting"); n != 3 {
+		t.Fatalf("pending task lost keys to retention: %d of 3 left", n)
+	}
+	resp, err := cli.Get(context.Background(), "gc/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("gc index left behind: %v %v", resp, err)
+	}
+}
