@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 # go test flags; CI and `make test` use the race detector.
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 
-.PHONY: help build test test-go lint generate check-generated clean
+.PHONY: help build test test-go lint generate check-generated clean chaos
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,14 @@ test-go: ## Go tests with the race detector
 	$(GO) test $(GOTESTFLAGS) ./...
 
 test: check-generated lint test-go ## everything CI runs
+
+# `make chaos SEED=n` replays the fault sequence of seed n; CHAOSFLAGS adds
+# flags (see bin/baton-chaos -h).
+SEED ?= 0
+CHAOSFLAGS ?=
+chaos: ## fault-injection run (< 10 min): kill/pause/partition etcd, sidecars, workers; check invariants; SEED=n replays
+	$(GO) build -o bin/baton-chaos ./cmd/baton-chaos
+	bin/baton-chaos -seed $(SEED) $(CHAOSFLAGS)
 
 clean: ## remove build output and dev data
 	rm -rf bin .baton

@@ -1,0 +1,91 @@
+package chaos
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/pkg/v3/proxy"
+	"go.uber.org/zap"
+)
+
+// Link is one sidecar's network path to the cluster: an etcd proxy
+// (go.etcd.io/etcd/pkg/v3/proxy, the one etcd's own robustness tests use)
+// in front of each member. Faults on a Link affect that sidecar only.
+type Link struct {
+	proxies []proxy.Server
+	addrs   []string
+}
+
+// NewLink starts one proxy per member endpoint on free ports.
+func NewLink(members []string) (*Link, error) {
+	l := &Link{}
+	for _, to := range members {
+		port, err := freePort()
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		from := fmt.Sprintf("127.0.0.1:%d", port)
+		p := proxy.NewServer(proxy.ServerConfig{
+			Logger:        zap.NewNop(),
+			From:          url.URL{Scheme: "tcp", Host: from},
+			To:            url.URL{Scheme: "tcp", Host: to},
+			DialTimeout:   time.Second,
+			RetryInterval: 100 * time.Millisecond,
+		})
+		select {
+		case <-p.Ready():
+		case err := <-p.Error():
+			p.Close()
+			l.Close()
+			return nil, fmt.Errorf("proxy %s → %s: %w", from, to, err)
+		}
+		l.proxies = append(l.proxies, p)
+		l.addrs = append(l.addrs, from)
+	}
+	return l, nil
+}
+
+// Endpoints are the addresses the sidecar dials.
+func (l *Link) Endpoints() []string { return l.addrs }
+
+// Partition drops everything in both directions while connections stay
+// open: the sidecar keeps running and believes it is connected.
+func (l *Link) Partition() {
+	for _, p := range l.proxies {
+		p.BlackholeTx()
+		p.BlackholeRx()
+	}
+}
+
+// Heal ends a partition.
+func (l *Link) Heal() {
+	for _, p := range l.proxies {
+		p.UnblackholeTx()
+		p.UnblackholeRx()
+	}
+}
+
+// Delay adds latency (± jitter) to both directions.
+func (l *Link) Delay(latency, jitter time.Duration) {
+	for _, p := range l.proxies {
+		p.DelayTx(latency, jitter)
+		p.DelayRx(latency, jitter)
+	}
+}
+
+// Undelay removes the latency.
+func (l *Link) Undelay() {
+	for _, p := range l.proxies {
+		p.UndelayTx()
+		p.UndelayRx()
+	}
+}
+
+// Close stops the proxies.
+func (l *Link) Close() {
+	for _, p := range l.proxies {
+		p.Close()
+	}
+}

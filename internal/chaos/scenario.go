@@ -1,0 +1,709 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/workqueue"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/namespace"
+	"go.uber.org/zap"
+)
+
+// Queue is the queue every chaos task goes to.
+const Queue = "chaos"
+
+// Fault kinds.
+const (
+	WorkerKill       = "worker-kill"
+	SidecarKill      = "sidecar-kill"
+	SidecarPause     = "sidecar-pause" // SIGSTOP past the TTL, then SIGCONT
+	SidecarPartition = "sidecar-partition"
+	LinkDelay        = "link-delay"
+	LeaderKill       = "etcd-leader-kill"
+	FollowerKill     = "etcd-follower-kill"
+	LeaderPause      = "etcd-leader-pause"
+)
+
+// AllFaults is every fault kind, in the order the summary lists them.
+var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause}
+
+// Config describes one run. Zero fields take the defaults in brackets.
+type Config struct {
+	// Seed chooses the task mix and the sequence of faults (kinds, targets,
+	// gaps). The interleaving of processes is not reproducible; the
+	// sequence of faults is.
+	Seed int64
+	// Exe starts this binary again in a role (see RunRole). Required.
+	Exe Exe
+	// Dir receives the processes' logs. Required.
+	Dir        string
+	Sidecars   int           // [3]
+	WorkersPer int           // workers per sidecar [2]
+	Tasks      int           // [200]
+	Duration   time.Duration // how long faults go on [90s]
+	TTL        time.Duration // the sidecars' lease TTL [3s]
+	// Settle bounds the wait for every task to finish after the faults
+	// end [120s].
+	Settle time.Duration
+	// Faults to draw from [AllFaults].
+	Faults []string
+	// Log receives progress lines [discard].
+	Log io.Writer
+}
+
+func (c *Config) defaults() {
+	if c.Sidecars == 0 {
+		c.Sidecars = 3
+	}
+	if c.WorkersPer == 0 {
+		c.WorkersPer = 2
+	}
+	if c.Tasks == 0 {
+		c.Tasks = 200
+	}
+	if c.Duration == 0 {
+		c.Duration = 90 * time.Second
+	}
+	if c.TTL == 0 {
+		c.TTL = 3 * time.Second
+	}
+	if c.Settle == 0 {
+		c.Settle = 120 * time.Second
+	}
+	if len(c.Faults) == 0 {
+		c.Faults = AllFaults
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// Fault is one injected fault. Recovery is how long after it the system
+// was whole again: for faults that strand claimed tasks, until the last
+// stranded task was back in the queue (PENDING, or DEAD on its last
+// attempt); for etcd faults, until a write through the cluster succeeded
+// again. Zero when there was nothing to recover.
+type Fault struct {
+	Kind   string
+	Target string
+	At     time.Time
+	// Stranded counts the claims in hand that the fault cut off and that
+	// came back to the queue (Tasks); Survived the claims in hand that
+	// their workers still finished (a sidecar restarted before its old
+	// lease expired); Unrecovered the tasks that had not come back within
+	// TTL+30s.
+	Stranded    int
+	Tasks       []string
+	Survived    int
+	Unrecovered []string
+	Recovery    time.Duration
+}
+
+// Result is what a run measured and what the checker found.
+type Result struct {
+	Seed        int64
+	Submitted   int
+	Final       map[string]int // tasks per final state
+	Faults      []Fault
+	Requeues    int // CLAIMED → PENDING without a Fail (loss or release)
+	Retries     int // Fail on purpose → retried
+	Duplicates  int // executions that wrote output beyond the first per task
+	Refused     int // Completes refused (FAILED_PRECONDITION)
+	StaleWrites int // writes the fenced store refused
+	Ops         int
+	Report      Report
+	Elapsed     time.Duration
+}
+
+// Failed reports whether the run broke an invariant.
+func (r *Result) Failed() bool { return len(r.Report.Violations) > 0 }
+
+type stateEvent struct {
+	task  string
+	state string
+	at    time.Time
+}
+
+type run struct {
+	cfg     Config
+	rng     *rand.Rand
+	cluster *Cluster
+	store   *FencedStore
+	kv      *clientv3.Client // namespaced
+
+	mu       sync.Mutex
+	ops      []Op
+	pending  map[[4]string]int // (worker, kind, task, token) → index of an unanswered call
+	holding  map[string]Op     // worker → claim in hand
+	states   []stateEvent
+	sidecars []*sidecarSlot
+	gen      int
+}
+
+type sidecarSlot struct {
+	name, socket string
+	link         *Link
+	proc         *process
+	workers      []*process
+}
+
+// Run runs one scenario: a three-member cluster, Sidecars sidecars each
+// behind its own proxies, WorkersPer workers each, Tasks tasks submitted
+// over the first half of Duration, faults drawn from Faults until Duration
+// ends; then it heals everything, waits for every task to finish, and
+// checks the history.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg.defaults()
+	if cfg.Exe.Path == "" || cfg.Dir == "" {
+		return nil, errors.New("chaos: Exe and Dir are required")
+	}
+	start := time.Now()
+	r := &run{cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6261746f6e)), pending: map[[4]string]int{}, holding: map[string]Op{}}
+	res := &Result{Seed: cfg.Seed, Final: map[string]int{}}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Log, "%6.1fs "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+
+	var err error
+	if r.store, err = StartFencedStore(); err != nil {
+		return nil, err
+	}
+	defer r.store.Close()
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	r.cluster, err = StartCluster(sctx, cfg.Exe, cfg.Dir, 3)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	defer r.cluster.Close()
+	if _, err := r.waitLeader(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	logf("etcd cluster up: %s", strings.Join(r.cluster.Endpoints(), " "))
+	r.kv, err = clientv3.New(clientv3.Config{Endpoints: r.cluster.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	defer r.kv.Close()
+	const ns = "chaos/" // the sidecars' --namespace chaos
+	r.kv.KV, r.kv.Watcher = namespace.NewKV(r.kv.KV, ns), namespace.NewWatcher(r.kv.Watcher, ns)
+	qs, err := workqueue.NewStore(r.kv.KV, workqueue.Config{})
+	if err != nil {
+		return nil, err
+	}
+
+	// Follow every task's state for recovery times and requeue counts.
+	wctx, stopWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); r.watchStates(wctx) }()
+	defer func() { stopWatch(); <-watchDone }()
+
+	for i := range cfg.Sidecars {
+		link, err := NewLink(r.cluster.Endpoints())
+		if err != nil {
+			return nil, err
+		}
+		defer link.Close()
+		sock := filepath.Join(cfg.Dir, fmt.Sprintf("s%d.sock", i))
+		s := &sidecarSlot{name: fmt.Sprintf("s%d", i), socket: sock, link: link}
+		r.sidecars = append(r.sidecars, s)
+		if err := r.startSidecar(s); err != nil {
+			return nil, err
+		}
+		for range cfg.WorkersPer {
+			if err := r.startWorker(s, len(s.workers)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	defer r.stopAll()
+	logf("%d sidecars, %d workers each, ttl %v", cfg.Sidecars, cfg.WorkersPer, cfg.TTL)
+
+	// Submit over the first three quarters of the fault period, in waves.
+	specs := r.taskMix()
+	subDone := make(chan []string, 1)
+	sub, stopSub := context.WithCancel(ctx)
+	defer stopSub()
+	go func() { subDone <- r.submit(sub, qs, specs, cfg.Duration*3/4) }()
+
+	// Faults until Duration ends.
+	end := time.Now().Add(cfg.Duration)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		gap := time.Duration(500+r.rng.IntN(2000)) * time.Millisecond
+		if !sleepCtx(ctx, gap) {
+			break
+		}
+		kind := cfg.Faults[r.rng.IntN(len(cfg.Faults))]
+		f, err := r.inject(ctx, kind)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", kind, err)
+		}
+		logf("fault %-18s %-6s stranded %d %v survived %d recovery %v", f.Kind, f.Target, f.Stranded, f.Tasks, f.Survived, f.Recovery.Round(time.Millisecond))
+		if len(f.Unrecovered) > 0 {
+			logf("  not back within ttl+30s: %v", f.Unrecovered)
+		}
+		res.Faults = append(res.Faults, f)
+	}
+	submitted := <-subDone
+	res.Submitted = len(submitted)
+	logf("faults over; %d tasks submitted; waiting for all to finish", len(submitted))
+
+	// Wait for every task to finish.
+	final, err := r.awaitFinished(ctx, submitted, cfg.Settle)
+	if err != nil {
+		return nil, err
+	}
+	r.stopAll()
+	stopWatch()
+	<-watchDone
+
+	h := History{Submitted: submitted, Final: final, Ops: r.history(), Writes: r.store.Writes()}
+	res.Report = Check(h, 30*time.Second)
+	r.dump(h, res.Faults)
+	r.tally(res, h)
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// taskMix: fake work of 200ms–2s; one task in five fails its first attempt
+// on purpose; one in twenty fails every attempt and ends DEAD.
+func (r *run) taskMix() []workqueue.Spec {
+	var specs []workqueue.Spec
+	for i := range r.cfg.Tasks {
+		p := Payload{ID: fmt.Sprintf("t%04d", i), WorkMS: 200 + r.rng.IntN(1800)}
+		switch n := r.rng.IntN(20); {
+		case n == 0:
+			p.FailAttempts = 99
+		case n < 5:
+			p.FailAttempts = 1
+		}
+		b, _ := json.Marshal(p)
+		specs = append(specs, workqueue.Spec{ID: p.ID, Queue: Queue, Payload: b, MaxAttempts: 4})
+	}
+	return specs
+}
+
+// submit writes specs in waves of 10 spread over period, retrying a wave
+// until etcd takes it (submits are idempotent). It returns the ids
+// written.
+func (r *run) submit(ctx context.Context, qs *workqueue.Store, specs []workqueue.Spec, period time.Duration) []string {
+	var ids []string
+	waves := (len(specs) + 9) / 10
+	gap := period / time.Duration(waves)
+	for i := 0; i < len(specs); i += 10 {
+		wave := specs[i:min(i+10, len(specs))]
+		for ctx.Err() == nil {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := qs.Submit(sctx, wave)
+			cancel()
+			if err == nil {
+				for _, s := range wave {
+					ids = append(ids, s.ID)
+				}
+				break
+			}
+			sleepCtx(ctx, 200*time.Millisecond)
+		}
+		if !sleepCtx(ctx, gap) {
+			break
+		}
+	}
+	return ids
+}
+
+func (r *run) startSidecar(s *sidecarSlot) error {
+	env := []string{"CHAOS_ENDPOINTS=" + strings.Join(s.link.Endpoints(), ","), "CHAOS_NAMESPACE=chaos",
+		"CHAOS_SOCKET=" + s.socket, "CHAOS_TTL=" + r.cfg.TTL.String()}
+	p, err := startProcess(context.Background(), r.cfg.Exe, s.name, "sidecar", filepath.Join(r.cfg.Dir, s.name+".log"), env, nil, "")
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	s.proc = p
+	r.mu.Unlock()
+	return nil
+}
+
+// startWorker starts (or replaces) worker slot i of sidecar s.
+func (r *run) startWorker(s *sidecarSlot, i int) error {
+	r.mu.Lock()
+	r.gen++
+	name := fmt.Sprintf("%sw%dg%d", s.name, i, r.gen)
+	r.mu.Unlock()
+	env := []string{"CHAOS_SOCKET=" + s.socket, "CHAOS_STORE=" + r.store.Addr()}
+	p, err := startProcess(context.Background(), r.cfg.Exe, name, "worker", filepath.Join(r.cfg.Dir, s.name+"-workers.log"), env, r.onOp, "")
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if i < len(s.workers) {
+		s.workers[i] = p
+	} else {
+		s.workers = append(s.workers, p)
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// onOp records a worker's Op line.
+func (r *run) onOp(line string) {
+	var op Op
+	if err := json.Unmarshal([]byte(line), &op); err != nil || op.Kind == "" {
+		return
+	}
+	key := [4]string{op.Worker, op.Kind, op.Task, fmt.Sprint(op.Token)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case op.Kind == OpClaim:
+		r.ops = append(r.ops, op)
+		r.holding[op.Worker] = op
+	case op.Return == 0:
+		r.pending[key] = len(r.ops)
+		r.ops = append(r.ops, op)
+		delete(r.holding, op.Worker) // answering: no longer a stranded claim
+	default:
+		if i, ok := r.pending[key]; ok {
+			r.ops[i] = op
+			delete(r.pending, key)
+		} else {
+			r.ops = append(r.ops, op)
+		}
+		delete(r.holding, op.Worker)
+	}
+}
+
+// history returns the ops; calls never answered are of unknown outcome.
+func (r *run) history() []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]Op(nil), r.ops...)
+	for _, i := range r.pending {
+		out[i].Outcome = Unknown
+	}
+	return out
+}
+
+// stranded lists the claims in hand of the given workers.
+func (r *run) stranded(workers []*process) []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Op
+	for _, w := range workers {
+		if op, ok := r.holding[w.name]; ok {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+func (r *run) watchStates(ctx context.Context) {
+	const prefix = "state/"
+	for ctx.Err() == nil {
+		wch := r.kv.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix())
+		for resp := range wch {
+			now := time.Now()
+			r.mu.Lock()
+			for _, ev := range resp.Events {
+				var st struct{ State string }
+				if ev.Type == clientv3.EventTypePut && json.Unmarshal(ev.Kv.Value, &st) == nil {
+					r.states = append(r.states, stateEvent{task: strings.TrimPrefix(string(ev.Kv.Key), prefix), state: st.State, at: now})
+				}
+			}
+			r.mu.Unlock()
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+}
+
+// settled returns the first state task took after t other than CLAIMED,
+// and when. A claim in hand when a fault struck ends either by recovery
+// (PENDING, or DEAD on its last attempt) or, when the claim outlived the
+// fault (a sidecar restarted before its old lease expired), by its worker
+// finishing it (DONE, FAILED).
+func (r *run) settled(task string, t time.Time) (string, time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.states {
+		if e.task == task && e.at.After(t) && e.state != "CLAIMED" {
+			return e.state, e.at, true
+		}
+	}
+	return "", time.Time{}, false
+}
+
+// waitLeader polls until a member says it leads.
+func (r *run) waitLeader(ctx context.Context, limit time.Duration) (int, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		i, err := r.cluster.Leader(ctx)
+		if err == nil {
+			return i, nil
+		}
+		if time.Now().After(deadline) || !sleepCtx(ctx, 100*time.Millisecond) {
+			return -1, err
+		}
+	}
+}
+
+// probe writes through the cluster until a write succeeds; it returns
+// how long after since that was.
+func (r *run) probe(ctx context.Context, since time.Time, limit time.Duration) (time.Duration, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		_, err := r.cluster.Client.Put(pctx, "chaos-probe", since.String())
+		cancel()
+		if err == nil {
+			return time.Since(since), nil
+		}
+		if time.Now().After(deadline) || !sleepCtx(ctx, 50*time.Millisecond) {
+			return 0, fmt.Errorf("cluster took no write for %v: %w", limit, err)
+		}
+	}
+}
+
+func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
+	f := Fault{Kind: kind, At: time.Now()}
+	ttlPlus := r.cfg.TTL + 2*time.Second
+	s := r.sidecars[r.rng.IntN(len(r.sidecars))]
+	var stranded []Op
+	switch kind {
+	case WorkerKill:
+		i := r.rng.IntN(len(s.workers))
+		r.mu.Lock()
+		w := s.workers[i]
+		r.mu.Unlock()
+		f.Target = w.name
+		stranded = r.stranded([]*process{w})
+		f.At = time.Now()
+		w.kill()
+		if err := r.startWorker(s, i); err != nil {
+			return f, err
+		}
+	case SidecarKill:
+		f.Target = s.name
+		stranded = r.stranded(s.workers)
+		f.At = time.Now()
+		s.proc.kill()
+		sleepCtx(ctx, 500*time.Millisecond)
+		if err := r.startSidecar(s); err != nil {
+			return f, err
+		}
+	case SidecarPause:
+		f.Target = s.name
+		stranded = r.stranded(s.workers)
+		f.At = time.Now()
+		if err := s.proc.signal(syscall.SIGSTOP); err != nil {
+			return f, err
+		}
+		sleepCtx(ctx, ttlPlus)
+		if err := s.proc.signal(syscall.SIGCONT); err != nil {
+			return f, err
+		}
+	case SidecarPartition:
+		f.Target = s.name
+		stranded = r.stranded(s.workers)
+		f.At = time.Now()
+		s.link.Partition()
+		sleepCtx(ctx, ttlPlus)
+		s.link.Heal()
+	case LinkDelay:
+		f.Target = s.name
+		s.link.Delay(150*time.Millisecond, 100*time.Millisecond)
+		sleepCtx(ctx, 3*time.Second)
+		s.link.Undelay()
+	case LeaderKill, FollowerKill, LeaderPause:
+		leader, err := r.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return f, err
+		}
+		m := leader
+		if kind == FollowerKill {
+			m = (leader + 1 + r.rng.IntN(r.cluster.Size()-1)) % r.cluster.Size()
+		}
+		f.Target = fmt.Sprintf("m%d", m)
+		f.At = time.Now()
+		if kind == LeaderPause {
+			if err := r.cluster.Pause(m); err != nil {
+				return f, err
+			}
+		} else {
+			r.cluster.Kill(m)
+		}
+		d, err := r.probe(ctx, f.At, 60*time.Second)
+		if err != nil {
+			return f, err
+		}
+		f.Recovery = d
+		sleepCtx(ctx, time.Second)
+		if kind == LeaderPause {
+			err = r.cluster.Resume(m)
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			err = r.cluster.Restart(rctx, m)
+			cancel()
+		}
+		if err != nil {
+			return f, err
+		}
+		return f, nil
+	default:
+		return f, fmt.Errorf("unknown fault kind %q", kind)
+	}
+	// Stranded claims must come back: wait (bounded) and take the last.
+	deadline := time.Now().Add(r.cfg.TTL + 30*time.Second)
+	for _, op := range stranded {
+		for {
+			if state, at, ok := r.settled(op.Task, f.At); ok {
+				if state == "PENDING" || state == "DEAD" {
+					f.Stranded++
+					f.Tasks = append(f.Tasks, op.Task)
+					f.Recovery = max(f.Recovery, at.Sub(f.At))
+				} else {
+					f.Survived++
+				}
+				break
+			}
+			if time.Now().After(deadline) || !sleepCtx(ctx, 50*time.Millisecond) {
+				f.Unrecovered = append(f.Unrecovered, op.Task) // the checker will say whether it was lost
+				break
+			}
+		}
+	}
+	return f, nil
+}
+
+// awaitFinished polls the tasks' states until all are finished or limit
+// passes; it returns the last states read.
+func (r *run) awaitFinished(ctx context.Context, ids []string, limit time.Duration) (map[string]string, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		final := map[string]string{}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := r.kv.Get(rctx, "state/", clientv3.WithPrefix())
+		cancel()
+		done := err == nil
+		if err == nil {
+			for _, kv := range resp.Kvs {
+				var st struct{ State string }
+				if json.Unmarshal(kv.Value, &st) == nil {
+					final[strings.TrimPrefix(string(kv.Key), "state/")] = st.State
+				}
+			}
+			for _, id := range ids {
+				if !workqueue.State(final[id]).Finished() {
+					done = false
+				}
+			}
+		}
+		if done || time.Now().After(deadline) {
+			if err != nil {
+				return nil, err
+			}
+			return final, nil
+		}
+		if !sleepCtx(ctx, 500*time.Millisecond) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// stopAll kills every sidecar and worker.
+func (r *run) stopAll() {
+	r.mu.Lock()
+	var procs []*process
+	for _, s := range r.sidecars {
+		if s.proc != nil {
+			procs = append(procs, s.proc)
+		}
+		procs = append(procs, s.workers...)
+	}
+	r.mu.Unlock()
+	for _, p := range procs {
+		p.kill()
+	}
+}
+
+func (r *run) tally(res *Result, h History) {
+	for _, id := range h.Submitted {
+		res.Final[h.Final[id]]++
+	}
+	last := map[string]string{}
+	for _, e := range r.states {
+		if e.state == "PENDING" && last[e.task] == "CLAIMED" {
+			res.Requeues++
+		}
+		if e.state == "FAILED" {
+			res.Retries++
+		}
+		last[e.task] = e.state
+	}
+	outputs := map[string]map[int64]bool{}
+	for _, w := range h.Writes {
+		if w.Kind == "output" {
+			if outputs[w.Task] == nil {
+				outputs[w.Task] = map[int64]bool{}
+			}
+			outputs[w.Task][w.Token] = true
+		}
+		if !w.Accepted {
+			res.StaleWrites++
+		}
+	}
+	for _, toks := range outputs {
+		res.Duplicates += len(toks) - 1
+	}
+	for _, op := range h.Ops {
+		if op.Kind == OpComplete && op.Outcome == Rejected {
+			res.Refused++
+		}
+	}
+	res.Ops = len(h.Ops)
+}
+
+// DirFor makes a run directory under the system's temp dir.
+func DirFor(seed int64) (string, error) {
+	return os.MkdirTemp("", fmt.Sprintf("baton-chaos-%d-", seed))
+}
+
+// dump writes the history, the state events and the faults to
+// history.json in the run directory, for a failing seed's post-mortem.
+func (r *run) dump(h History, faults []Fault) {
+	type state struct {
+		Task, State string
+		At          time.Time
+	}
+	var states []state
+	r.mu.Lock()
+	for _, e := range r.states {
+		states = append(states, state{e.task, e.state, e.at})
+	}
+	r.mu.Unlock()
+	b, err := json.MarshalIndent(map[string]any{"history": h, "states": states, "faults": faults}, "", " ")
+	if err == nil {
+		_ = os.WriteFile(filepath.Join(r.cfg.Dir, "history.json"), b, 0o644)
+	}
+}

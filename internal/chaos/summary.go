@@ -1,0 +1,76 @@
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteSummary prints the run's table: tasks, faults by kind with their
+// recovery times, requeues, duplicates, lost and violations.
+func (r *Result) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "chaos seed %d: %d tasks in %v (DONE %d, DEAD %d, CANCELLED %d), %d worker calls\n",
+		r.Seed, r.Submitted, r.Elapsed.Round(time.Second), r.Final["DONE"], r.Final["DEAD"], r.Final["CANCELLED"], r.Ops)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "fault\tcount\tstranded claims\trecovery p50\trecovery max\t")
+	byKind := map[string][]Fault{}
+	for _, f := range r.Faults {
+		byKind[f.Kind] = append(byKind[f.Kind], f)
+	}
+	for _, k := range AllFaults {
+		fs := byKind[k]
+		if len(fs) == 0 {
+			continue
+		}
+		var rec []time.Duration
+		stranded := 0
+		for _, f := range fs {
+			stranded += f.Stranded
+			if f.Recovery > 0 {
+				rec = append(rec, f.Recovery)
+			}
+		}
+		p50, mx := "-", "-"
+		if len(rec) > 0 {
+			slices.Sort(rec)
+			p50 = round(rec[len(rec)/2])
+			mx = round(rec[len(rec)-1])
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t\n", k, len(fs), stranded, p50, mx)
+	}
+	tw.Flush()
+	lost, stuck := 0, 0
+	for _, v := range r.Report.Violations {
+		switch v.Kind {
+		case Lost:
+			lost++
+		case Stuck:
+			stuck++
+		}
+	}
+	fmt.Fprintf(w, "requeues %d  retries %d  duplicate executions %d  completes refused %d  stale writes refused %d\n",
+		r.Requeues, r.Retries, r.Duplicates, r.Refused, r.StaleWrites)
+	fmt.Fprintf(w, "lost %d  stuck %d  violations %d  linearizability undecided %d\n", lost, stuck, len(r.Report.Violations), len(r.Report.Undecided))
+	for i, v := range r.Report.Violations {
+		if i == 20 {
+			fmt.Fprintf(w, "  ... %d more\n", len(r.Report.Violations)-i)
+			break
+		}
+		fmt.Fprintln(w, "  VIOLATION", v)
+	}
+	if r.Failed() {
+		fmt.Fprintf(w, "FAIL: replay the fault sequence with SEED=%d\n", r.Seed)
+	} else {
+		fmt.Fprintln(w, strings.Repeat("-", 20)+" all invariants held")
+	}
+}
+
+func round(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
+}
