@@ -241,6 +241,11 @@ var taskModel = (&porcupine.NondeterministicModel{
 				}
 			}
 			return []any{s} // rejected: always possible (the lease may have lapsed unseen)
+		case OpHeartbeat:
+			if in.outcome == OK && !current {
+				return nil
+			}
+			return []any{s}
 		case OpFail:
 			answered := taskState{token: s.token}
 			switch in.outcome {

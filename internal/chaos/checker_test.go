@@ -28,6 +28,8 @@ func goodHistory() History {
 			{Worker: "w1", Kind: OpClaim, Task: "a", Token: 10, Call: ns(0), Return: ns(5)},
 			{Worker: "w2", Kind: OpClaim, Task: "a", Token: 12, Call: ns(100), Return: ns(105)},
 			{Worker: "w2", Kind: OpComplete, Task: "a", Token: 12, Call: ns(200), Return: ns(205), Outcome: OK},
+			{Worker: "w1", Kind: OpHeartbeat, Task: "a", Token: 10, Call: ns(50), Return: ns(55), Outcome: OK},
+			{Worker: "w1", Kind: OpHeartbeat, Task: "a", Token: 10, Call: ns(250), Return: ns(255), Outcome: Rejected},
 			{Worker: "w1", Kind: OpComplete, Task: "a", Token: 10, Call: ns(300), Return: ns(305), Outcome: Rejected},
 			{Worker: "w3", Kind: OpClaim, Task: "b", Token: 11, Call: ns(0), Return: ns(5)},
 			{Worker: "w3", Kind: OpFail, Task: "b", Token: 11, Call: ns(50), Return: ns(55), Outcome: OK},
@@ -63,17 +65,21 @@ func TestCheckerFindsViolations(t *testing.T) {
 		{"lost task", func(h *History) { h.Submitted = append(h.Submitted, "c") }, []string{Lost}},
 		{"stuck task", func(h *History) { h.Final["b"] = "CLAIMED" }, []string{Stuck}},
 		{"two accepted completes", func(h *History) {
-			h.Ops[3].Outcome = OK
+			h.Ops[5].Outcome = OK
 		}, []string{DoubleComplete, NotLinearizable, StaleComplete}},
 		{"complete from a stale token", func(h *History) {
 			// w2's Complete refused, w1's stale one accepted.
 			h.Ops[2].Outcome = Rejected
-			h.Ops[3].Outcome = OK
+			h.Ops[5].Outcome = OK
 		}, []string{NotLinearizable, StaleComplete, WrongOutput}},
 		{"claim after done", func(h *History) {
-			ns := h.Ops[3].Call
+			ns := h.Ops[5].Call
 			h.Ops = append(h.Ops, Op{Worker: "w4", Kind: OpClaim, Task: "a", Token: 30, Call: ns, Return: ns + 5})
 		}, []string{NotLinearizable, StaleComplete}},
+		{"heartbeat accepted from a stale claim", func(h *History) {
+			ns := h.Ops[2].Call - 10
+			h.Ops = append(h.Ops, Op{Worker: "w1", Kind: OpHeartbeat, Task: "a", Token: 10, Call: ns, Return: ns + 2, Outcome: OK})
+		}, []string{NotLinearizable}},
 		{"stale write accepted", func(h *History) { h.Writes[3].Accepted = true }, []string{StaleWrite, WrongOutput}},
 		{"done without complete", func(h *History) { h.Ops[2].Outcome = Rejected }, []string{NotLinearizable, PhantomDone}},
 		{"lock holders overlap", func(h *History) { h.Locks[1].Acquired = h.Locks[0].Released.Add(-time.Millisecond) }, []string{LockOverlap}},

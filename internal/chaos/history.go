@@ -19,6 +19,8 @@ const (
 	OpClaim    = "claim"
 	OpComplete = "complete"
 	OpFail     = "fail"
+	// OpHeartbeat is recorded but only constrains the model when accepted.
+	OpHeartbeat = "heartbeat"
 )
 
 // Op is one call a worker made about a task, with the wall-clock times

@@ -113,8 +113,8 @@ type Payload struct {
 }
 
 // runWorker is a worker process: it attaches to its sidecar, then loops
-// Next → fake work → output through the fenced store → Complete (or Fail
-// on purpose). It prints every call as a JSON Op line on stdout: a line
+// Next → fake work in chunks, each written to the fenced store and
+// followed by a Heartbeat → Complete (or Fail on purpose). It prints every call as a JSON Op line on stdout: a line
 // with Return 0 before a Complete or Fail (so a kill mid-call leaves a
 // call of unknown outcome) and one with the answer after it. When the
 // sidecar goes away it attaches again.
@@ -176,7 +176,23 @@ func workSession(c *client.Client, store string, emit func(Op)) {
 			_ = json.Unmarshal(b, &p)
 		}
 		storeCall(store, "begin", t.Id, t.FencingToken)
-		time.Sleep(time.Duration(p.WorkMS) * time.Millisecond) // the fake work
+		// The fake work, in chunks of up to 300ms; each chunk's output goes
+		// to the fenced store and is followed by a Heartbeat. A refused
+		// heartbeat means the claim is lost: drop the task.
+		lost := false
+		for left := p.WorkMS; left > 0 && !lost; left -= 300 {
+			time.Sleep(time.Duration(min(left, 300)) * time.Millisecond)
+			storeCall(store, "output", t.Id, t.FencingToken)
+			op := Op{Kind: OpHeartbeat, Task: t.Id, Token: t.FencingToken, Call: time.Now().UnixNano()}
+			emit(op)
+			_, err := c.Tasks.Heartbeat(ctx, connect.NewRequest(&batonv1.HeartbeatRequest{Claim: t.Claim}))
+			op.Return, op.Outcome = time.Now().UnixNano(), outcome(err)
+			emit(op)
+			lost = op.Outcome == Rejected
+		}
+		if lost {
+			continue
+		}
 		if int(t.Attempt) <= p.FailAttempts {
 			answer(ctx, closed, emit, Op{Kind: OpFail, Task: t.Id, Token: t.FencingToken}, func() error {
 				_, err := c.Tasks.Fail(ctx, connect.NewRequest(&batonv1.FailRequest{Claim: t.Claim, Error: "injected failure", RetryAfter: durationpb.New(100 * time.Millisecond)}))
@@ -184,7 +200,6 @@ func workSession(c *client.Client, store string, emit func(Op)) {
 			})
 			continue
 		}
-		storeCall(store, "output", t.Id, t.FencingToken)
 		result, _ := structpb.NewStruct(map[string]any{"token": float64(t.FencingToken)})
 		answer(ctx, closed, emit, Op{Kind: OpComplete, Task: t.Id, Token: t.FencingToken}, func() error {
 			_, err := c.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: t.Claim, Result: result}))

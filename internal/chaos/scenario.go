@@ -107,7 +107,11 @@ type Fault struct {
 	Tasks       []string
 	Survived    int
 	Unrecovered []string
-	Recovery    time.Duration
+	// Recoveries holds each stranded claim's time back to the queue;
+	// Recovery is the largest (for etcd faults, the time to the first
+	// write).
+	Recoveries []time.Duration
+	Recovery   time.Duration
 }
 
 // Result is what a run measured and what the checker found.
@@ -118,7 +122,7 @@ type Result struct {
 	Faults      []Fault
 	Requeues    int // CLAIMED → PENDING without a Fail (loss or release)
 	Retries     int // Fail on purpose → retried
-	Duplicates  int // executions that wrote output beyond the first per task
+	Duplicates  int // executions that wrote output beyond the first per task (failures on purpose excluded)
 	Refused     int // Completes refused (FAILED_PRECONDITION)
 	StaleWrites int // writes the fenced store refused
 	Ops         int
@@ -383,7 +387,9 @@ func (r *run) onOp(line string) {
 	case op.Return == 0:
 		r.pending[key] = len(r.ops)
 		r.ops = append(r.ops, op)
-		delete(r.holding, op.Worker) // answering: no longer a stranded claim
+		if op.Kind != OpHeartbeat {
+			delete(r.holding, op.Worker) // answering: no longer a stranded claim
+		}
 	default:
 		if i, ok := r.pending[key]; ok {
 			r.ops[i] = op
@@ -391,7 +397,9 @@ func (r *run) onOp(line string) {
 		} else {
 			r.ops = append(r.ops, op)
 		}
-		delete(r.holding, op.Worker)
+		if op.Kind != OpHeartbeat || op.Outcome == Rejected {
+			delete(r.holding, op.Worker)
+		}
 	}
 }
 
@@ -581,6 +589,7 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 				if state == "PENDING" || state == "DEAD" {
 					f.Stranded++
 					f.Tasks = append(f.Tasks, op.Task)
+					f.Recoveries = append(f.Recoveries, at.Sub(f.At))
 					f.Recovery = max(f.Recovery, at.Sub(f.At))
 				} else {
 					f.Survived++
@@ -661,9 +670,21 @@ func (r *run) tally(res *Result, h History) {
 		}
 		last[e.task] = e.state
 	}
+	// A duplicate execution is work done under a claim that was then lost
+	// while another claim of the task also did work; attempts that failed
+	// on purpose are retries, not duplicates.
+	failed := map[string]map[int64]bool{}
+	for _, op := range h.Ops {
+		if op.Kind == OpFail && op.Outcome == OK {
+			if failed[op.Task] == nil {
+				failed[op.Task] = map[int64]bool{}
+			}
+			failed[op.Task][op.Token] = true
+		}
+	}
 	outputs := map[string]map[int64]bool{}
 	for _, w := range h.Writes {
-		if w.Kind == "output" {
+		if w.Kind == "output" && !failed[w.Task][w.Token] {
 			if outputs[w.Task] == nil {
 				outputs[w.Task] = map[int64]bool{}
 			}

@@ -16,6 +16,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 		r.Seed, r.Submitted, r.Elapsed.Round(time.Second), r.Final["DONE"], r.Final["DEAD"], r.Final["CANCELLED"], r.Ops)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "fault\tcount\tstranded claims\trecovery p50\trecovery max\t")
+	// Recovery: per stranded claim for process and network faults, per
+	// fault (time to the first write) for etcd faults.
 	byKind := map[string][]Fault{}
 	for _, f := range r.Faults {
 		byKind[f.Kind] = append(byKind[f.Kind], f)
@@ -29,7 +31,10 @@ func (r *Result) WriteSummary(w io.Writer) {
 		stranded := 0
 		for _, f := range fs {
 			stranded += f.Stranded
-			if f.Recovery > 0 {
+			switch {
+			case len(f.Recoveries) > 0:
+				rec = append(rec, f.Recoveries...)
+			case f.Stranded == 0 && f.Recovery > 0:
 				rec = append(rec, f.Recovery)
 			}
 		}
