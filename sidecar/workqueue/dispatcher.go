@@ -402,9 +402,12 @@ func (d *Dispatcher) abandon(id string, token int64, reason string) {
 	defer cancel()
 	err := d.store.Abandon(ctx, id, token, 0, h.c.Status, reason)
 	if err != nil && !errors.Is(err, ErrClaimLost) {
-		// etcd is unreachable: the lease will lapse or the sweep will
-		// expire the claim; keep it so a late Complete can still win.
-		d.cfg.Logger.Warn("returning claim failed", "task", id, "err", err)
+		// etcd is unreachable. If the lease survives the outage nothing
+		// else returns the task before its timeout, so try again; keep the
+		// claim meanwhile so that a late Complete can still win. Losing
+		// the lease forgets the claim and ends the retries.
+		d.cfg.Logger.Warn("returning claim failed; retrying", "task", id, "err", err)
+		d.retryAbandon(id, token, reason)
 		return
 	}
 	d.forget(id, token)
@@ -414,6 +417,34 @@ func (d *Dispatcher) abandon(id string, token int64, reason string) {
 		d.mu.Unlock()
 		d.cfg.Logger.Info("claim returned", "task", id, "reason", reason)
 	}
+}
+
+// abandonRetry is how long abandon waits before trying again.
+const abandonRetry = time.Second
+
+// retryAbandon calls abandon again after abandonRetry unless the
+// dispatcher stops or the claim is gone meanwhile.
+func (d *Dispatcher) retryAbandon(id string, token int64, reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.held[id]
+	if d.stopped || h == nil || h.c.Token != token {
+		return
+	}
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	h.timer = time.AfterFunc(abandonRetry, func() {
+		d.mu.Lock()
+		if d.stopped {
+			d.mu.Unlock()
+			return
+		}
+		d.timerWG.Add(1)
+		d.mu.Unlock()
+		defer d.timerWG.Done()
+		d.abandon(id, token, reason)
+	})
 }
 
 // lookup finds the status of a live claim: from the held table, or from
