@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 # go test flags; CI and `make test` use the race detector.
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 
-.PHONY: help build test test-go lint generate check-generated clean chaos
+.PHONY: help build test test-go test-py lint generate check-generated clean chaos
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,14 @@ lint: ## gofmt, go vet, staticcheck, buf lint
 test-go: ## Go tests with the race detector
 	$(GO) test $(GOTESTFLAGS) ./...
 
-test: check-generated lint test-go ## everything CI runs
+# pytest against a real baton (built once per run with go build).
+PYTHON ?= python3
+PYTESTFLAGS ?= -q
+PYTESTS := clients/python/tests
+test-py: ## Python client tests against a real baton
+	PYTHONPATH=$(CURDIR)/clients/python $(PYTHON) -m pytest $(PYTESTFLAGS) $(PYTESTS)
+
+test: check-generated lint test-go test-py ## everything CI runs
 
 # `make chaos SEED=n` replays the fault sequence of seed n; CHAOSFLAGS adds
 # flags (see bin/baton-chaos -h).

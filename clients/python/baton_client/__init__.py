@@ -1,0 +1,65 @@
+"""baton_client: the Python client of the Baton sidecar.
+
+Standard library only; OpenTelemetry is used when importable. Importing the
+package opens no socket and starts no thread.
+
+    from baton_client import Client
+    client = Client()                      # BATON_SOCKET
+    for task in client.tasks("tts"):
+        with task:                         # complete on success, fail on exception
+            task.result = synthesize(task.payload)
+"""
+
+from .client import Client, SubmitResult, TaskSpec
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    BatonError,
+    Canceled,
+    ClaimLost,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    SessionLost,
+    SidecarNotFound,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+)
+from .task import Task
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "BatonError",
+    "Canceled",
+    "ClaimLost",
+    "Client",
+    "DataLoss",
+    "DeadlineExceeded",
+    "FailedPrecondition",
+    "Internal",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "SessionLost",
+    "SidecarNotFound",
+    "SubmitResult",
+    "Task",
+    "TaskSpec",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,229 @@
+"""The client of one local Baton sidecar."""
+
+import datetime
+import logging
+import os
+import socket
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _trace, _transport, errors
+from .task import Task, duration
+
+_SERVICE = "baton.v1.TaskService/"
+log = logging.getLogger("baton_client")
+
+# Clients whose worker session must be dropped in a forked child.
+_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_clients):
+        c._forget_session()
+
+
+if hasattr(os, "register_at_fork"):  # registering a hook opens nothing
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@dataclass
+class TaskSpec:
+    """A task to submit. Durations are seconds; not_before is a datetime."""
+
+    payload: Mapping[str, Any]
+    id: str = ""
+    queue: str = ""
+    priority: int = 0
+    max_attempts: int = 0
+    timeout: Optional[float] = None
+    batch: str = ""
+    not_before: Optional[datetime.datetime] = None
+    traceparent: str = ""
+
+    def to_json(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {"payload": dict(self.payload)}
+        for k, v in (("id", self.id), ("queue", self.queue), ("batch", self.batch), ("traceparent", self.traceparent)):
+            if v:
+                d[k] = v
+        if self.priority:
+            d["priority"] = self.priority
+        if self.max_attempts:
+            d["maxAttempts"] = self.max_attempts
+        if self.timeout is not None:
+            d["timeout"] = duration(self.timeout)
+        if self.not_before is not None:
+            nb = self.not_before
+            if nb.tzinfo is None:
+                nb = nb.replace(tzinfo=datetime.timezone.utc)
+            d["notBefore"] = nb.isoformat()
+        return d
+
+
+@dataclass
+class SubmitResult:
+    ids: List[str] = field(default_factory=list)
+    created: int = 0
+    existing: int = 0
+
+
+class Client:
+    """Talks to the sidecar on a Unix socket (stdlib only).
+
+    socket: the socket path; default the BATON_SOCKET environment variable.
+    connect_timeout: seconds to keep retrying while the socket does not
+    exist or refuses connections (the sidecar is starting); default 10.
+    worker: a name for this worker process, shown by the sidecar.
+
+    Creating a Client opens nothing. Every unary call uses its own
+    connection. The worker session (an Attach stream) is opened lazily by
+    tasks() or session and kept open, without any thread, as one socket held
+    by this process: while it is open the sidecar knows the worker is alive,
+    and when the process dies (even by SIGKILL) the kernel closes it and the
+    sidecar returns the session's claims to the queue at once. After fork()
+    the child drops the inherited socket (without shutting it down, so the
+    parent's session is unaffected) and opens its own session when it needs
+    one. A Client may be used from several threads for unary calls;
+    tasks() is meant for one worker loop.
+    """
+
+    def __init__(self, socket: Optional[str] = None, connect_timeout: float = 10.0, worker: Optional[str] = None) -> None:
+        path = socket or os.environ.get("BATON_SOCKET", "")
+        if not path:
+            raise ValueError("socket: no socket path given and BATON_SOCKET is not set")
+        self.socket = path
+        self.connect_timeout = connect_timeout
+        self.worker = worker or "%s-%d" % (_hostname(), os.getpid())
+        self._stream: Optional[_transport.Stream] = None
+        self._session = ""
+        self._session_pid = 0
+        self._stopping = False
+        _clients.add(self)
+
+    # --- plumbing -------------------------------------------------------
+
+    def _call(self, method: str, req: Dict[str, Any], timeout: Optional[float] = 60.0) -> Dict[str, Any]:
+        return _transport.unary(self.socket, _SERVICE + method, req, timeout, self.connect_timeout)
+
+    def _forget_session(self) -> None:
+        if self._stream is not None:
+            self._stream.detach()
+        self._stream = None
+        self._session = ""
+        self._session_pid = 0
+
+    @property
+    def session(self) -> str:
+        """The worker session id, opening the Attach stream if needed."""
+        if self._session and self._session_pid == os.getpid():
+            return self._session
+        self._forget_session()
+        stream, first = _transport.open_stream(self.socket, _SERVICE + "Attach", {"worker": self.worker}, self.connect_timeout)
+        sid = first.get("session", "")
+        if not sid:
+            stream.close()
+            raise errors.Internal("Attach: first message carries no session")
+        self._stream, self._session, self._session_pid = stream, sid, os.getpid()
+        return sid
+
+    def close(self) -> None:
+        """Close the worker session: the sidecar returns every task still
+        claimed under it to the queue."""
+        if self._stream is not None and self._session_pid == os.getpid():
+            self._stream.close()
+        self._stream = None
+        self._session = ""
+        self._session_pid = 0
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- worker loop ----------------------------------------------------
+
+    def next(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0) -> Optional[Task]:
+        """Claim one task under this client's session, waiting up to wait
+        seconds. None when no task came. queues: names in order of
+        preference; None means the sidecar's --queue."""
+        qs = [queues] if isinstance(queues, str) else list(queues or [])
+        req: Dict[str, Any] = {"queues": qs, "wait": duration(wait), "session": self.session}
+        try:
+            resp = self._call("Next", req, timeout=wait + 60.0)
+        except errors.FailedPrecondition as e:
+            self._forget_session()
+            raise errors.SessionLost(e.message, e.code) from None
+        doc = resp.get("task")
+        return Task(self, doc) if doc else None
+
+    def tasks(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0) -> Iterator[Task]:
+        """Yield claimed tasks forever, until stop() is called. Each task must
+        be finished (complete/fail/release or ``with task:``) before the next
+        is asked for. wait bounds each long poll, so stop() takes effect
+        within wait seconds while idle. A lost session (sidecar restarted) is
+        reopened; while the sidecar or etcd is unavailable the loop retries
+        with a backoff of up to 5 seconds (logged on the baton_client logger)."""
+        self._stopping = False
+        delay = 0.1
+        while not self._stopping:
+            try:
+                t = self.next(queues, wait)
+            except errors.SessionLost:
+                continue
+            except errors.Unavailable as e:
+                log.warning("sidecar unavailable, retrying in %.1fs: %s", delay, e)
+                time.sleep(delay)  # retry backoff
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if t is None:
+                continue
+            yield t
+
+    def stop(self) -> None:
+        """Make tasks() return before its next claim. Safe to call from a
+        signal handler."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # --- submit ---------------------------------------------------------
+
+    def submit(
+        self,
+        tasks: Iterable[Union[TaskSpec, Mapping[str, Any]]],
+        queue: str = "",
+        batch: str = "",
+    ) -> SubmitResult:
+        """Enqueue tasks: TaskSpec objects, or payload dicts (the id comes
+        from the payload's "id", else "uttid", else a hash). queue and batch
+        apply to the tasks that do not set their own. Idempotent by id. The
+        current OpenTelemetry span's context is stored with each task."""
+        tp = _trace.current_traceparent()
+        specs = []
+        for t in tasks:
+            spec = t if isinstance(t, TaskSpec) else TaskSpec(payload=t)
+            d = spec.to_json()
+            if queue and "queue" not in d:
+                d["queue"] = queue
+            if batch and "batch" not in d:
+                d["batch"] = batch
+            if tp and "traceparent" not in d:
+                d["traceparent"] = tp
+            specs.append(d)
+        resp = self._call("Submit", {"tasks": specs})
+        return SubmitResult(ids=list(resp.get("ids", [])), created=int(resp.get("created", 0)), existing=int(resp.get("existing", 0)))
+
+    # Locks (client.lock), configuration (client.config, client.watch_config)
+    # come with the sidecar's LockService and ConfigService.
+
+
+def _hostname() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return "worker"

@@ -1,0 +1,238 @@
+"""baton_client against a real `baton dev` (see conftest.py)."""
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import baton_client
+from baton_client import ClaimLost, Client, InvalidArgument, SidecarNotFound, TaskSpec
+
+PKG = os.path.dirname(baton_client.__file__)
+
+
+def claim(c, queue, timeout=20.0):
+    """Next with a deadline: the task the queue hands out, or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = c.next(queue, wait=min(2.0, max(0.1, deadline - time.monotonic())))
+        if t is not None:
+            return t
+    pytest.fail("no task on %s within %.0fs" % (queue, timeout))
+
+
+def test_happy_path(client, queue):
+    res = client.submit([{"uttid": "u%d" % i, "syn_text": "hello %d" % i} for i in range(3)], queue=queue, batch="b1")
+    assert res.ids == ["u0", "u1", "u2"] and res.created == 3
+    assert client.submit([{"uttid": "u0"}], queue=queue).existing == 1
+
+    seen = {}
+    for t in client.tasks(queue, wait=1):
+        with t:
+            assert t.attempt == 1 and t.batch == "b1" and t.claim
+            assert t.heartbeat(0.5, "half") is False
+            t.result = {"chars": len(t.payload["syn_text"])}
+        assert t.outcome == "completed"
+        seen[t.id] = t.fencing_token
+        if len(seen) == 3:
+            client.stop()
+    assert sorted(seen) == ["u0", "u1", "u2"]
+    assert len(set(seen.values())) == 3
+    assert client.next(queue, wait=0) is None
+
+
+def test_with_task_failure(client, queue):
+    client.submit([TaskSpec(payload={"x": 1}, id="bad", max_attempts=2)], queue=queue)
+    t = claim(client, queue)
+    with t:
+        raise ValueError("engine exploded")
+    assert t.outcome == "failed"
+    # Retried after the backoff, with the attempt counted.
+    t2 = claim(client, queue)
+    assert (t2.id, t2.attempt) == ("bad", 2)
+    assert t2.fencing_token > t.fencing_token
+    with t2:
+        raise ValueError("again")
+    assert t2.outcome == "failed"
+    # Out of attempts: DEAD, nothing more to claim.
+    assert client.next(queue, wait=2) is None
+    # A finished claim refuses everything.
+    with pytest.raises(ClaimLost) as ei:
+        t2.complete({})
+    assert "claim lost" in ei.value.message
+
+
+def test_claim_lost_after_reclaim(dev, queue):
+    a = Client(dev.socket, worker="a")
+    b = Client(dev.socket, worker="b")
+    try:
+        a.submit([{"id": "t1"}], queue=queue)
+        ta = claim(a, queue)
+        a.close()  # session closed: the claim goes back to the queue at once
+        tb = claim(b, queue)
+        assert tb.id == "t1" and tb.attempt == 2 and tb.fencing_token > ta.fencing_token
+        with pytest.raises(ClaimLost):
+            ta.heartbeat()
+        with pytest.raises(ClaimLost):
+            ta.complete({"from": "a"})
+        assert ta.outcome == "lost"
+        # `with task:` swallows a lost claim and records it.
+        ta.outcome = None
+        with ta:
+            ta.result = {"from": "a"}
+        assert ta.outcome == "lost"
+        tb.complete({"from": "b"})
+        assert tb.outcome == "completed"
+    finally:
+        a.close()
+        b.close()
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, %r)
+    from baton_client import Client
+    c = Client(%r)
+    t = c.next(%r, wait=20)
+    print(t.id, t.fencing_token, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_sigkilled_worker_task_finished_by_another(dev, client, queue):
+    client.submit([{"id": "k1"}], queue=queue)
+    p = subprocess.Popen([sys.executable, "-c", WORKER % (os.path.dirname(PKG), dev.socket, queue)], stdout=subprocess.PIPE)
+    try:
+        line = p.stdout.readline().decode().split()
+        assert line[0] == "k1"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    t = claim(client, queue)
+    assert t.id == "k1" and t.attempt == 2 and t.fencing_token > int(line[1])
+    t.complete({"ok": True})
+
+
+def test_fork_safety(client, queue):
+    client.submit([{"id": "parent"}, {"id": "child"}], queue=queue)
+    t = claim(client, queue)
+    assert t.id == "parent"
+    parent_session = client.session
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's session or socket
+        code = 1
+        try:
+            os.close(r)
+            tc = claim(client, queue)
+            ok = client.session != parent_session and tc.id == "child"
+            tc.complete({"by": "child"})
+            os.write(w, b"ok" if ok else b"bad")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    msg = os.read(r, 10)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert msg == b"ok" and os.WEXITSTATUS(status) == 0
+    # The child's exit did not close the parent's session: its claim holds.
+    assert client.session == parent_session
+    t.complete({"by": "parent"})
+    assert client.next(queue, wait=0) is None
+
+
+def test_import_opens_nothing():
+    code = textwrap.dedent("""
+        import os, sys, threading
+        sys.path.insert(0, %r)
+        before = set(os.listdir('/proc/self/fd'))
+        import baton_client
+        c = baton_client.Client('/nonexistent.sock')
+        after = set(os.listdir('/proc/self/fd'))
+        assert threading.active_count() == 1, threading.enumerate()
+        assert after == before, (before, after)
+    """) % os.path.dirname(PKG)
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stdlib_only():
+    # At run time: importing and using the client loads only stdlib modules,
+    # even when opentelemetry is importable-looking on sys.path.
+    code = textwrap.dedent("""
+        import sys, sysconfig, os
+        sys.path.insert(0, %r)
+        before = set(sys.modules)
+        import baton_client, baton_client.testing
+        try:
+            baton_client.Client('/nonexistent.sock', connect_timeout=0).submit([{'id': 'x'}])
+        except baton_client.SidecarNotFound:
+            pass
+        stdlib = sysconfig.get_paths()['stdlib']
+        bad = []
+        for name in set(sys.modules) - before:
+            m = sys.modules[name]
+            f = getattr(m, '__file__', None)
+            if name.split('.')[0] == 'baton_client' or f is None:
+                continue
+            if not os.path.realpath(f).startswith(os.path.realpath(stdlib)) or 'site-packages' in f:
+                bad.append((name, f))
+        assert not bad, bad
+    """) % os.path.dirname(PKG)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # In the source: every import is stdlib or relative, except the optional
+    # opentelemetry import guarded by `except ImportError`.
+    stdlib = set(getattr(sys, "stdlib_module_names", ())) or None
+    for fn in os.listdir(PKG):
+        if not fn.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(PKG, fn)).read())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            for n in names:
+                top = n.split(".")[0]
+                if top == "opentelemetry":
+                    assert fn == "_trace.py"
+                    continue
+                if stdlib is not None:
+                    assert top in stdlib, "%s imports %s" % (fn, n)
+
+
+def test_errors_map_codes(client, queue):
+    with pytest.raises(InvalidArgument) as ei:
+        client.submit([TaskSpec(payload={"a": 1}, id="p", priority=5000)], queue=queue)
+    assert ei.value.code == "invalid_argument" and "priority" in ei.value.message
+    with pytest.raises(SidecarNotFound) as ei:
+        Client("/tmp/no-such-baton.sock", connect_timeout=0.2).submit([{"id": "x"}])
+    assert "/tmp/no-such-baton.sock" in str(ei.value)
+
+
+def test_waits_for_a_starting_sidecar(baton_bin, tmp_path):
+    # The call is made before the sidecar exists; it connects once it is up.
+    from baton_client.testing import BatonDev
+    d = BatonDev(baton_bin, queues=["w"])
+    p = subprocess.Popen([sys.executable, "-c", "import sys; sys.path.insert(0, %r); from baton_client import Client; "
+                          "print(Client(%r, connect_timeout=60).submit([{'id': 'late'}]).ids)" % (os.path.dirname(PKG), d.socket)],
+                         stdout=subprocess.PIPE)
+    try:
+        d.start()
+        out, _ = p.communicate(timeout=60)
+        assert out.strip() == b"['late']"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        d.stop()
