@@ -7,14 +7,18 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 # go test flags; CI and `make test` use the race detector.
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
+PYTHON ?= python3
 
-.PHONY: help build test test-go test-py lint generate check-generated clean chaos
+.PHONY: help build demo test test-go test-py lint generate check-generated clean chaos
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/baton
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/baton
+
+demo: build ## the whole loop: baton dev, a second sidecar, two TTS workers, sample.jsonl -> out/demo/*.wav
+	$(PYTHON) examples/python-worker/demo.py --baton $(BIN)
 
 generate: ## regenerate gen/ from proto/ (buf, protoc-gen-go, protoc-gen-connect-go)
 	$(TOOL) buf generate
@@ -33,9 +37,8 @@ test-go: ## Go tests with the race detector
 	$(GO) test $(GOTESTFLAGS) ./...
 
 # pytest against a real baton (built once per run with go build).
-PYTHON ?= python3
 PYTESTFLAGS ?= -q
-PYTESTS := clients/python/tests
+PYTESTS := clients/python/tests examples/python-worker/tests
 test-py: ## Python client tests against a real baton
 	PYTHONPATH=$(CURDIR)/clients/python $(PYTHON) -m pytest $(PYTESTFLAGS) $(PYTESTS)
 

@@ -38,13 +38,20 @@ def repo_root(start: Optional[str] = None) -> str:
     raise RuntimeError("not inside the Baton repository; set BATON_BIN")
 
 
+_built: Optional[str] = None
+
+
 def build_baton(outdir: str) -> str:
-    """go build ./cmd/baton into outdir (or return $BATON_BIN); the path."""
+    """go build ./cmd/baton into outdir (or return $BATON_BIN); the path.
+    Builds once per process: later calls return the first build."""
+    global _built
     if os.environ.get("BATON_BIN"):
         return os.environ["BATON_BIN"]
-    out = os.path.join(outdir, "baton")
-    subprocess.run(["go", "build", "-o", out, "./cmd/baton"], cwd=repo_root(), check=True)
-    return out
+    if _built is None or not os.path.exists(_built):
+        out = os.path.join(outdir, "baton")
+        subprocess.run(["go", "build", "-o", out, "./cmd/baton"], cwd=repo_root(), check=True)
+        _built = out
+    return _built
 
 
 def wait_for_socket(path: str, timeout: float) -> None:

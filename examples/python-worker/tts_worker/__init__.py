@@ -1,0 +1,1 @@
+"""An example Baton worker for text-to-speech engines (see README.md)."""
