@@ -83,6 +83,35 @@ func (l *Link) Undelay() {
 	}
 }
 
+// ModifyTx passes every chunk sent towards etcd through f (f may hold it).
+func (l *Link) ModifyTx(f func([]byte) []byte) {
+	for _, p := range l.proxies {
+		p.ModifyTx(f)
+	}
+}
+
+// UnmodifyTx removes f.
+func (l *Link) UnmodifyTx() {
+	for _, p := range l.proxies {
+		p.UnmodifyTx()
+	}
+}
+
+// PauseRx holds every answer from etcd (connections stay whole) until
+// UnpauseRx.
+func (l *Link) PauseRx() {
+	for _, p := range l.proxies {
+		p.PauseRx()
+	}
+}
+
+// UnpauseRx releases the held answers.
+func (l *Link) UnpauseRx() {
+	for _, p := range l.proxies {
+		p.UnpauseRx()
+	}
+}
+
 // Close stops the proxies.
 func (l *Link) Close() {
 	for _, p := range l.proxies {

@@ -42,6 +42,7 @@ type Dispatcher struct {
 	windows   map[string]*window
 	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
+	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
 	heldEmpty chan struct{} // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
@@ -73,6 +74,31 @@ type held struct {
 	session *coord.Session
 }
 
+// unsureClaim is a claim transaction that failed with an error that does
+// not say whether etcd applied it (the answer timed out or the connection
+// broke). If it was applied, the claim key is bound to this sidecar's
+// live lease but no worker knows of it; the sweep finds and releases it.
+type unsureClaim struct {
+	session string
+	lease   int64
+	at      time.Time
+}
+
+// unsureKeep is how long the sweep keeps looking for an unsure claim that
+// it has not seen in etcd (its transaction may still be on the way).
+const unsureKeep = time.Minute
+
+func (d *Dispatcher) noteUnsure(readyKey, session string, lease clientv3.LeaseID) {
+	e, err := parseReadyKey(readyKey)
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	d.unsure[e.ID] = unsureClaim{session: session, lease: int64(lease), at: time.Now()}
+	d.mu.Unlock()
+	d.requestSweep()
+}
+
 type orphan struct {
 	id    string
 	token int64
@@ -90,6 +116,7 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		windows:   make(map[string]*window),
 		trying:    make(map[string]bool),
 		held:      make(map[string]*held),
+		unsure:    make(map[string]unsureClaim),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
 		advanced:  make(chan struct{}),
@@ -254,8 +281,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				win.remove(cand.key)
 				win.succeeded()
 				d.stats.Claims++
+				delete(d.unsure, c.ID)
 			case errors.Is(err, errConflict), errors.Is(err, errZombie):
-				win.remove(cand.key)
+				win.removeStale(cand.key, cand.modRev)
 				win.conflicted(d.cfg.Window)
 				d.stats.Conflicts++
 			}
@@ -275,6 +303,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				_, _, _ = d.store.Fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
 				continue
 			default:
+				// The transaction may have been applied although its
+				// answer was lost: the sweep gives such a claim back.
+				d.noteUnsure(cand.key, sessID, ls.Lease())
 				return nil, fmt.Errorf("claim: %w", err)
 			}
 		}

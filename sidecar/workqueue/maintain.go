@@ -2,6 +2,7 @@ package workqueue
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -126,6 +127,9 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		id := strings.TrimPrefix(string(kv.Key), prefixClaim)
 		claims[id] = true
 		st, err := decodeStatus(kv.Value)
+		if err == nil && d.releaseUnsure(ctx, id, kv.CreateRevision, st) {
+			continue
+		}
 		if err != nil || st.DeadlineMS == 0 || now.Before(time.UnixMilli(st.DeadlineMS).Add(d.cfg.ExpiryGrace)) {
 			continue
 		}
@@ -139,6 +143,13 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 			d.cfg.Logger.Info("expired claim returned to the queue", "task", id)
 		}
 	}
+	d.mu.Lock()
+	for id, u := range d.unsure {
+		if !claims[id] && time.Since(u.at) > unsureKeep {
+			delete(d.unsure, id) // never applied
+		}
+	}
+	d.mu.Unlock()
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		id := strings.TrimPrefix(string(kv.Key), prefixRun)
 		if claims[id] {
@@ -154,6 +165,32 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		}
 		d.recover(ctx, orphan{id: id, token: sresp.Kvs[0].ModRevision, st: st})
 	}
+}
+
+// releaseUnsure gives back the claim of task id if it is one whose
+// transaction this sidecar made without learning the outcome: bound to
+// the same lease and session, and not held. The worker never saw it, so
+// its attempt is refunded. It reports whether the claim was such a one.
+func (d *Dispatcher) releaseUnsure(ctx context.Context, id string, token int64, st Status) bool {
+	d.mu.Lock()
+	u, ok := d.unsure[id]
+	h := d.held[id]
+	d.mu.Unlock()
+	if !ok || st.Lease != u.lease || st.Session != u.session || st.Holder != d.worker || (h != nil && h.c.Token == token) {
+		return false
+	}
+	err := d.store.Release(ctx, id, token, st)
+	if err != nil && !errors.Is(err, ErrClaimLost) {
+		d.cfg.Logger.Warn("giving back a claim of unknown outcome failed; the sweep retries", "task", id, "err", err)
+		return true
+	}
+	d.mu.Lock()
+	delete(d.unsure, id)
+	d.mu.Unlock()
+	if err == nil {
+		d.cfg.Logger.Info("claim whose answer was lost given back", "task", id)
+	}
+	return true
 }
 
 // promote moves delayed tasks that are due into their ready index and

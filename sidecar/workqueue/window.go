@@ -66,6 +66,15 @@ func (w *window) remove(key string) {
 	}
 }
 
+// removeStale drops the entry of key only if it is still the version a
+// claimer tried (modRev): the watch may have put a newer one meanwhile (a
+// returned task goes back under the same key), which must stay.
+func (w *window) removeStale(key string, modRev int64) {
+	if i, ok := w.find(key); ok && w.entries[i].modRev == modRev {
+		w.entries = append(w.entries[:i], w.entries[i+1:]...)
+	}
+}
+
 // needsLoad reports whether the window should be read from etcd again.
 func (w *window) needsLoad(size int) bool {
 	return !w.loading && (!w.loaded || !w.complete && len(w.entries) < size/2)
