@@ -43,7 +43,7 @@ type Dispatcher struct {
 	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
 	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
-	heldEmpty chan struct{} // closed when held becomes empty while draining
+	heldEmpty chan struct{}          // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
