@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -172,7 +171,7 @@ def main(argv=None) -> int:
                 shown = done
             if done >= total:
                 break
-            for name, _, p in workers:
+            for name, _, p in workers + [("baton dev", None, dev), ("the second sidecar", None, side)]:
                 if p.poll() is not None:
                     raise SystemExit("demo: %s exited early (status %s); see %s" % (name, p.returncode, log_dir))
             if time.monotonic() > deadline:

@@ -128,6 +128,13 @@ class Stream:
         return doc
 
     def close(self) -> None:
+        """End the call for every process sharing the socket."""
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._conn.close()
 
     def detach(self) -> None:

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from typing import List, Optional, Sequence
 
 from . import _transport

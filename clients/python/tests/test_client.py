@@ -151,6 +151,54 @@ def test_fork_safety(client, queue):
     assert client.next(queue, wait=0) is None
 
 
+FORKING_WORKER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, %r)
+    from baton_client import Client
+    c = Client(%r)
+    t = c.next(%r, wait=20)
+    pid = os.fork()
+    if pid == 0:  # a child that never touches the client, like a fork-started data loader
+        time.sleep(600)
+        os._exit(0)
+    print(t.id, t.fencing_token, pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_forked_child_does_not_keep_a_dead_parents_session(dev, client, queue):
+    client.submit([{"id": "f1"}], queue=queue)
+    p = subprocess.Popen([sys.executable, "-c", FORKING_WORKER % (os.path.dirname(PKG), dev.socket, queue)], stdout=subprocess.PIPE)
+    child = 0
+    try:
+        tid, token, child = p.stdout.readline().decode().split()
+        child = int(child)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        # The child is alive and still has a copy of the parent's file
+        # descriptors, but not of the session socket: the session closed.
+        os.kill(child, 0)
+        t = claim(client, queue)
+        assert t.id == tid and t.attempt == 2 and t.fencing_token > int(token)
+        t.complete({})
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+        if child:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_python39_syntax():
+    for fn in os.listdir(PKG):
+        if fn.endswith(".py"):
+            ast.parse(open(os.path.join(PKG, fn)).read(), fn, feature_version=(3, 9))
+
+
 def test_import_opens_nothing():
     code = textwrap.dedent("""
         import os, sys, threading

@@ -7,7 +7,7 @@ import wave
 
 import pytest
 
-from tts_worker.engines import GLMTTSEngine, IndexTTS2Engine, OfflineEngine, make_engine, tone
+from tts_worker.engines import GLMTTSEngine, OfflineEngine, make_engine, tone
 
 
 def write_wav(path, rate, frames):
@@ -72,7 +72,6 @@ class FakeGLMModule:
     def __init__(self):
         self.loads = []
         self.generated = []
-        fe = self
 
         class Torch:
             int32 = "int32"

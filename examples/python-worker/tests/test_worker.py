@@ -6,11 +6,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
-from baton_client import Client
+from baton_client import Client, TaskSpec
 
 from tts_worker.engines import OfflineEngine
-from tts_worker.worker import run
+from tts_worker.worker import Keepalive, run
 
 
 def test_run_writes_named_outputs(dev, queue, tmp_path):
@@ -75,3 +77,29 @@ def test_sigterm_finishes_current_task(dev, queue, tmp_path, pyenv):
     assert t is not None and t.id == "slow2" and t.attempt == 1
     t.complete({})
     c.close()
+
+
+def rfc3339(s):
+    """A sortable (seconds part, nanoseconds) tuple of a UTC RFC 3339 time."""
+    base, _, frac = s.rstrip("Z").partition(".")
+    return base, int((frac + "000000000")[:9])
+
+
+def test_keepalive_heartbeats_during_a_long_synthesis(dev, queue):
+    c = Client(dev.socket)
+    try:
+        c.submit([TaskSpec(payload={"syn_text": "long"}, id="long1", timeout=30)], queue=queue)
+        t = c.next(queue, wait=10)
+        first = t.deadline
+        done = threading.Event()
+        with Keepalive(t, 0.05) as ka:
+            # Stands in for a long engine call: wait (with a deadline) until
+            # the helper thread has heartbeated a few times.
+            deadline = time.monotonic() + 20
+            while ka.beats < 3 and time.monotonic() < deadline:
+                done.wait(0.05)
+        assert ka.beats >= 3 and not ka.lost
+        assert rfc3339(t.deadline) > rfc3339(first)
+        t.complete({})
+    finally:
+        c.close()

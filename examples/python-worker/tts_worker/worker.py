@@ -16,10 +16,11 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from baton_client import Client, Task
+from baton_client import BatonError, ClaimLost, Client, Task
 
 from .engines import Engine, OfflineEngine, make_engine, wav_info
 
@@ -55,15 +56,62 @@ def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, 
     return result
 
 
+class Keepalive:
+    """Heartbeats task every interval seconds from a helper thread while the
+    engine works (the engine call blocks the main thread), so a synthesis
+    longer than the task's timeout keeps its claim. Owned by the with block:
+    the thread is stopped and joined when it ends. lost is set when the
+    sidecar refused a heartbeat (the claim is gone: discard the output)."""
+
+    def __init__(self, task: Task, interval: float) -> None:
+        self.task, self.interval = task, interval
+        self.beats = 0
+        self.lost = False
+        self.cancel_requested = False
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.task.heartbeat(0.5, "synthesizing"):
+                    self.cancel_requested = True
+                self.beats += 1
+            except ClaimLost:
+                self.lost = True
+                return
+            except BatonError as e:  # sidecar briefly away: try again next interval
+                log.warning("task %s: heartbeat failed: %s", self.task.id, e)
+
+    def __enter__(self) -> "Keepalive":
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._loop, name="heartbeat-" + self.task.id, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def run(client: Client, engine: Engine, queues: List[str], out_dir: str, wait: float = 2.0,
-        max_tasks: int = 0) -> Dict[str, int]:
-    """The loop: one task at a time until client.stop() (or max_tasks)."""
+        max_tasks: int = 0, heartbeat: float = 30.0) -> Dict[str, int]:
+    """The loop: one task at a time until client.stop() (or max_tasks).
+    heartbeat: seconds between heartbeats during a synthesis (0: none)."""
     os.makedirs(out_dir, exist_ok=True)
     counts = {"completed": 0, "failed": 0, "lost": 0, "released": 0}
     for task in client.tasks(queues, wait=wait):
         with task:
             task.heartbeat(0.0, "synthesizing")
-            task.result = process(engine, task, out_dir, client.worker)
+            with Keepalive(task, heartbeat) as ka:
+                result = process(engine, task, out_dir, client.worker)
+            if ka.lost:
+                os.unlink(result["path"])
+                raise ClaimLost("a heartbeat was refused during synthesis")
+            if ka.cancel_requested:
+                log.info("task %s: cancel was requested during synthesis", task.id)
+            task.result = result
         outcome = task.outcome or "failed"
         counts[outcome] = counts.get(outcome, 0) + 1
         if outcome == "lost" and task.result:
@@ -102,6 +150,7 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
     p.add_argument("--sample-rate", type=int, default=24000, help="glmtts: 24000 or 32000")
     p.add_argument("--use-phoneme", action="store_true", help="glmtts: phoneme input")
     p.add_argument("--voice", default="en", help="offline: espeak-ng voice")
+    p.add_argument("--heartbeat", type=float, default=30.0, help="seconds between heartbeats during a synthesis (0: none)")
     p.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0: run until SIGTERM)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(message)s", stream=sys.stderr)
@@ -126,7 +175,7 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        counts = run(client, engine, a.queue or [], a.out_dir, a.wait, a.max_tasks)
+        counts = run(client, engine, a.queue or [], a.out_dir, a.wait, a.max_tasks, a.heartbeat)
     except KeyboardInterrupt:
         log.info("interrupted; the task in hand was released")
         return 130
