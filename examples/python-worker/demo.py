@@ -188,7 +188,7 @@ def main(argv=None) -> int:
         procs.stop()
         elapsed = time.monotonic() - t0
         left = procs.left()
-        print("demo: %d/%d tasks done in %.1fs" % (done, total, elapsed))
+        print("demo: %d/%d tasks done; the demo ran %.1fs (start to stop, build excluded)" % (done, total, elapsed))
         for (name, sock, _), side_name in zip(workers, ("baton dev", "second sidecar")):
             c = counts.get(name, {})
             print("demo:   %s (via %s): %d WAV files%s" % (name, side_name, c.get("completed", 0),

@@ -214,11 +214,12 @@ def test_import_opens_nothing():
 
 
 def test_stdlib_only():
-    # At run time: importing and using the client loads only stdlib modules,
-    # even when opentelemetry is importable-looking on sys.path.
+    # At run time, without OpenTelemetry: importing and using the client
+    # loads only stdlib modules.
     code = textwrap.dedent("""
         import sys, sysconfig, os
         sys.path.insert(0, %r)
+        sys.modules['opentelemetry'] = None  # the optional dependency is absent
         before = set(sys.modules)
         import baton_client, baton_client.testing
         try:
@@ -284,3 +285,64 @@ def test_waits_for_a_starting_sidecar(baton_bin, tmp_path):
             p.kill()
             p.wait()
         d.stop()
+
+
+OTEL = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, %r)
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from baton_client import Client
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    c = Client(%r)
+    with trace.get_tracer("test").start_as_current_span("submit") as s:
+        c.submit([{"id": "traced"}], queue=%r)
+        submit_ctx = s.get_span_context()
+    t = c.next(%r, wait=10)
+    with t:
+        pass
+    c.close()
+    spans = {sp.name: sp for sp in exporter.get_finished_spans()}
+    w = spans["baton.task " + %r]
+    print(json.dumps({
+        "traceparent": t.traceparent,
+        "submit_trace": "%%032x" %% submit_ctx.trace_id,
+        "submit_span": "%%016x" %% submit_ctx.span_id,
+        "worker_trace": "%%032x" %% w.context.trace_id,
+        "worker_parent": "%%016x" %% w.parent.span_id,
+        "attrs": dict(w.attributes),
+    }))
+""")
+
+
+def test_opentelemetry_continues_the_trace(dev, queue):
+    pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk not installed (.ci/run installs it)")
+    import json
+    out = subprocess.run([sys.executable, "-c", OTEL % (os.path.dirname(PKG), dev.socket, queue, queue, queue)],
+                         check=True, stdout=subprocess.PIPE).stdout
+    r = json.loads(out)
+    assert r["traceparent"].split("-")[1:3] == [r["submit_trace"], r["submit_span"]]
+    assert r["worker_trace"] == r["submit_trace"] and r["worker_parent"] == r["submit_span"]
+    assert r["attrs"]["baton.task.id"] == "traced" and r["attrs"]["baton.task.attempt"] == 1
+
+
+def test_release_and_interrupt(client, queue):
+    client.submit([{"id": "r1"}], queue=queue)
+    t = claim(client, queue)
+    t.release()
+    assert t.outcome == "released"
+    t2 = claim(client, queue)
+    assert t2.id == "r1" and t2.attempt == 1  # a release uses no attempt
+    with pytest.raises(KeyboardInterrupt):
+        with t2:
+            raise KeyboardInterrupt
+    assert t2.outcome == "released"
+    t3 = claim(client, queue)
+    assert t3.id == "r1" and t3.attempt == 1
+    t3.complete({})

@@ -43,7 +43,7 @@ def test_demo_short(baton_bin, tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)
     out = r.stdout.decode()
     assert r.returncode == 0, out
-    assert "demo: 6/6 tasks done" in out, out
+    assert "demo: 6/6 tasks done;" in out, out
     made = [int(n) for n in re.findall(r"worker-\d \(via [^)]*\): (\d+) WAV files", out)]
     assert len(made) == 2 and sum(made) == 6, out
     assert "no process left" in out
