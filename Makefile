@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint generate check-generated clean chaos
+.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,7 @@ check-generated: generate ## fail when the committed generated code is stale
 	@git diff --exit-code --stat -- gen/ || { echo "gen/ is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "gen/ has uncommitted files: run 'make generate' and commit"; exit 1; }
 
-lint: ## gofmt, go vet, staticcheck, buf lint
+lint: lint-py ## gofmt, go vet, staticcheck, buf lint; pyflakes and mypy --strict
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	$(TOOL) staticcheck ./...
@@ -35,6 +35,11 @@ lint: ## gofmt, go vet, staticcheck, buf lint
 
 test-go: ## Go tests with the race detector
 	$(GO) test $(GOTESTFLAGS) ./...
+
+lint-py: ## pyflakes and mypy --strict on the Python client and example worker
+	$(PYTHON) -m pyflakes clients/python examples/python-worker
+	cd clients/python && $(PYTHON) -m mypy --strict --cache-dir $(CURDIR)/.mypy_cache baton_client
+	MYPYPATH=$(CURDIR)/clients/python $(PYTHON) -m mypy --strict --cache-dir $(CURDIR)/.mypy_cache examples/python-worker/tts_worker
 
 # pytest against a real baton (built once per run with go build).
 PYTESTFLAGS ?= -q

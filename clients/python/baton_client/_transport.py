@@ -67,6 +67,16 @@ def _headers(content_type: str, timeout: Optional[float]) -> Dict[str, str]:
     return h
 
 
+def _json_object(data: bytes, what: str) -> Dict[str, Any]:
+    try:
+        doc = json.loads(data.decode("utf-8") or "{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.Internal("%s: the sidecar answered with invalid JSON: %s" % (what, e)) from e
+    if not isinstance(doc, dict):
+        raise errors.Internal("%s: the sidecar answered with JSON that is not an object" % what)
+    return doc
+
+
 def _error_from_body(status: int, body: bytes) -> errors.BatonError:
     try:
         doc = json.loads(body.decode("utf-8") or "{}")
@@ -93,7 +103,7 @@ def unary(path: str, method: str, request: Dict[str, Any], timeout: Optional[flo
         conn.close()
     if resp.status != 200:
         raise _error_from_body(resp.status, data)
-    return json.loads(data.decode("utf-8") or "{}")
+    return _json_object(data, method)
 
 
 class Stream:
@@ -119,7 +129,7 @@ class Stream:
             raise errors.Unavailable("stream from the sidecar broke: %s" % e) from e
         if len(data) < n:
             return None
-        doc = json.loads(data.decode("utf-8") or "{}")
+        doc = _json_object(data, "stream message")
         if flags & 0x02:
             err = doc.get("error")
             if err:

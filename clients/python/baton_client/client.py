@@ -120,7 +120,7 @@ class Client:
             return self._session
         self._forget_session()
         stream, first = _transport.open_stream(self.socket, _SERVICE + "Attach", {"worker": self.worker}, self.connect_timeout)
-        sid = first.get("session", "")
+        sid = str(first.get("session", ""))
         if not sid:
             stream.close()
             raise errors.Internal("Attach: first message carries no session")

@@ -82,7 +82,7 @@ class IndexTTS2Engine(Engine):
     def load(self) -> None:
         factory = self._factory
         if factory is None:
-            from indextts.infer_v2 import IndexTTS2  # heavy: imported here only
+            from indextts.infer_v2 import IndexTTS2  # type: ignore[import-not-found]  # heavy: imported here only
 
             factory = IndexTTS2
         self.model = factory(cfg_path=self.cfg_path, model_dir=self.model_dir, use_fp16=self.use_fp16)
@@ -130,7 +130,7 @@ class GLMTTSEngine(Engine):
             code_dir = os.path.abspath(self.code_dir)
             sys.path.insert(0, code_dir)
             os.chdir(code_dir)  # GLM-TTS loads ckpt/ and frontend/ relative to its checkout
-            import glmtts_inference  # heavy: imported here only
+            import glmtts_inference  # type: ignore[import-not-found]  # heavy: imported here only
 
             self.m = glmtts_inference
         self.frontend, self.text_frontend, _, self.llm, self.flow = self.m.load_models(
