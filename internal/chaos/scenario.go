@@ -429,9 +429,13 @@ func (r *run) stranded(workers []*process) []Op {
 
 func (r *run) watchStates(ctx context.Context) {
 	const prefix = "state/"
+	var rev int64 // last revision seen: a new watch resumes after it
 	for ctx.Err() == nil {
-		wch := r.kv.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix())
-		for resp := range wch {
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev+1))
+		}
+		for resp := range r.kv.Watch(clientv3.WithRequireLeader(ctx), prefix, opts...) {
 			now := time.Now()
 			r.mu.Lock()
 			for _, ev := range resp.Events {
@@ -439,6 +443,7 @@ func (r *run) watchStates(ctx context.Context) {
 				if ev.Type == clientv3.EventTypePut && json.Unmarshal(ev.Kv.Value, &st) == nil {
 					r.states = append(r.states, stateEvent{task: strings.TrimPrefix(string(ev.Kv.Key), prefix), state: st.State, at: now})
 				}
+				rev = max(rev, ev.Kv.ModRevision)
 			}
 			r.mu.Unlock()
 		}
