@@ -414,13 +414,32 @@ func (r *run) history() []Op {
 	return out
 }
 
-// stranded lists the claims in hand of the given workers.
+// stranded lists the claims in hand of the given workers that are still
+// the task's current claim: a worker stuck in a call through a cut-off
+// sidecar may hold a claim that an earlier fault already returned and
+// another worker took or finished.
 func (r *run) stranded(workers []*process) []Op {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Op
 	for _, w := range workers {
-		if op, ok := r.holding[w.name]; ok {
+		op, ok := r.holding[w.name]
+		if !ok {
+			continue
+		}
+		current := true
+		for _, o := range r.ops {
+			if o.Task == op.Task && o.Kind == OpClaim && o.Token > op.Token {
+				current = false
+			}
+		}
+		for i := len(r.states) - 1; i >= 0; i-- {
+			if e := r.states[i]; e.task == op.Task {
+				current = current && e.state == "CLAIMED"
+				break
+			}
+		}
+		if current {
 			out = append(out, op)
 		}
 	}
