@@ -18,6 +18,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -46,6 +47,11 @@ type Config struct {
 	// WorkerID names the sidecar in claims and the registry. Default
 	// hostname-pid.
 	WorkerID string
+	// Labels are shown in the registry (`baton workers list`), for example
+	// gpu=a100 or model=indextts2.
+	Labels map[string]string
+	// Version is the build's version, shown in the registry.
+	Version string
 	// Grace is how long shutdown waits for workers to answer the claims in
 	// hand before giving them back. Default 10s.
 	Grace time.Duration
@@ -169,6 +175,21 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.dispatcher = d
 	s.mu.Unlock()
+
+	host, _ := os.Hostname()
+	reg := registry.New(cli.KV, lease, registry.Config{
+		Entry: registry.Entry{
+			WorkerID: cfg.WorkerID, Host: host, PID: os.Getpid(), Queues: cfg.Queues,
+			Labels: cfg.Labels, Version: cfg.Version, StartedMS: time.Now().UnixMilli(),
+		},
+		InHand:  d.HeldCount,
+		Changed: d.HeldChanged(),
+		Logger:  log,
+	})
+	regCtx, stopReg := context.WithCancel(context.Background())
+	bg.Add(1)
+	go func() { defer bg.Done(); reg.Run(regCtx) }()
+	defer stopReg()
 
 	tasks := &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log}
 	handlerCtx, cancelHandlers := context.WithCancel(context.Background())

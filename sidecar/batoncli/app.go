@@ -34,6 +34,10 @@ func New(stdout, stderr io.Writer) *cli.App {
 			devCommand(),
 			sidecarCommand(),
 			submitCommand(),
+			waitCommand(),
+			tasksCommand(),
+			queuesCommand(),
+			workersCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {

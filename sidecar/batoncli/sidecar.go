@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/batonhq/baton/sidecar"
+	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 )
@@ -20,6 +21,7 @@ func sidecarFlags(defaultSocket string) []cli.Flag {
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
 		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
+		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE shown by `baton workers list` (repeatable), e.g. gpu=a100"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
 	}
 }
@@ -33,6 +35,10 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 	if err != nil {
 		return sidecar.Config{}, fmt.Errorf("socket-mode: %q is not an octal file mode", c.String("socket-mode"))
 	}
+	labels, err := registry.ParseLabels(c.StringSlice("label"))
+	if err != nil {
+		return sidecar.Config{}, err
+	}
 	queues := c.StringSlice("queue")
 	if len(queues) == 0 {
 		queues = []string{"default"}
@@ -44,6 +50,8 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		Queues:     queues,
 		TTL:        c.Duration("ttl"),
 		WorkerID:   c.String("worker-id"),
+		Labels:     labels,
+		Version:    Version,
 		Grace:      c.Duration("grace"),
 		Queue:      workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
 		Logger:     log,

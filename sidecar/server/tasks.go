@@ -46,10 +46,17 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 			h.Logger.Debug("worker session closed", "session", s.ID)
 			return nil
 		case msg := <-s.Pushes():
-			if m, ok := msg.(*batonv1.AttachResponse); ok {
-				if err := stream.Send(m); err != nil {
-					return err
-				}
+			var m *batonv1.AttachResponse
+			switch msg := msg.(type) {
+			case *batonv1.AttachResponse:
+				m = msg
+			case workqueue.CancelNotice:
+				m = &batonv1.AttachResponse{Cancel: &batonv1.CancelRequested{TaskId: msg.TaskID, Claim: msg.Claim}}
+			default:
+				continue
+			}
+			if err := stream.Send(m); err != nil {
+				return err
 			}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,12 +43,14 @@ type Dispatcher struct {
 	windows   map[string]*window
 	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
+	paused    map[string]bool        // queues paused by an operator (q/pause/<queue>)
 	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
 	heldEmpty chan struct{}          // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
 	loadReq   chan struct{} // buffered 1: some window needs a load
+	heldCh    chan struct{} // buffered 1: the number of claims held changed
 	stats     Stats
 	hintDue   time.Time     // earliest due time put since the maintainer last looked
 	applied   int64         // revision the windows reflect
@@ -116,9 +119,11 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		windows:   make(map[string]*window),
 		trying:    make(map[string]bool),
 		held:      make(map[string]*held),
+		paused:    make(map[string]bool),
 		unsure:    make(map[string]unsureClaim),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
+		heldCh:    make(chan struct{}, 1),
 		advanced:  make(chan struct{}),
 	}
 }
@@ -224,7 +229,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			if !w.loaded && unloaded == nil {
 				unloaded = w.ready
 			}
-			if win == nil {
+			if win == nil && !d.paused[q] {
 				if e, ok := w.pick(d.trying); ok {
 					cand, win = e, w
 				}
@@ -365,6 +370,7 @@ func (d *Dispatcher) hold(c *Claimed, sess *coord.Session) error {
 	d.held[c.ID] = h
 	d.armLocked(h)
 	d.mu.Unlock()
+	d.heldChanged()
 	if sess != nil {
 		id, token := c.ID, c.Token
 		unhook, ok := sess.OnClose(func() { d.abandon(id, token, "worker session closed while holding the task") })
@@ -416,10 +422,23 @@ func (d *Dispatcher) forget(id string, token int64) {
 		d.heldEmpty = nil
 	}
 	d.mu.Unlock()
+	d.heldChanged()
 	if unhook != nil {
 		unhook()
 	}
 }
+
+func (d *Dispatcher) heldChanged() {
+	select {
+	case d.heldCh <- struct{}{}:
+	default:
+	}
+}
+
+// HeldChanged receives a value after the number of claims held changed
+// (several changes may be reported by one value). One reader only: the
+// registry.
+func (d *Dispatcher) HeldChanged() <-chan struct{} { return d.heldCh }
 
 // abandon returns a held claim to the queue with its attempt counted.
 func (d *Dispatcher) abandon(id string, token int64, reason string) {
@@ -701,11 +720,26 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 		}
 	}
 	var lost []orphan
+	var notices []func()
 	d.mu.Lock()
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
 		last = max(last, ev.Kv.ModRevision)
 		switch {
+		case strings.HasPrefix(key, prefixPause):
+			q := key[len(prefixPause):]
+			if ev.Type == mvccpb.DELETE {
+				delete(d.paused, q)
+				if w := d.windows[q]; w != nil {
+					w.wakeAll()
+				}
+			} else {
+				d.paused[q] = true
+			}
+		case strings.HasPrefix(key, prefixCancel) && ev.Type == mvccpb.PUT:
+			if f := d.cancelRequestedLocked(key[len(prefixCancel):], string(ev.Kv.Value)); f != nil {
+				notices = append(notices, f)
+			}
 		case strings.HasPrefix(key, prefixReady):
 			e, err := parseReadyKey(key)
 			if err != nil {
@@ -755,6 +789,9 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 		}
 	}
 	d.mu.Unlock()
+	for _, f := range notices {
+		f()
+	}
 	for _, o := range lost {
 		select {
 		case d.orphans <- o:
@@ -832,9 +869,12 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 	return nil
 }
 
-// reloadAll reloads every window at rev (after a resync) and wakes all
-// waiters so they look again.
+// reloadAll reloads the paused queues and every window at rev (after a
+// resync) and wakes all waiters so they look again.
 func (d *Dispatcher) reloadAll(ctx context.Context, rev int64) {
+	if err := d.loadPaused(ctx, rev); err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("reading paused queues failed", "err", err)
+	}
 	d.mu.Lock()
 	for _, w := range d.windows {
 		w.loading = true
@@ -848,4 +888,59 @@ func (d *Dispatcher) reloadAll(ctx context.Context, rev int64) {
 		w.wakeAll()
 	}
 	d.mu.Unlock()
+}
+
+// loadPaused reads the paused queues at rev.
+func (d *Dispatcher) loadPaused(ctx context.Context, rev int64) error {
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if rev > 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	resp, err := d.kv.Get(ctx, prefixPause, opts...)
+	if err != nil {
+		return err
+	}
+	paused := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		paused[strings.TrimPrefix(string(kv.Key), prefixPause)] = true
+	}
+	d.mu.Lock()
+	d.paused = paused
+	d.mu.Unlock()
+	return nil
+}
+
+// CancelNotice is pushed to a worker session (coord.Session.Push) when an
+// operator asks to cancel a task the session holds.
+type CancelNotice struct {
+	TaskID string
+	Claim  string
+}
+
+// cancelRequestedLocked marks a held claim as cancel-requested and returns
+// the push to its worker session, if it has one.
+func (d *Dispatcher) cancelRequestedLocked(id, tokenStr string) func() {
+	token, err := strconv.ParseInt(tokenStr, 10, 64)
+	h := d.held[id]
+	if err != nil || h == nil || h.c.Token != token || h.c.Status.CancelRequested {
+		return nil
+	}
+	h.c.Status.CancelRequested = true
+	d.cfg.Logger.Info("cancel requested", "task", id)
+	if h.session == nil {
+		return nil
+	}
+	sess, n := h.session, CancelNotice{TaskID: id, Claim: h.c.Claim()}
+	return func() {
+		if !sess.Push(n) {
+			d.cfg.Logger.Warn("worker session's push queue is full; the worker learns of the cancel through Heartbeat", "task", id)
+		}
+	}
+}
+
+// Paused reports whether this sidecar's watch has seen queue q paused.
+func (d *Dispatcher) Paused(q string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.paused[q]
 }

@@ -3,6 +3,7 @@ package workqueue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -36,12 +37,16 @@ func (s *Store) commitOwned(ctx context.Context, id string, token int64, ops ...
 }
 
 // finishOps are the writes that put a task into an end state.
+// The finished status names its retention entry (Index), so that an
+// operator's retry can remove it.
 func finishOps(id string, st Status, now time.Time) []clientv3.Op {
+	st.Index = gcKey(now, id)
 	return []clientv3.Op{
 		clientv3.OpDelete(claimKey(id)),
 		clientv3.OpDelete(runKey(id)),
+		clientv3.OpDelete(cancelKey(id)),
 		clientv3.OpPut(stateKey(id), st.encode()),
-		clientv3.OpPut(gcKey(now, id), st.Batch),
+		clientv3.OpPut(st.Index, st.Batch),
 	}
 }
 
@@ -91,9 +96,17 @@ func (s *Store) Backoff(attempt int32) time.Duration {
 func (s *Store) Fail(ctx context.Context, id string, token int64, st Status, msg string, permanent bool, retryAfter time.Duration) (willRetry bool, retryAt time.Time, err error) {
 	now := s.cfg.Now()
 	errOp := clientv3.OpPut(errorKey(id), ErrorRecord{Attempt: st.Attempt, Error: truncate(msg, 8<<10), Permanent: permanent, AtMS: ms(now)}.encode())
+	cancelled := append(finishOps(id, released(st, StateCancelled, now), now), errOp)
+	if st.CancelRequested {
+		return false, time.Time{}, s.commitOwned(ctx, id, token, cancelled...)
+	}
 	if permanent || st.Attempt >= st.MaxAttempts {
 		ops := append(finishOps(id, released(st, StateDead, now), now), errOp)
-		return false, time.Time{}, s.commitOwned(ctx, id, token, ops...)
+		err := s.commitUnlessCancelled(ctx, id, token, ops, cancelled)
+		if errors.Is(err, errWasCancelled) {
+			err = nil
+		}
+		return false, time.Time{}, err
 	}
 	if retryAfter <= 0 {
 		retryAfter = s.Backoff(st.Attempt)
@@ -102,34 +115,72 @@ func (s *Store) Fail(ctx context.Context, id string, token int64, st Status, msg
 	next := released(st, StateFailed, now)
 	next.Index = delayKey(retryAt, id)
 	enc := next.encode()
-	err = s.commitOwned(ctx, id, token,
+	err = s.commitUnlessCancelled(ctx, id, token, []clientv3.Op{
 		clientv3.OpDelete(claimKey(id)),
 		clientv3.OpDelete(runKey(id)),
 		clientv3.OpPut(stateKey(id), enc),
 		clientv3.OpPut(next.Index, enc),
 		errOp,
-	)
+	}, cancelled)
+	if errors.Is(err, errWasCancelled) {
+		return false, time.Time{}, nil
+	}
 	return true, retryAt, err
 }
 
 // Release gives a claimed task back to the head of its queue without using
 // an attempt.
+// A task whose cancelling was requested is CANCELLED instead.
 func (s *Store) Release(ctx context.Context, id string, token int64, st Status) error {
-	next := released(st, StatePending, s.cfg.Now())
+	now := s.cfg.Now()
+	cancelled := finishOps(id, released(st, StateCancelled, now), now)
+	if st.CancelRequested {
+		return s.commitOwned(ctx, id, token, cancelled...)
+	}
+	next := released(st, StatePending, now)
 	next.Attempt--
 	next, ops := pendingOps(id, next)
 	ops = append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)))
-	return s.commitOwned(ctx, id, token, ops...)
+	err := s.commitUnlessCancelled(ctx, id, token, ops, cancelled)
+	if errors.Is(err, errWasCancelled) {
+		err = nil
+	}
+	return err
+}
+
+// errWasCancelled reports that commitUnlessCancelled took the cancelled
+// branch.
+var errWasCancelled = errors.New("workqueue: cancelled")
+
+// commitUnlessCancelled applies ops if the claim with token is live and no
+// cancel was requested for it, or cancelled if one was, in one
+// transaction; it returns errWasCancelled in the second case.
+func (s *Store) commitUnlessCancelled(ctx context.Context, id string, token int64, ops, cancelled []clientv3.Op) error {
+	resp, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).Then(
+		clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(cancelKey(id)), "=", 0)}, ops, cancelled),
+	).Commit()
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return ErrClaimLost
+	}
+	s.wrote(resp.Header.Revision)
+	if !resp.Responses[0].GetResponseTxn().Succeeded {
+		return errWasCancelled
+	}
+	return nil
 }
 
 // Heartbeat moves the claim's deadline to now plus the task's timeout and
-// returns the updated status (with CancelRequested as stored).
+// returns the updated status, with CancelRequested set when an operator
+// asked to cancel the task (a q/cancel/<id> marker exists).
 func (s *Store) Heartbeat(ctx context.Context, id string, token int64, st Status) (Status, error) {
 	now := s.cfg.Now()
 	st.DeadlineMS = ms(now.Add(st.Timeout()))
 	st.UpdatedMS = ms(now)
 	resp, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).
-		Then(clientv3.OpGet(stateKey(id)), clientv3.OpPut(claimKey(id), st.encode(), clientv3.WithIgnoreLease())).
+		Then(clientv3.OpGet(cancelKey(id)), clientv3.OpPut(claimKey(id), st.encode(), clientv3.WithIgnoreLease())).
 		Commit()
 	if err != nil {
 		return st, err
@@ -138,9 +189,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, token int64, st Status
 		return st, ErrClaimLost
 	}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-		if cur, err := decodeStatus(kvs[0].Value); err == nil {
-			st.CancelRequested = cur.CancelRequested
-		}
+		st.CancelRequested = true
 	}
 	return st, nil
 }
@@ -150,11 +199,14 @@ func (s *Store) Heartbeat(ctx context.Context, id string, token int64, st Status
 // place in the queue, or DEAD when it has used its attempts.
 func lostOps(id string, st Status, reason string, now time.Time) []clientv3.Op {
 	errOp := clientv3.OpPut(errorKey(id), ErrorRecord{Attempt: st.Attempt, Error: reason, AtMS: ms(now)}.encode())
+	if st.CancelRequested {
+		return append(finishOps(id, released(st, StateCancelled, now), now), errOp)
+	}
 	if st.Attempt >= st.MaxAttempts {
 		return append(finishOps(id, released(st, StateDead, now), now), errOp)
 	}
 	_, ops := pendingOps(id, released(st, StatePending, now))
-	return append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)), errOp)
+	return append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)), clientv3.OpDelete(cancelKey(id)), errOp)
 }
 
 // Abandon ends a live claim that its worker will not answer (the worker's

@@ -18,7 +18,10 @@ import (
 //	q/delay/<due>/<id>                      waiting for backoff or not_before; value: Status
 //	q/claim/<id>                            live claim, bound to the sidecar's lease; value: Status
 //	q/run/<id>                              durable marker of a CLAIMED task (no lease)
+//	q/cancel/<id>                           an operator asked to cancel the CLAIMED task; value: token
+//	q/pause/<queue>                         the queue is paused: nothing is handed out
 //	gc/<finished>/<id>                      retention index of finished tasks; value: batch
+//	workers/<worker id>                     registry entry of a live sidecar, under its lease
 //
 // Everything a sidecar watches lives under q/, so one watch per sidecar sees
 // new work, claims and their loss. Index keys sort in the order work is
@@ -35,6 +38,8 @@ const (
 	prefixDelay  = "q/delay/"
 	prefixClaim  = "q/claim/"
 	prefixRun    = "q/run/"
+	prefixCancel = "q/cancel/"
+	prefixPause  = "q/pause/"
 	prefixGC     = "gc/"
 )
 
@@ -52,6 +57,8 @@ func resultKey(id string) string { return prefixResult + id }
 func errorKey(id string) string  { return prefixError + id }
 func claimKey(id string) string  { return prefixClaim + id }
 func runKey(id string) string    { return prefixRun + id }
+func cancelKey(id string) string { return prefixCancel + id }
+func pauseKey(q string) string   { return prefixPause + q }
 func batchKey(batch, id string) string {
 	return prefixBatch + batch + "/" + id
 }

@@ -34,7 +34,7 @@ type Status struct {
 	TimeoutMS   int64  `json:"timeout_ms"`
 	Batch       string `json:"batch,omitempty"`
 	Order       int64  `json:"order"`           // position within its priority (Unix ns)
-	Index       string `json:"index,omitempty"` // its ready or delay key while PENDING or FAILED
+	Index       string `json:"index,omitempty"` // its ready or delay key while PENDING or FAILED, its gc key when finished
 	UpdatedMS   int64  `json:"updated_ms"`
 
 	// While CLAIMED.

@@ -1,0 +1,30 @@
+package batoncli
+
+import (
+	"time"
+
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// connect opens the namespaced etcd client of the global flags, checks that
+// etcd answers, and returns it with a Store on it. Close the client.
+func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
+	ecfg := etcdConfig(c)
+	etcd, err := etcdutil.New(ecfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	return etcd, store, nil
+}

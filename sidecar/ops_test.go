@@ -1,0 +1,346 @@
+package sidecar_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/sidecar"
+	"github.com/batonhq/baton/sidecar/batoncli"
+	"github.com/batonhq/baton/sidecar/registry"
+	"github.com/batonhq/baton/sidecar/sidecartest"
+	"github.com/urfave/cli/v2"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// baton runs the CLI against the test etcd in namespace ns and returns its
+// stdout, stderr and exit code.
+func baton(t testing.TB, ns string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	app := batoncli.New(&out, &errb)
+	full := append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...)
+	err := app.RunContext(context.Background(), full)
+	var ec cli.ExitCoder
+	switch {
+	case err == nil:
+	case errors.As(err, &ec):
+		code = ec.ExitCode()
+	default:
+		code = 1
+		errb.WriteString(err.Error())
+	}
+	return out.String(), errb.String(), code
+}
+
+// batonJSON runs a command with -o json and decodes its stdout into v.
+func batonJSON(t testing.TB, ns string, v any, args ...string) {
+	t.Helper()
+	// Flags go before positional arguments (urfave/cli): after the
+	// command words.
+	n := 0
+	for n < len(args) && n < 2 && !strings.HasPrefix(args[n], "-") && (n == 0 || args[0] != "wait") {
+		n++
+	}
+	full := append(append(append([]string{}, args[:n]...), "-o", "json"), args[n:]...)
+	out, stderr, code := baton(t, ns, full...)
+	if code != 0 {
+		t.Fatalf("baton %v: exit %d: %s", args, code, stderr)
+	}
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("baton %v: stdout is not JSON: %v\n%s", args, err, out)
+	}
+}
+
+// eventually polls cond until it holds or 20s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type taskJSON struct {
+	ID     string `json:"id"`
+	Status struct {
+		State   string `json:"state"`
+		Attempt int32  `json:"attempt"`
+		Holder  string `json:"holder"`
+	} `json:"status"`
+	Cancelling bool            `json:"cancelling"`
+	Payload    json.RawMessage `json:"payload"`
+	LastError  *struct {
+		Error string `json:"error"`
+	} `json:"last_error"`
+}
+
+func taskState(t testing.TB, ns, id string) taskJSON {
+	t.Helper()
+	var tj taskJSON
+	batonJSON(t, ns, &tj, "tasks", "get", id)
+	return tj
+}
+
+func attach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForClient[batonv1.AttachResponse], string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	if err != nil || !stream.Receive() {
+		t.Fatalf("attach: %v %v", err, stream.Err())
+	}
+	return stream, stream.Msg().Session
+}
+
+func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
+	ns := sidecartest.Namespace(t)
+	sc := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{
+		Queues: []string{"tts"}, WorkerID: "gpu-7", Labels: map[string]string{"gpu": "a100"}, Version: "v-test",
+	})
+	var ws []registry.Entry
+	eventually(t, "the sidecar is registered", func() bool {
+		batonJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1
+	})
+	w := ws[0]
+	if w.WorkerID != "gpu-7" || w.Labels["gpu"] != "a100" || w.Version != "v-test" || len(w.Queues) != 1 || w.Queues[0] != "tts" || w.PID == 0 || w.Host == "" || w.InHand != 0 {
+		t.Fatalf("entry = %+v", w)
+	}
+
+	submit(t, sc, &batonv1.TaskSpec{Id: "a", Payload: payload(t, map[string]any{})})
+	task := next(t, sc, 10*time.Second, "")
+	eventually(t, "in hand is 1", func() bool {
+		batonJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1 && ws[0].InHand == 1
+	})
+	if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "in hand is 0 again", func() bool {
+		batonJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1 && ws[0].InHand == 0
+	})
+	out, _, code := baton(t, ns, "workers", "list")
+	if code != 0 || !strings.Contains(out, "gpu-7") || !strings.Contains(out, "gpu=a100") {
+		t.Fatalf("table: exit %d\n%s", code, out)
+	}
+
+	if err := sc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	batonJSON(t, ns, &ws, "workers", "list")
+	if len(ws) != 0 {
+		t.Fatalf("after stop: %+v", ws)
+	}
+}
+
+func TestCancelPendingAndClaimed(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	submit(t, sc,
+		&batonv1.TaskSpec{Id: "first", Payload: payload(t, map[string]any{})},
+		&batonv1.TaskSpec{Id: "second", Payload: payload(t, map[string]any{})},
+	)
+	stream, session := attach(t, sc)
+	task := next(t, sc, 10*time.Second, session)
+	if task == nil || task.Id != "first" {
+		t.Fatalf("next = %v", task)
+	}
+
+	// PENDING: cancelled at once, never handed out.
+	out, stderr, code := baton(t, ns, "tasks", "cancel", "second")
+	if code != 0 || !strings.Contains(out, "cancelled") {
+		t.Fatalf("cancel second: exit %d %q %q", code, out, stderr)
+	}
+	if st := taskState(t, ns, "second"); st.Status.State != "CANCELLED" {
+		t.Fatalf("second is %s", st.Status.State)
+	}
+
+	// CLAIMED: the worker learns of it through Attach and Heartbeat.
+	hb, err := sc.Client.Tasks.Heartbeat(context.Background(), connect.NewRequest(&batonv1.HeartbeatRequest{Claim: task.Claim}))
+	if err != nil || hb.Msg.CancelRequested {
+		t.Fatalf("heartbeat before cancel: %v %v", hb, err)
+	}
+	out, _, code = baton(t, ns, "tasks", "cancel", "first")
+	if code != 0 || !strings.Contains(out, "asked to stop") {
+		t.Fatalf("cancel first: exit %d %q", code, out)
+	}
+	if !stream.Receive() {
+		t.Fatalf("attach stream ended: %v", stream.Err())
+	}
+	if c := stream.Msg().GetCancel(); c.GetTaskId() != "first" || c.GetClaim() != task.Claim {
+		t.Fatalf("pushed %+v, want a cancel of first", stream.Msg())
+	}
+	hb, err = sc.Client.Tasks.Heartbeat(context.Background(), connect.NewRequest(&batonv1.HeartbeatRequest{Claim: task.Claim}))
+	if err != nil || !hb.Msg.CancelRequested {
+		t.Fatalf("heartbeat after cancel: %v %v", hb, err)
+	}
+	if st := taskState(t, ns, "first"); st.Status.State != "CLAIMED" || !st.Cancelling {
+		t.Fatalf("first = %+v", st)
+	}
+	// The worker gives up: the task is CANCELLED, not retried.
+	fr, err := sc.Client.Tasks.Fail(context.Background(), connect.NewRequest(&batonv1.FailRequest{Claim: task.Claim, Error: "cancelled by operator"}))
+	if err != nil || fr.Msg.WillRetry {
+		t.Fatalf("fail: %v %v", fr, err)
+	}
+	if st := taskState(t, ns, "first"); st.Status.State != "CANCELLED" {
+		t.Fatalf("first is %s after Fail", st.Status.State)
+	}
+	if task := next(t, sc, 0, ""); task != nil {
+		t.Fatalf("cancelled task handed out: %v", task)
+	}
+	// Cancelling again is fine; a missing task is a clear error.
+	if _, _, code := baton(t, ns, "tasks", "cancel", "first"); code != 0 {
+		t.Fatalf("second cancel: exit %d", code)
+	}
+	if _, stderr, code := baton(t, ns, "tasks", "cancel", "nope"); code != 1 || !strings.Contains(stderr, "task nope not found") {
+		t.Fatalf("cancel nope: exit %d %q", code, stderr)
+	}
+}
+
+func TestRetryDeadTask(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	submit(t, sc, &batonv1.TaskSpec{Id: "doomed", MaxAttempts: 2, Payload: payload(t, map[string]any{})})
+	task := next(t, sc, 10*time.Second, "")
+	if _, err := sc.Client.Tasks.Fail(context.Background(), connect.NewRequest(&batonv1.FailRequest{Claim: task.Claim, Error: "bad input", Permanent: true})); err != nil {
+		t.Fatal(err)
+	}
+	if st := taskState(t, ns, "doomed"); st.Status.State != "DEAD" || st.LastError == nil || st.LastError.Error != "bad input" {
+		t.Fatalf("doomed = %+v", st)
+	}
+	out, stderr, code := baton(t, ns, "tasks", "retry", "doomed")
+	if code != 0 || !strings.Contains(out, "PENDING again") {
+		t.Fatalf("retry: exit %d %q %q", code, out, stderr)
+	}
+	// Idempotent: a second retry changes nothing and succeeds.
+	var r struct{ Changed bool }
+	batonJSON(t, ns, &r, "tasks", "retry", "doomed")
+	if r.Changed {
+		t.Fatal("second retry changed something")
+	}
+	task = next(t, sc, 10*time.Second, "")
+	if task == nil || task.Id != "doomed" || task.Attempt != 1 {
+		t.Fatalf("after retry got %v; want doomed at attempt 1", task)
+	}
+	// A claimed task cannot be retried.
+	if _, stderr, code := baton(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is CLAIMED; only DEAD or CANCELLED") {
+		t.Fatalf("retry claimed: exit %d %q", code, stderr)
+	}
+	if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := baton(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is DONE") {
+		t.Fatalf("retry done: exit %d %q", code, stderr)
+	}
+	// The list shows it.
+	var list []taskJSON
+	batonJSON(t, ns, &list, "tasks", "list", "--state", "done")
+	if len(list) != 1 || list[0].ID != "doomed" {
+		t.Fatalf("list = %+v", list)
+	}
+}
+
+func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	if _, _, code := baton(t, ns, "queues", "pause", "tts"); code != 0 {
+		t.Fatalf("pause: exit %d", code)
+	}
+	eventually(t, "the sidecar sees the pause", func() bool { return sc.Dispatcher().Paused("tts") })
+	submit(t, sc, &batonv1.TaskSpec{Id: "held-back", Payload: payload(t, map[string]any{})})
+	if task := next(t, sc, 300*time.Millisecond, ""); task != nil {
+		t.Fatalf("paused queue handed out %s", task.Id)
+	}
+	var qs []struct {
+		Queue   string
+		Pending int
+		Paused  bool
+	}
+	batonJSON(t, ns, &qs, "queues", "list")
+	if len(qs) != 1 || qs[0].Queue != "tts" || qs[0].Pending != 1 || !qs[0].Paused {
+		t.Fatalf("queues = %+v", qs)
+	}
+	// A waiting Next is woken by the resume.
+	got := make(chan *batonv1.Task, 1)
+	go func() {
+		resp, err := sc.Client.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Wait: durationpb.New(20 * time.Second)}))
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- resp.Msg.Task
+	}()
+	if _, _, code := baton(t, ns, "queues", "resume", "tts"); code != 0 {
+		t.Fatalf("resume: exit %d", code)
+	}
+	if task := <-got; task == nil || task.Id != "held-back" {
+		t.Fatalf("after resume got %v", task)
+	}
+	out, _, _ := baton(t, ns, "queues", "list")
+	if !strings.Contains(out, "CLAIMED") || !strings.Contains(out, "tts") {
+		t.Fatalf("table:\n%s", out)
+	}
+}
+
+func TestWaitBatchExitCodes(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	submit(t, sc,
+		&batonv1.TaskSpec{Id: "b1", Batch: "good", Payload: payload(t, map[string]any{})},
+		&batonv1.TaskSpec{Id: "b2", Batch: "good", Payload: payload(t, map[string]any{})},
+		&batonv1.TaskSpec{Id: "b3", Batch: "bad", Payload: payload(t, map[string]any{})},
+	)
+	type result struct {
+		out, errs string
+		code      int
+	}
+	wait := func(args ...string) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			o, e, c := baton(t, ns, args...)
+			ch <- result{o, e, c}
+		}()
+		return ch
+	}
+	good := wait("wait", "--batch", "good")
+	for range 2 {
+		task := next(t, sc, 10*time.Second, "")
+		if task.Batch != "good" {
+			t.Fatalf("got %s of batch %q", task.Id, task.Batch)
+		}
+		if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := <-good; r.code != 0 || !strings.Contains(r.out, "2 tasks, 2 DONE") {
+		t.Fatalf("wait good: exit %d %q %q", r.code, r.out, r.errs)
+	}
+	// Not finished within --timeout: exit 3.
+	if _, _, code := baton(t, ns, "wait", "--batch", "bad", "--timeout", "200ms"); code != 3 {
+		t.Fatalf("wait with timeout: exit %d, want 3", code)
+	}
+	bad := wait("wait", "--batch", "bad", "-o", "json")
+	task := next(t, sc, 10*time.Second, "")
+	if _, err := sc.Client.Tasks.Fail(context.Background(), connect.NewRequest(&batonv1.FailRequest{Claim: task.Claim, Error: "x", Permanent: true})); err != nil {
+		t.Fatal(err)
+	}
+	r := <-bad
+	var sum struct {
+		Total   int
+		States  map[string]int
+		AllDone bool `json:"all_done"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &sum); err != nil || r.code != 1 || sum.Total != 1 || sum.States["DEAD"] != 1 || sum.AllDone {
+		t.Fatalf("wait bad: exit %d %q %q (%v)", r.code, r.out, r.errs, err)
+	}
+	if _, stderr, code := baton(t, ns, "wait", "--batch", "none"); code != 2 || !strings.Contains(stderr, "no tasks") {
+		t.Fatalf("wait none: exit %d %q", code, stderr)
+	}
+}

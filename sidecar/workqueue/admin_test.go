@@ -1,0 +1,104 @@
+package workqueue
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/embedetcd"
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+// A worker's Fail that races with an operator's cancel (the holder's
+// status does not know of the cancel yet) still ends the task CANCELLED:
+// the answer's transaction checks the cancel marker itself.
+func TestFailRacingCancelEndsCancelled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "race"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	s, err := NewStore(cli.KV, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, answer := range []string{"fail", "release", "last-attempt"} {
+		id := "t-" + answer
+		sp := Spec{ID: id, Queue: "q", Payload: json.RawMessage(`{}`)}
+		if answer == "last-attempt" {
+			sp.MaxAttempts = 1
+		}
+		if err := s.Normalize(&sp, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Submit(ctx, []Spec{sp}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.Get(ctx, readyPrefix("q"), clientv3.WithPrefix())
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("ready: %v %v", resp, err)
+		}
+		st, _ := decodeStatus(resp.Kvs[0].Value)
+		c, err := s.claim(ctx, string(resp.Kvs[0].Key), resp.Kvs[0].ModRevision, st, Holder{Worker: "w", Lease: sess.Lease()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res, err := s.Cancel(ctx, id); err != nil || !res.Requested {
+			t.Fatalf("cancel: %+v %v", res, err)
+		}
+		// c.Status has CancelRequested false: the holder has not heard.
+		switch answer {
+		case "release":
+			err = s.Release(ctx, id, c.Token, c.Status)
+		default:
+			var retry bool
+			retry, _, err = s.Fail(ctx, id, c.Token, c.Status, "boom", false, 0)
+			if retry {
+				t.Errorf("%s: will retry a cancelled task", answer)
+			}
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", answer, err)
+		}
+		info, err := s.Get(ctx, id)
+		if err != nil || info.Status.State != StateCancelled || info.Cancelling {
+			t.Fatalf("%s: after answering: %+v %v", answer, info, err)
+		}
+		// Retry brings it back with fresh attempts; it is handed out again.
+		if changed, err := s.Retry(ctx, id); err != nil || !changed {
+			t.Fatalf("%s: retry: %v %v", answer, changed, err)
+		}
+		info, _ = s.Get(ctx, id)
+		if info.Status.State != StatePending || info.Status.Attempt != 0 {
+			t.Fatalf("%s: after retry: %+v", answer, info.Status)
+		}
+		if _, err := s.Cancel(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		gc, err := cli.Get(ctx, prefixGC, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gc.Count != 1 {
+			t.Fatalf("%s: %d retention entries, want 1 (the retry removes the old one)", answer, gc.Count)
+		}
+		if _, err := cli.Delete(ctx, prefixGC, clientv3.WithPrefix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
