@@ -33,10 +33,13 @@ const (
 	LeaderKill       = "etcd-leader-kill"
 	FollowerKill     = "etcd-follower-kill"
 	LeaderPause      = "etcd-leader-pause"
+	// WorkerKillElection kills a worker while the etcd leader is paused,
+	// so its sidecar cannot return the claim at once.
+	WorkerKillElection = "worker-kill-in-election"
 )
 
 // AllFaults is every fault kind, in the order the summary lists them.
-var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause}
+var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause, WorkerKillElection}
 
 // Config describes one run. Zero fields take the defaults in brackets.
 type Config struct {
@@ -567,6 +570,31 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		s.link.Delay(150*time.Millisecond, 100*time.Millisecond)
 		sleepCtx(ctx, 3*time.Second)
 		s.link.Undelay()
+	case WorkerKillElection:
+		leader, err := r.waitLeader(ctx, 30*time.Second)
+		if err != nil {
+			return f, err
+		}
+		i := r.rng.IntN(len(s.workers))
+		r.mu.Lock()
+		w := s.workers[i]
+		r.mu.Unlock()
+		f.Target = fmt.Sprintf("%s+m%d", w.name, leader)
+		stranded = r.stranded([]*process{w})
+		f.At = time.Now()
+		if err := r.cluster.Pause(leader); err != nil {
+			return f, err
+		}
+		w.kill()
+		if err := r.startWorker(s, i); err != nil {
+			return f, err
+		}
+		if _, err := r.probe(ctx, f.At, 60*time.Second); err != nil {
+			return f, err
+		}
+		if err := r.cluster.Resume(leader); err != nil {
+			return f, err
+		}
 	case LeaderKill, FollowerKill, LeaderPause:
 		leader, err := r.waitLeader(ctx, 30*time.Second)
 		if err != nil {
