@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,9 +20,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// baton runs the CLI against the test etcd in namespace ns and returns its
+// opsCLI runs the CLI against the test etcd in namespace ns and returns its
 // stdout, stderr and exit code.
-func baton(t testing.TB, ns string, args ...string) (stdout, stderr string, code int) {
+func opsCLI(t testing.TB, ns string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	app := batoncli.New(&out, &errb)
@@ -39,8 +40,8 @@ func baton(t testing.TB, ns string, args ...string) (stdout, stderr string, code
 	return out.String(), errb.String(), code
 }
 
-// batonJSON runs a command with -o json and decodes its stdout into v.
-func batonJSON(t testing.TB, ns string, v any, args ...string) {
+// opsCLIJSON runs a command with -o json and decodes its stdout into v.
+func opsCLIJSON(t testing.TB, ns string, v any, args ...string) {
 	t.Helper()
 	// Flags go before positional arguments (urfave/cli): after the
 	// command words.
@@ -49,7 +50,7 @@ func batonJSON(t testing.TB, ns string, v any, args ...string) {
 		n++
 	}
 	full := append(append(append([]string{}, args[:n]...), "-o", "json"), args[n:]...)
-	out, stderr, code := baton(t, ns, full...)
+	out, stderr, code := opsCLI(t, ns, full...)
 	if code != 0 {
 		t.Fatalf("baton %v: exit %d: %s", args, code, stderr)
 	}
@@ -58,19 +59,7 @@ func batonJSON(t testing.TB, ns string, v any, args ...string) {
 	}
 }
 
-// eventually polls cond until it holds or 20s pass.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-type taskJSON struct {
+type opsTask struct {
 	ID     string `json:"id"`
 	Status struct {
 		State   string `json:"state"`
@@ -84,14 +73,14 @@ type taskJSON struct {
 	} `json:"last_error"`
 }
 
-func taskState(t testing.TB, ns, id string) taskJSON {
+func opsTaskGet(t testing.TB, ns, id string) opsTask {
 	t.Helper()
-	var tj taskJSON
-	batonJSON(t, ns, &tj, "tasks", "get", id)
+	var tj opsTask
+	opsCLIJSON(t, ns, &tj, "tasks", "get", id)
 	return tj
 }
 
-func attach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForClient[batonv1.AttachResponse], string) {
+func opsAttach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForClient[batonv1.AttachResponse], string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -108,8 +97,8 @@ func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
 		Queues: []string{"tts"}, WorkerID: "gpu-7", Labels: map[string]string{"gpu": "a100"}, Version: "v-test",
 	})
 	var ws []registry.Entry
-	eventually(t, "the sidecar is registered", func() bool {
-		batonJSON(t, ns, &ws, "workers", "list")
+	waitFor(t, 20*time.Second, "the sidecar is registered", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 1
 	})
 	w := ws[0]
@@ -119,18 +108,18 @@ func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
 
 	submit(t, sc, &batonv1.TaskSpec{Id: "a", Payload: payload(t, map[string]any{})})
 	task := next(t, sc, 10*time.Second, "")
-	eventually(t, "in hand is 1", func() bool {
-		batonJSON(t, ns, &ws, "workers", "list")
+	waitFor(t, 20*time.Second, "in hand is 1", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 1 && ws[0].InHand == 1
 	})
 	if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "in hand is 0 again", func() bool {
-		batonJSON(t, ns, &ws, "workers", "list")
+	waitFor(t, 20*time.Second, "in hand is 0 again", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 1 && ws[0].InHand == 0
 	})
-	out, _, code := baton(t, ns, "workers", "list")
+	out, _, code := opsCLI(t, ns, "workers", "list")
 	if code != 0 || !strings.Contains(out, "gpu-7") || !strings.Contains(out, "gpu=a100") {
 		t.Fatalf("table: exit %d\n%s", code, out)
 	}
@@ -138,7 +127,7 @@ func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
 	if err := sc.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	batonJSON(t, ns, &ws, "workers", "list")
+	opsCLIJSON(t, ns, &ws, "workers", "list")
 	if len(ws) != 0 {
 		t.Fatalf("after stop: %+v", ws)
 	}
@@ -150,18 +139,18 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 		&batonv1.TaskSpec{Id: "first", Payload: payload(t, map[string]any{})},
 		&batonv1.TaskSpec{Id: "second", Payload: payload(t, map[string]any{})},
 	)
-	stream, session := attach(t, sc)
+	stream, session := opsAttach(t, sc)
 	task := next(t, sc, 10*time.Second, session)
 	if task == nil || task.Id != "first" {
 		t.Fatalf("next = %v", task)
 	}
 
 	// PENDING: cancelled at once, never handed out.
-	out, stderr, code := baton(t, ns, "tasks", "cancel", "second")
+	out, stderr, code := opsCLI(t, ns, "tasks", "cancel", "second")
 	if code != 0 || !strings.Contains(out, "cancelled") {
 		t.Fatalf("cancel second: exit %d %q %q", code, out, stderr)
 	}
-	if st := taskState(t, ns, "second"); st.Status.State != "CANCELLED" {
+	if st := opsTaskGet(t, ns, "second"); st.Status.State != "CANCELLED" {
 		t.Fatalf("second is %s", st.Status.State)
 	}
 
@@ -170,7 +159,7 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 	if err != nil || hb.Msg.CancelRequested {
 		t.Fatalf("heartbeat before cancel: %v %v", hb, err)
 	}
-	out, _, code = baton(t, ns, "tasks", "cancel", "first")
+	out, _, code = opsCLI(t, ns, "tasks", "cancel", "first")
 	if code != 0 || !strings.Contains(out, "asked to stop") {
 		t.Fatalf("cancel first: exit %d %q", code, out)
 	}
@@ -184,7 +173,7 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 	if err != nil || !hb.Msg.CancelRequested {
 		t.Fatalf("heartbeat after cancel: %v %v", hb, err)
 	}
-	if st := taskState(t, ns, "first"); st.Status.State != "CLAIMED" || !st.Cancelling {
+	if st := opsTaskGet(t, ns, "first"); st.Status.State != "CLAIMED" || !st.Cancelling {
 		t.Fatalf("first = %+v", st)
 	}
 	// The worker gives up: the task is CANCELLED, not retried.
@@ -192,17 +181,17 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 	if err != nil || fr.Msg.WillRetry {
 		t.Fatalf("fail: %v %v", fr, err)
 	}
-	if st := taskState(t, ns, "first"); st.Status.State != "CANCELLED" {
+	if st := opsTaskGet(t, ns, "first"); st.Status.State != "CANCELLED" {
 		t.Fatalf("first is %s after Fail", st.Status.State)
 	}
 	if task := next(t, sc, 0, ""); task != nil {
 		t.Fatalf("cancelled task handed out: %v", task)
 	}
 	// Cancelling again is fine; a missing task is a clear error.
-	if _, _, code := baton(t, ns, "tasks", "cancel", "first"); code != 0 {
+	if _, _, code := opsCLI(t, ns, "tasks", "cancel", "first"); code != 0 {
 		t.Fatalf("second cancel: exit %d", code)
 	}
-	if _, stderr, code := baton(t, ns, "tasks", "cancel", "nope"); code != 1 || !strings.Contains(stderr, "task nope not found") {
+	if _, stderr, code := opsCLI(t, ns, "tasks", "cancel", "nope"); code != 1 || !strings.Contains(stderr, "task nope not found") {
 		t.Fatalf("cancel nope: exit %d %q", code, stderr)
 	}
 }
@@ -214,16 +203,16 @@ func TestRetryDeadTask(t *testing.T) {
 	if _, err := sc.Client.Tasks.Fail(context.Background(), connect.NewRequest(&batonv1.FailRequest{Claim: task.Claim, Error: "bad input", Permanent: true})); err != nil {
 		t.Fatal(err)
 	}
-	if st := taskState(t, ns, "doomed"); st.Status.State != "DEAD" || st.LastError == nil || st.LastError.Error != "bad input" {
+	if st := opsTaskGet(t, ns, "doomed"); st.Status.State != "DEAD" || st.LastError == nil || st.LastError.Error != "bad input" {
 		t.Fatalf("doomed = %+v", st)
 	}
-	out, stderr, code := baton(t, ns, "tasks", "retry", "doomed")
+	out, stderr, code := opsCLI(t, ns, "tasks", "retry", "doomed")
 	if code != 0 || !strings.Contains(out, "PENDING again") {
 		t.Fatalf("retry: exit %d %q %q", code, out, stderr)
 	}
 	// Idempotent: a second retry changes nothing and succeeds.
 	var r struct{ Changed bool }
-	batonJSON(t, ns, &r, "tasks", "retry", "doomed")
+	opsCLIJSON(t, ns, &r, "tasks", "retry", "doomed")
 	if r.Changed {
 		t.Fatal("second retry changed something")
 	}
@@ -232,18 +221,18 @@ func TestRetryDeadTask(t *testing.T) {
 		t.Fatalf("after retry got %v; want doomed at attempt 1", task)
 	}
 	// A claimed task cannot be retried.
-	if _, stderr, code := baton(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is CLAIMED; only DEAD or CANCELLED") {
+	if _, stderr, code := opsCLI(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is CLAIMED; only DEAD or CANCELLED") {
 		t.Fatalf("retry claimed: exit %d %q", code, stderr)
 	}
 	if _, err := sc.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
 		t.Fatal(err)
 	}
-	if _, stderr, code := baton(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is DONE") {
+	if _, stderr, code := opsCLI(t, ns, "tasks", "retry", "doomed"); code != 1 || !strings.Contains(stderr, "is DONE") {
 		t.Fatalf("retry done: exit %d %q", code, stderr)
 	}
 	// The list shows it.
-	var list []taskJSON
-	batonJSON(t, ns, &list, "tasks", "list", "--state", "done")
+	var list []opsTask
+	opsCLIJSON(t, ns, &list, "tasks", "list", "--state", "done")
 	if len(list) != 1 || list[0].ID != "doomed" {
 		t.Fatalf("list = %+v", list)
 	}
@@ -251,10 +240,10 @@ func TestRetryDeadTask(t *testing.T) {
 
 func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
 	sc, ns := start(t, sidecar.Config{})
-	if _, _, code := baton(t, ns, "queues", "pause", "tts"); code != 0 {
+	if _, _, code := opsCLI(t, ns, "queues", "pause", "tts"); code != 0 {
 		t.Fatalf("pause: exit %d", code)
 	}
-	eventually(t, "the sidecar sees the pause", func() bool { return sc.Dispatcher().Paused("tts") })
+	waitFor(t, 20*time.Second, "the sidecar sees the pause", func() bool { return sc.Dispatcher().Paused("tts") })
 	submit(t, sc, &batonv1.TaskSpec{Id: "held-back", Payload: payload(t, map[string]any{})})
 	if task := next(t, sc, 300*time.Millisecond, ""); task != nil {
 		t.Fatalf("paused queue handed out %s", task.Id)
@@ -264,7 +253,7 @@ func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
 		Pending int
 		Paused  bool
 	}
-	batonJSON(t, ns, &qs, "queues", "list")
+	opsCLIJSON(t, ns, &qs, "queues", "list")
 	if len(qs) != 1 || qs[0].Queue != "tts" || qs[0].Pending != 1 || !qs[0].Paused {
 		t.Fatalf("queues = %+v", qs)
 	}
@@ -278,13 +267,13 @@ func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
 		}
 		got <- resp.Msg.Task
 	}()
-	if _, _, code := baton(t, ns, "queues", "resume", "tts"); code != 0 {
+	if _, _, code := opsCLI(t, ns, "queues", "resume", "tts"); code != 0 {
 		t.Fatalf("resume: exit %d", code)
 	}
 	if task := <-got; task == nil || task.Id != "held-back" {
 		t.Fatalf("after resume got %v", task)
 	}
-	out, _, _ := baton(t, ns, "queues", "list")
+	out, _, _ := opsCLI(t, ns, "queues", "list")
 	if !strings.Contains(out, "CLAIMED") || !strings.Contains(out, "tts") {
 		t.Fatalf("table:\n%s", out)
 	}
@@ -304,7 +293,7 @@ func TestWaitBatchExitCodes(t *testing.T) {
 	wait := func(args ...string) chan result {
 		ch := make(chan result, 1)
 		go func() {
-			o, e, c := baton(t, ns, args...)
+			o, e, c := opsCLI(t, ns, args...)
 			ch <- result{o, e, c}
 		}()
 		return ch
@@ -323,7 +312,7 @@ func TestWaitBatchExitCodes(t *testing.T) {
 		t.Fatalf("wait good: exit %d %q %q", r.code, r.out, r.errs)
 	}
 	// Not finished within --timeout: exit 3.
-	if _, _, code := baton(t, ns, "wait", "--batch", "bad", "--timeout", "200ms"); code != 3 {
+	if _, _, code := opsCLI(t, ns, "wait", "--batch", "bad", "--timeout", "200ms"); code != 3 {
 		t.Fatalf("wait with timeout: exit %d, want 3", code)
 	}
 	bad := wait("wait", "--batch", "bad", "-o", "json")
@@ -340,7 +329,39 @@ func TestWaitBatchExitCodes(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.out), &sum); err != nil || r.code != 1 || sum.Total != 1 || sum.States["DEAD"] != 1 || sum.AllDone {
 		t.Fatalf("wait bad: exit %d %q %q (%v)", r.code, r.out, r.errs, err)
 	}
-	if _, stderr, code := baton(t, ns, "wait", "--batch", "none"); code != 2 || !strings.Contains(stderr, "no tasks") {
+	if _, stderr, code := opsCLI(t, ns, "wait", "--batch", "none"); code != 2 || !strings.Contains(stderr, "no tasks") {
 		t.Fatalf("wait none: exit %d %q", code, stderr)
 	}
+}
+
+// A sidecar killed with SIGKILL cannot deregister: its entry goes with its
+// lease. Submitted through the CLI, claimed by the killed sidecar.
+func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
+	ns := sidecartest.Namespace(t)
+	file := t.TempDir() + "/one.jsonl"
+	if err := os.WriteFile(file, []byte(`{"uttid":"u1","syn_text":"hi"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := opsCLI(t, ns, "submit", "--queue", "tts", file); code != 0 || !strings.Contains(out, "1 created") {
+		t.Fatalf("submit: exit %d %q %q", code, out, stderr)
+	}
+	const ttl = 2 * time.Second
+	victim, id, _ := startRole(t, "BATON_TEST_ROLE=sidecar", "BATON_TEST_ENDPOINT="+endpoint, "BATON_TEST_NS="+ns,
+		"BATON_TEST_SOCKET="+sidecartest.SocketPath(t), "BATON_TEST_TTL="+ttl.String())
+	if id != "u1" {
+		t.Fatalf("role claimed %q", id)
+	}
+	var ws []registry.Entry
+	waitFor(t, 20*time.Second, "the victim is registered holding one task", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1 && ws[0].InHand == 1 && ws[0].PID == victim.Process.Pid
+	})
+	if err := victim.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	victim.Wait()
+	waitFor(t, 20*time.Second, "the entry vanishes with the lease", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 0
+	})
 }

@@ -9,12 +9,12 @@ import (
 	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
-// A worker's Fail that races with an operator's cancel (the holder's
-// status does not know of the cancel yet) still ends the task CANCELLED:
-// the answer's transaction checks the cancel marker itself.
+// A worker's answer, or the loss of its claim, that races with an
+// operator's cancel (the holder's status does not know of the cancel yet)
+// still ends the task CANCELLED: the transaction checks the cancel marker
+// itself.
 func TestFailRacingCancelEndsCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -28,16 +28,11 @@ func TestFailRacingCancelEndsCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close()
 	s, err := NewStore(cli.KV, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, answer := range []string{"fail", "release", "last-attempt"} {
+	for _, answer := range []string{"fail", "release", "last-attempt", "abandon", "orphan"} {
 		id := "t-" + answer
 		sp := Spec{ID: id, Queue: "q", Payload: json.RawMessage(`{}`)}
 		if answer == "last-attempt" {
@@ -54,7 +49,11 @@ func TestFailRacingCancelEndsCancelled(t *testing.T) {
 			t.Fatalf("ready: %v %v", resp, err)
 		}
 		st, _ := decodeStatus(resp.Kvs[0].Value)
-		c, err := s.claim(ctx, string(resp.Kvs[0].Key), resp.Kvs[0].ModRevision, st, Holder{Worker: "w", Lease: sess.Lease()})
+		lease, err := cli.Grant(ctx, 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.claim(ctx, string(resp.Kvs[0].Key), resp.Kvs[0].ModRevision, st, Holder{Worker: "w", Lease: lease.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,6 +62,17 @@ func TestFailRacingCancelEndsCancelled(t *testing.T) {
 		}
 		// c.Status has CancelRequested false: the holder has not heard.
 		switch answer {
+		case "abandon": // the worker's session closed
+			err = s.Abandon(ctx, id, c.Token, 0, c.Status, "worker session closed")
+		case "orphan": // the holder's lease expired; another sidecar recovers
+			if _, err := cli.Revoke(ctx, lease.ID); err != nil {
+				t.Fatal(err)
+			}
+			var ok bool
+			ok, err = s.recoverOrphan(ctx, id, c.Token, c.Status, "lease expired")
+			if !ok && err == nil {
+				t.Fatalf("orphan not recovered")
+			}
 		case "release":
 			err = s.Release(ctx, id, c.Token, c.Status)
 		default:

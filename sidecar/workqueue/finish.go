@@ -209,6 +209,22 @@ func lostOps(id string, st Status, reason string, now time.Time) []clientv3.Op {
 	return append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)), clientv3.OpDelete(cancelKey(id)), errOp)
 }
 
+// lostOrCancelled is lostOps, except that the task ends CANCELLED when an
+// operator asked to cancel it, whether or not st knows of it yet: a nested
+// transaction checks the q/cancel/<id> marker.
+func lostOrCancelled(id string, st Status, reason string, now time.Time) []clientv3.Op {
+	if st.CancelRequested {
+		return lostOps(id, st, reason, now)
+	}
+	cancelled := st
+	cancelled.CancelRequested = true
+	return []clientv3.Op{clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(cancelKey(id)), "=", 0)},
+		lostOps(id, st, reason, now),
+		lostOps(id, cancelled, reason, now),
+	)}
+}
+
 // Abandon ends a live claim that its worker will not answer (the worker's
 // session closed, or the deadline passed): the task returns to the queue
 // with the attempt counted. modRev, when not 0, must also match the claim
@@ -218,7 +234,7 @@ func (s *Store) Abandon(ctx context.Context, id string, token, modRev int64, st 
 	if modRev != 0 {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(claimKey(id)), "=", modRev))
 	}
-	resp, err := s.kv.Txn(ctx).If(cmps...).Then(lostOps(id, st, reason, s.cfg.Now())...).Commit()
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(lostOrCancelled(id, st, reason, s.cfg.Now())...).Commit()
 	if err != nil {
 		return err
 	}
@@ -238,7 +254,7 @@ func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st St
 			clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", token),
 			clientv3.Compare(clientv3.CreateRevision(claimKey(id)), "=", 0),
 		).
-		Then(lostOps(id, st, reason, s.cfg.Now())...).Commit()
+		Then(lostOrCancelled(id, st, reason, s.cfg.Now())...).Commit()
 	if err != nil {
 		return false, err
 	}
