@@ -173,7 +173,7 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 	if err != nil || !hb.Msg.CancelRequested {
 		t.Fatalf("heartbeat after cancel: %v %v", hb, err)
 	}
-	if st := opsTaskGet(t, ns, "first"); st.Status.State != "CLAIMED" || !st.Cancelling {
+	if st := opsTaskGet(t, ns, "first"); st.Status.State != "CLAIMED" || !st.Cancelling || st.Status.Holder == "" {
 		t.Fatalf("first = %+v", st)
 	}
 	// The worker gives up: the task is CANCELLED, not retried.
@@ -308,7 +308,8 @@ func TestWaitBatchExitCodes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r := <-good; r.code != 0 || !strings.Contains(r.out, "2 tasks, 2 DONE") {
+	// Not a terminal: plain progress lines on stderr, the summary on stdout.
+	if r := <-good; r.code != 0 || !strings.Contains(r.out, "2 tasks, 2 DONE") || !strings.Contains(r.errs, "batch good: done 2 dead 0 of 2") {
 		t.Fatalf("wait good: exit %d %q %q", r.code, r.out, r.errs)
 	}
 	// Not finished within --timeout: exit 3.
