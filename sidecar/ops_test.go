@@ -187,6 +187,9 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 	if task := next(t, sc, 0, ""); task != nil {
 		t.Fatalf("cancelled task handed out: %v", task)
 	}
+	if _, stderr, code := opsCLI(t, ns, "tasks", "get", "first", "extra"); code != 2 || !strings.Contains(stderr, "tasks get: give one task ID") {
+		t.Fatalf("get with two args: exit %d %q", code, stderr)
+	}
 	// Cancelling again is fine; a missing task is a clear error.
 	if _, _, code := opsCLI(t, ns, "tasks", "cancel", "first"); code != 0 {
 		t.Fatalf("second cancel: exit %d", code)

@@ -66,7 +66,7 @@ func queuesList(c *cli.Context) error {
 
 func queuePause(c *cli.Context, pause bool) error {
 	if c.NArg() != 1 {
-		return cli.Exit(fmt.Sprintf("%s: give one QUEUE", c.Command.FullName()), 2)
+		return cli.Exit(fmt.Sprintf("queues %s: give one QUEUE", c.Command.Name), 2)
 	}
 	q := c.Args().First()
 	if err := workqueue.ValidateQueue(q); err != nil {

@@ -55,7 +55,7 @@ func tasksCommand() *cli.Command {
 // oneID returns the single ID argument.
 func oneID(c *cli.Context) (string, error) {
 	if c.NArg() != 1 {
-		return "", cli.Exit(fmt.Sprintf("%s: give one task ID", c.Command.FullName()), 2)
+		return "", cli.Exit(fmt.Sprintf("tasks %s: give one task ID", c.Command.Name), 2)
 	}
 	id := c.Args().First()
 	if err := workqueue.ValidateID(id); err != nil {
