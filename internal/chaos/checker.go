@@ -21,6 +21,7 @@ const (
 	NotLinearizable  = "not-linearizable"  // the task's claim/complete history has no legal order (porcupine)
 	LockOverlap      = "lock-overlap"      // two holders of one lock at once, or tokens not rising
 	ConfigBackwards  = "config-backwards"  // a config watcher saw a revision older than one it had seen
+	CancelUndone     = "cancel-undone"     // a task cancelled at once later ended otherwise
 	LinearizeUnknown = "linearize-timeout" // porcupine gave up (not counted as a violation)
 )
 
@@ -56,6 +57,12 @@ func Check(h History, linearizeTimeout time.Duration) Report {
 		case "DONE", "DEAD", "CANCELLED":
 		default:
 			add(Stuck, id, "ends in state %s", st)
+		}
+	}
+
+	for _, id := range h.Cancelled {
+		if st := h.Final[id]; st != "CANCELLED" {
+			add(CancelUndone, id, "Cancel answered CANCELLED but the task ends %s", st)
 		}
 	}
 
@@ -246,7 +253,7 @@ var taskModel = (&porcupine.NondeterministicModel{
 				return nil
 			}
 			return []any{s}
-		case OpFail:
+		case OpFail, OpRelease:
 			answered := taskState{token: s.token}
 			switch in.outcome {
 			case OK:

@@ -84,6 +84,7 @@ func TestCheckerFindsViolations(t *testing.T) {
 		{"done without complete", func(h *History) { h.Ops[2].Outcome = Rejected }, []string{NotLinearizable, PhantomDone}},
 		{"lock holders overlap", func(h *History) { h.Locks[1].Acquired = h.Locks[0].Released.Add(-time.Millisecond) }, []string{LockOverlap}},
 		{"lock token falls", func(h *History) { h.Locks[1].Token = 15 }, []string{LockOverlap, LockOverlap}},
+		{"cancelled task done later", func(h *History) { h.Cancelled = []string{"a"} }, []string{CancelUndone}},
 		{"config goes backwards", func(h *History) {
 			h.Config = append(h.Config, ConfigSeen{Watcher: "w1", Name: "global", Revision: 5})
 		}, []string{ConfigBackwards}},

@@ -21,6 +21,8 @@ const (
 	OpFail     = "fail"
 	// OpHeartbeat is recorded but only constrains the model when accepted.
 	OpHeartbeat = "heartbeat"
+	// OpRelease gives a claim back (the worker honours a cancel request).
+	OpRelease = "release"
 )
 
 // Op is one call a worker made about a task, with the wall-clock times
@@ -72,6 +74,8 @@ type ConfigSeen struct {
 type History struct {
 	// Submitted lists every task id the harness submitted successfully.
 	Submitted []string
+	// Cancelled lists the tasks whose Cancel answered CANCELLED at once.
+	Cancelled []string
 	// Final is each task's state read from etcd after the run ("" when
 	// the task does not exist).
 	Final  map[string]string

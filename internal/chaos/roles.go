@@ -185,10 +185,18 @@ func workSession(c *client.Client, store string, emit func(Op)) {
 			storeCall(store, "output", t.Id, t.FencingToken)
 			op := Op{Kind: OpHeartbeat, Task: t.Id, Token: t.FencingToken, Call: time.Now().UnixNano()}
 			emit(op)
-			_, err := c.Tasks.Heartbeat(ctx, connect.NewRequest(&batonv1.HeartbeatRequest{Claim: t.Claim}))
+			hb, err := c.Tasks.Heartbeat(ctx, connect.NewRequest(&batonv1.HeartbeatRequest{Claim: t.Claim}))
 			op.Return, op.Outcome = time.Now().UnixNano(), outcome(err)
 			emit(op)
 			lost = op.Outcome == Rejected
+			if err == nil && hb.Msg.CancelRequested {
+				// Cancelled: give the task up; it ends CANCELLED.
+				answer(ctx, closed, emit, Op{Kind: OpRelease, Task: t.Id, Token: t.FencingToken}, func() error {
+					_, err := c.Tasks.Release(ctx, connect.NewRequest(&batonv1.ReleaseRequest{Claim: t.Claim}))
+					return err
+				})
+				lost = true
+			}
 		}
 		if lost {
 			continue

@@ -127,6 +127,7 @@ type Result struct {
 	Retries     int // Fail on purpose → retried
 	Duplicates  int // executions that wrote output beyond the first per task (failures on purpose excluded)
 	Refused     int // Completes refused (FAILED_PRECONDITION)
+	Cancels     int // Cancel calls made (on a third of the submit waves)
 	StaleWrites int // writes the fenced store refused
 	Ops         int
 	Report      Report
@@ -149,13 +150,15 @@ type run struct {
 	store   *FencedStore
 	kv      *clientv3.Client // namespaced
 
-	mu       sync.Mutex
-	ops      []Op
-	pending  map[[4]string]int // (worker, kind, task, token) → index of an unanswered call
-	holding  map[string]Op     // worker → claim in hand
-	states   []stateEvent
-	sidecars []*sidecarSlot
-	gen      int
+	mu        sync.Mutex
+	ops       []Op
+	pending   map[[4]string]int // (worker, kind, task, token) → index of an unanswered call
+	holding   map[string]Op     // worker → claim in hand
+	states    []stateEvent
+	sidecars  []*sidecarSlot
+	cancels   int      // Cancel calls that succeeded
+	cancelled []string // tasks Cancel ended at once
+	gen       int
 }
 
 type sidecarSlot struct {
@@ -275,7 +278,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stopWatch()
 	<-watchDone
 
-	h := History{Submitted: submitted, Final: final, Ops: r.history(), Writes: r.store.Writes()}
+	r.mu.Lock()
+	cancelled := append([]string(nil), r.cancelled...)
+	res.Cancels = r.cancels
+	r.mu.Unlock()
+	h := History{Submitted: submitted, Cancelled: cancelled, Final: final, Ops: r.history(), Writes: r.store.Writes()}
 	res.Report = Check(h, 30*time.Second)
 	r.dump(h, res.Faults)
 	r.tally(res, h)
@@ -317,6 +324,8 @@ func (r *run) taskMix() []workqueue.Spec {
 // written.
 func (r *run) submit(ctx context.Context, qs *workqueue.Store, specs []workqueue.Spec, period time.Duration) []string {
 	var ids []string
+	// Its own stream: the fault loop draws from r.rng concurrently.
+	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 0x63616e63656c))
 	waves := (len(specs) + 9) / 10
 	gap := period / time.Duration(waves)
 	for i := 0; i < len(specs); i += 10 {
@@ -335,6 +344,22 @@ func (r *run) submit(ctx context.Context, qs *workqueue.Store, specs []workqueue
 		}
 		if !sleepCtx(ctx, gap) {
 			break
+		}
+		// Cancel a task of this wave now and then: pending ones end
+		// CANCELLED at once, claimed ones when their worker gives up.
+		if rng.IntN(3) == 0 {
+			id := wave[rng.IntN(len(wave))].ID
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			res, err := qs.Cancel(cctx, id)
+			cancel()
+			if err == nil {
+				r.mu.Lock()
+				r.cancels++
+				if res.State == workqueue.StateCancelled {
+					r.cancelled = append(r.cancelled, id)
+				}
+				r.mu.Unlock()
+			}
 		}
 	}
 	return ids

@@ -56,8 +56,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 			stuck++
 		}
 	}
-	fmt.Fprintf(w, "requeues %d  retries %d  duplicate executions %d  completes refused %d  stale writes refused %d\n",
-		r.Requeues, r.Retries, r.Duplicates, r.Refused, r.StaleWrites)
+	fmt.Fprintf(w, "requeues %d  retries %d  cancels %d  duplicate executions %d  completes refused %d  stale writes refused %d\n",
+		r.Requeues, r.Retries, r.Cancels, r.Duplicates, r.Refused, r.StaleWrites)
 	fmt.Fprintf(w, "lost %d  stuck %d  violations %d  linearizability undecided %d\n", lost, stuck, len(r.Report.Violations), len(r.Report.Undecided))
 	for i, v := range r.Report.Violations {
 		if i == 20 {
