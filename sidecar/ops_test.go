@@ -17,6 +17,7 @@ import (
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -239,6 +240,10 @@ func TestRetryDeadTask(t *testing.T) {
 	if len(list) != 1 || list[0].ID != "doomed" {
 		t.Fatalf("list = %+v", list)
 	}
+	out, _, code = opsCLI(t, ns, "tasks", "list", "--queue", "tts")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 2 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], "doomed") || !strings.Contains(lines[1], "DONE") {
+		t.Fatalf("table: exit %d\n%s", code, out)
+	}
 }
 
 func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
@@ -367,5 +372,26 @@ func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
 	waitFor(t, 20*time.Second, "the entry vanishes with the lease", func() bool {
 		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 0
+	})
+}
+
+// When the sidecar's lease is lost (here revoked from outside, as etcd
+// does after a partition longer than the TTL) the entry vanishes with it
+// and the sidecar registers again under its new lease.
+func TestRegistryEntryReturnsUnderNewLease(t *testing.T) {
+	_, ns := start(t, sidecar.Config{WorkerID: "phoenix"})
+	var ws []registry.Entry
+	waitFor(t, 20*time.Second, "the sidecar is registered", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1
+	})
+	old := ws[0].Lease
+	cli := sidecartest.Client(t, endpoint, ns)
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the sidecar registers again under a new lease", func() bool {
+		opsCLIJSON(t, ns, &ws, "workers", "list")
+		return len(ws) == 1 && ws[0].WorkerID == "phoenix" && ws[0].Lease != old
 	})
 }
