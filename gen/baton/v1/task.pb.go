@@ -48,9 +48,12 @@ type Task struct {
 	// The configuration document pinned with the batch, when pinned.
 	Config *structpb.Struct `protobuf:"bytes,11,opt,name=config,proto3" json:"config,omitempty"`
 	// W3C trace context of the submit, empty when none was recorded.
-	Traceparent   string               `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
-	Priority      int32                `protobuf:"varint,13,opt,name=priority,proto3" json:"priority,omitempty"`
-	Timeout       *durationpb.Duration `protobuf:"bytes,14,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Traceparent string               `protobuf:"bytes,12,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Priority    int32                `protobuf:"varint,13,opt,name=priority,proto3" json:"priority,omitempty"`
+	Timeout     *durationpb.Duration `protobuf:"bytes,14,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Name of the pinned configuration document (`baton submit
+	// --pin-config`), empty when none is pinned.
+	ConfigName    string `protobuf:"bytes,15,opt,name=config_name,json=configName,proto3" json:"config_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -181,6 +184,13 @@ func (x *Task) GetTimeout() *durationpb.Duration {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *Task) GetConfigName() string {
+	if x != nil {
+		return x.ConfigName
+	}
+	return ""
 }
 
 // TaskSpec describes a task to submit.
@@ -352,7 +362,11 @@ type AttachResponse struct {
 	// Set on the first message only.
 	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
 	// Set when an operator asked to cancel a task this session holds.
-	Cancel        *CancelRequested `protobuf:"bytes,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	Cancel *CancelRequested `protobuf:"bytes,2,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// Set when a lock this session held was lost with its lease (the
+	// sidecar was cut off from etcd for longer than its TTL): stop acting as
+	// its holder.
+	LockLost      *LockLost `protobuf:"bytes,3,opt,name=lock_lost,json=lockLost,proto3" json:"lock_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +415,65 @@ func (x *AttachResponse) GetCancel() *CancelRequested {
 	return nil
 }
 
+func (x *AttachResponse) GetLockLost() *LockLost {
+	if x != nil {
+		return x.LockLost
+	}
+	return nil
+}
+
+type LockLost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	FencingToken  int64                  `protobuf:"varint,2,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockLost) Reset() {
+	*x = LockLost{}
+	mi := &file_baton_v1_task_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockLost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockLost) ProtoMessage() {}
+
+func (x *LockLost) ProtoReflect() protoreflect.Message {
+	mi := &file_baton_v1_task_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockLost.ProtoReflect.Descriptor instead.
+func (*LockLost) Descriptor() ([]byte, []int) {
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LockLost) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LockLost) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
 type CancelRequested struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
@@ -411,7 +484,7 @@ type CancelRequested struct {
 
 func (x *CancelRequested) Reset() {
 	*x = CancelRequested{}
-	mi := &file_baton_v1_task_proto_msgTypes[4]
+	mi := &file_baton_v1_task_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +496,7 @@ func (x *CancelRequested) String() string {
 func (*CancelRequested) ProtoMessage() {}
 
 func (x *CancelRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[4]
+	mi := &file_baton_v1_task_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +509,7 @@ func (x *CancelRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequested.ProtoReflect.Descriptor instead.
 func (*CancelRequested) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{4}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CancelRequested) GetTaskId() string {
@@ -469,7 +542,7 @@ type NextRequest struct {
 
 func (x *NextRequest) Reset() {
 	*x = NextRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[5]
+	mi := &file_baton_v1_task_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +554,7 @@ func (x *NextRequest) String() string {
 func (*NextRequest) ProtoMessage() {}
 
 func (x *NextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[5]
+	mi := &file_baton_v1_task_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +567,7 @@ func (x *NextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextRequest.ProtoReflect.Descriptor instead.
 func (*NextRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{5}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NextRequest) GetQueues() []string {
@@ -528,7 +601,7 @@ type NextResponse struct {
 
 func (x *NextResponse) Reset() {
 	*x = NextResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[6]
+	mi := &file_baton_v1_task_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +613,7 @@ func (x *NextResponse) String() string {
 func (*NextResponse) ProtoMessage() {}
 
 func (x *NextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[6]
+	mi := &file_baton_v1_task_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +626,7 @@ func (x *NextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NextResponse.ProtoReflect.Descriptor instead.
 func (*NextResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{6}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NextResponse) GetTask() *Task {
@@ -575,7 +648,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[7]
+	mi := &file_baton_v1_task_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -587,7 +660,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[7]
+	mi := &file_baton_v1_task_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -600,7 +673,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{7}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatRequest) GetClaim() string {
@@ -634,7 +707,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[8]
+	mi := &file_baton_v1_task_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +719,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[8]
+	mi := &file_baton_v1_task_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +732,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{8}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HeartbeatResponse) GetCancelRequested() bool {
@@ -687,7 +760,7 @@ type CompleteRequest struct {
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[9]
+	mi := &file_baton_v1_task_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +772,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[9]
+	mi := &file_baton_v1_task_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +785,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CompleteRequest) GetClaim() string {
@@ -737,7 +810,7 @@ type CompleteResponse struct {
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[10]
+	mi := &file_baton_v1_task_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +822,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[10]
+	mi := &file_baton_v1_task_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +835,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{11}
 }
 
 type FailRequest struct {
@@ -779,7 +852,7 @@ type FailRequest struct {
 
 func (x *FailRequest) Reset() {
 	*x = FailRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[11]
+	mi := &file_baton_v1_task_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +864,7 @@ func (x *FailRequest) String() string {
 func (*FailRequest) ProtoMessage() {}
 
 func (x *FailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[11]
+	mi := &file_baton_v1_task_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +877,7 @@ func (x *FailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailRequest.ProtoReflect.Descriptor instead.
 func (*FailRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{11}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FailRequest) GetClaim() string {
@@ -846,7 +919,7 @@ type FailResponse struct {
 
 func (x *FailResponse) Reset() {
 	*x = FailResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[12]
+	mi := &file_baton_v1_task_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +931,7 @@ func (x *FailResponse) String() string {
 func (*FailResponse) ProtoMessage() {}
 
 func (x *FailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[12]
+	mi := &file_baton_v1_task_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +944,7 @@ func (x *FailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailResponse.ProtoReflect.Descriptor instead.
 func (*FailResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{12}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FailResponse) GetWillRetry() bool {
@@ -897,7 +970,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[13]
+	mi := &file_baton_v1_task_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +982,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[13]
+	mi := &file_baton_v1_task_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +995,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{13}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReleaseRequest) GetClaim() string {
@@ -940,7 +1013,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[14]
+	mi := &file_baton_v1_task_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1025,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[14]
+	mi := &file_baton_v1_task_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1038,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{14}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{15}
 }
 
 type SubmitRequest struct {
@@ -977,7 +1050,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_baton_v1_task_proto_msgTypes[15]
+	mi := &file_baton_v1_task_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1062,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[15]
+	mi := &file_baton_v1_task_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1075,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{15}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SubmitRequest) GetTasks() []*TaskSpec {
@@ -1024,7 +1097,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_baton_v1_task_proto_msgTypes[16]
+	mi := &file_baton_v1_task_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1109,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_baton_v1_task_proto_msgTypes[16]
+	mi := &file_baton_v1_task_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1122,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_baton_v1_task_proto_rawDescGZIP(), []int{16}
+	return file_baton_v1_task_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitResponse) GetIds() []string {
@@ -1077,7 +1150,7 @@ var File_baton_v1_task_proto protoreflect.FileDescriptor
 
 const file_baton_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x13baton/v1/task.proto\x12\bbaton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x03\n" +
+	"\x13baton/v1/task.proto\x12\bbaton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x121\n" +
@@ -1093,7 +1166,9 @@ const file_baton_v1_task_proto_rawDesc = "" +
 	"\x06config\x18\v \x01(\v2\x17.google.protobuf.StructR\x06config\x12 \n" +
 	"\vtraceparent\x18\f \x01(\tR\vtraceparent\x12\x1a\n" +
 	"\bpriority\x18\r \x01(\x05R\bpriority\x123\n" +
-	"\atimeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xca\x02\n" +
+	"\atimeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
+	"\vconfig_name\x18\x0f \x01(\tR\n" +
+	"configName\"\xca\x02\n" +
 	"\bTaskSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x121\n" +
@@ -1106,10 +1181,14 @@ const file_baton_v1_task_proto_rawDesc = "" +
 	"not_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12 \n" +
 	"\vtraceparent\x18\t \x01(\tR\vtraceparent\"'\n" +
 	"\rAttachRequest\x12\x16\n" +
-	"\x06worker\x18\x01 \x01(\tR\x06worker\"]\n" +
+	"\x06worker\x18\x01 \x01(\tR\x06worker\"\x8e\x01\n" +
 	"\x0eAttachResponse\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x121\n" +
-	"\x06cancel\x18\x02 \x01(\v2\x19.baton.v1.CancelRequestedR\x06cancel\"@\n" +
+	"\x06cancel\x18\x02 \x01(\v2\x19.baton.v1.CancelRequestedR\x06cancel\x12/\n" +
+	"\tlock_lost\x18\x03 \x01(\v2\x12.baton.v1.LockLostR\blockLost\"C\n" +
+	"\bLockLost\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\"@\n" +
 	"\x0fCancelRequested\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05claim\x18\x02 \x01(\tR\x05claim\"n\n" +
@@ -1171,64 +1250,66 @@ func file_baton_v1_task_proto_rawDescGZIP() []byte {
 	return file_baton_v1_task_proto_rawDescData
 }
 
-var file_baton_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_baton_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_baton_v1_task_proto_goTypes = []any{
 	(*Task)(nil),                  // 0: baton.v1.Task
 	(*TaskSpec)(nil),              // 1: baton.v1.TaskSpec
 	(*AttachRequest)(nil),         // 2: baton.v1.AttachRequest
 	(*AttachResponse)(nil),        // 3: baton.v1.AttachResponse
-	(*CancelRequested)(nil),       // 4: baton.v1.CancelRequested
-	(*NextRequest)(nil),           // 5: baton.v1.NextRequest
-	(*NextResponse)(nil),          // 6: baton.v1.NextResponse
-	(*HeartbeatRequest)(nil),      // 7: baton.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 8: baton.v1.HeartbeatResponse
-	(*CompleteRequest)(nil),       // 9: baton.v1.CompleteRequest
-	(*CompleteResponse)(nil),      // 10: baton.v1.CompleteResponse
-	(*FailRequest)(nil),           // 11: baton.v1.FailRequest
-	(*FailResponse)(nil),          // 12: baton.v1.FailResponse
-	(*ReleaseRequest)(nil),        // 13: baton.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 14: baton.v1.ReleaseResponse
-	(*SubmitRequest)(nil),         // 15: baton.v1.SubmitRequest
-	(*SubmitResponse)(nil),        // 16: baton.v1.SubmitResponse
-	(*structpb.Struct)(nil),       // 17: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
+	(*LockLost)(nil),              // 4: baton.v1.LockLost
+	(*CancelRequested)(nil),       // 5: baton.v1.CancelRequested
+	(*NextRequest)(nil),           // 6: baton.v1.NextRequest
+	(*NextResponse)(nil),          // 7: baton.v1.NextResponse
+	(*HeartbeatRequest)(nil),      // 8: baton.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 9: baton.v1.HeartbeatResponse
+	(*CompleteRequest)(nil),       // 10: baton.v1.CompleteRequest
+	(*CompleteResponse)(nil),      // 11: baton.v1.CompleteResponse
+	(*FailRequest)(nil),           // 12: baton.v1.FailRequest
+	(*FailResponse)(nil),          // 13: baton.v1.FailResponse
+	(*ReleaseRequest)(nil),        // 14: baton.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 15: baton.v1.ReleaseResponse
+	(*SubmitRequest)(nil),         // 16: baton.v1.SubmitRequest
+	(*SubmitResponse)(nil),        // 17: baton.v1.SubmitResponse
+	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
 }
 var file_baton_v1_task_proto_depIdxs = []int32{
-	17, // 0: baton.v1.Task.payload:type_name -> google.protobuf.Struct
-	18, // 1: baton.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	17, // 2: baton.v1.Task.config:type_name -> google.protobuf.Struct
-	19, // 3: baton.v1.Task.timeout:type_name -> google.protobuf.Duration
-	17, // 4: baton.v1.TaskSpec.payload:type_name -> google.protobuf.Struct
-	19, // 5: baton.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
-	18, // 6: baton.v1.TaskSpec.not_before:type_name -> google.protobuf.Timestamp
-	4,  // 7: baton.v1.AttachResponse.cancel:type_name -> baton.v1.CancelRequested
-	19, // 8: baton.v1.NextRequest.wait:type_name -> google.protobuf.Duration
-	0,  // 9: baton.v1.NextResponse.task:type_name -> baton.v1.Task
-	18, // 10: baton.v1.HeartbeatResponse.deadline:type_name -> google.protobuf.Timestamp
-	17, // 11: baton.v1.CompleteRequest.result:type_name -> google.protobuf.Struct
-	19, // 12: baton.v1.FailRequest.retry_after:type_name -> google.protobuf.Duration
-	18, // 13: baton.v1.FailResponse.retry_at:type_name -> google.protobuf.Timestamp
-	1,  // 14: baton.v1.SubmitRequest.tasks:type_name -> baton.v1.TaskSpec
-	2,  // 15: baton.v1.TaskService.Attach:input_type -> baton.v1.AttachRequest
-	5,  // 16: baton.v1.TaskService.Next:input_type -> baton.v1.NextRequest
-	7,  // 17: baton.v1.TaskService.Heartbeat:input_type -> baton.v1.HeartbeatRequest
-	9,  // 18: baton.v1.TaskService.Complete:input_type -> baton.v1.CompleteRequest
-	11, // 19: baton.v1.TaskService.Fail:input_type -> baton.v1.FailRequest
-	13, // 20: baton.v1.TaskService.Release:input_type -> baton.v1.ReleaseRequest
-	15, // 21: baton.v1.TaskService.Submit:input_type -> baton.v1.SubmitRequest
-	3,  // 22: baton.v1.TaskService.Attach:output_type -> baton.v1.AttachResponse
-	6,  // 23: baton.v1.TaskService.Next:output_type -> baton.v1.NextResponse
-	8,  // 24: baton.v1.TaskService.Heartbeat:output_type -> baton.v1.HeartbeatResponse
-	10, // 25: baton.v1.TaskService.Complete:output_type -> baton.v1.CompleteResponse
-	12, // 26: baton.v1.TaskService.Fail:output_type -> baton.v1.FailResponse
-	14, // 27: baton.v1.TaskService.Release:output_type -> baton.v1.ReleaseResponse
-	16, // 28: baton.v1.TaskService.Submit:output_type -> baton.v1.SubmitResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	18, // 0: baton.v1.Task.payload:type_name -> google.protobuf.Struct
+	19, // 1: baton.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	18, // 2: baton.v1.Task.config:type_name -> google.protobuf.Struct
+	20, // 3: baton.v1.Task.timeout:type_name -> google.protobuf.Duration
+	18, // 4: baton.v1.TaskSpec.payload:type_name -> google.protobuf.Struct
+	20, // 5: baton.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	19, // 6: baton.v1.TaskSpec.not_before:type_name -> google.protobuf.Timestamp
+	5,  // 7: baton.v1.AttachResponse.cancel:type_name -> baton.v1.CancelRequested
+	4,  // 8: baton.v1.AttachResponse.lock_lost:type_name -> baton.v1.LockLost
+	20, // 9: baton.v1.NextRequest.wait:type_name -> google.protobuf.Duration
+	0,  // 10: baton.v1.NextResponse.task:type_name -> baton.v1.Task
+	19, // 11: baton.v1.HeartbeatResponse.deadline:type_name -> google.protobuf.Timestamp
+	18, // 12: baton.v1.CompleteRequest.result:type_name -> google.protobuf.Struct
+	20, // 13: baton.v1.FailRequest.retry_after:type_name -> google.protobuf.Duration
+	19, // 14: baton.v1.FailResponse.retry_at:type_name -> google.protobuf.Timestamp
+	1,  // 15: baton.v1.SubmitRequest.tasks:type_name -> baton.v1.TaskSpec
+	2,  // 16: baton.v1.TaskService.Attach:input_type -> baton.v1.AttachRequest
+	6,  // 17: baton.v1.TaskService.Next:input_type -> baton.v1.NextRequest
+	8,  // 18: baton.v1.TaskService.Heartbeat:input_type -> baton.v1.HeartbeatRequest
+	10, // 19: baton.v1.TaskService.Complete:input_type -> baton.v1.CompleteRequest
+	12, // 20: baton.v1.TaskService.Fail:input_type -> baton.v1.FailRequest
+	14, // 21: baton.v1.TaskService.Release:input_type -> baton.v1.ReleaseRequest
+	16, // 22: baton.v1.TaskService.Submit:input_type -> baton.v1.SubmitRequest
+	3,  // 23: baton.v1.TaskService.Attach:output_type -> baton.v1.AttachResponse
+	7,  // 24: baton.v1.TaskService.Next:output_type -> baton.v1.NextResponse
+	9,  // 25: baton.v1.TaskService.Heartbeat:output_type -> baton.v1.HeartbeatResponse
+	11, // 26: baton.v1.TaskService.Complete:output_type -> baton.v1.CompleteResponse
+	13, // 27: baton.v1.TaskService.Fail:output_type -> baton.v1.FailResponse
+	15, // 28: baton.v1.TaskService.Release:output_type -> baton.v1.ReleaseResponse
+	17, // 29: baton.v1.TaskService.Submit:output_type -> baton.v1.SubmitResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_baton_v1_task_proto_init() }
@@ -1242,7 +1323,7 @@ func file_baton_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_v1_task_proto_rawDesc), len(file_baton_v1_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,9 +41,12 @@ const (
 
 // ConfigServiceClient is a client for the baton.v1.ConfigService service.
 type ConfigServiceClient interface {
+	// Get returns the current version; NOT_FOUND when it was never set.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Watch streams the whole document each time it changes, starting with
-	// the current one when it is newer than `after_revision`.
+	// the current one when it is newer than `after_revision`. Revisions only
+	// rise; a watcher that reconnects passes the last revision it saw. A
+	// document that does not exist yet is sent when it is first set.
 	Watch(context.Context, *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.WatchResponse], error)
 }
 
@@ -91,9 +94,12 @@ func (c *configServiceClient) Watch(ctx context.Context, req *connect.Request[v1
 
 // ConfigServiceHandler is an implementation of the baton.v1.ConfigService service.
 type ConfigServiceHandler interface {
+	// Get returns the current version; NOT_FOUND when it was never set.
 	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.GetResponse], error)
 	// Watch streams the whole document each time it changes, starting with
-	// the current one when it is newer than `after_revision`.
+	// the current one when it is newer than `after_revision`. Revisions only
+	// rise; a watcher that reconnects passes the last revision it saw. A
+	// document that does not exist yet is sent when it is first set.
 	Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.WatchResponse]) error
 }
 

@@ -44,10 +44,14 @@ const (
 // LockServiceClient is a client for the baton.v1.LockService service.
 type LockServiceClient interface {
 	// Lock waits up to `wait` for the lock; DEADLINE_EXCEEDED when it is not
-	// obtained in time.
+	// obtained in time, FAILED_PRECONDITION when the session closes while
+	// waiting or already holds or awaits the lock (locks are not reentrant).
 	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
-	// TryLock takes the lock only if it is free; ABORTED otherwise.
+	// TryLock takes the lock only if nobody holds or awaits it; ABORTED
+	// otherwise.
 	TryLock(context.Context, *connect.Request[v1.TryLockRequest]) (*connect.Response[v1.TryLockResponse], error)
+	// Unlock releases a lock the session holds; FAILED_PRECONDITION when it
+	// does not hold it (never taken, released, or lost with its lease).
 	Unlock(context.Context, *connect.Request[v1.UnlockRequest]) (*connect.Response[v1.UnlockResponse], error)
 }
 
@@ -108,10 +112,14 @@ func (c *lockServiceClient) Unlock(ctx context.Context, req *connect.Request[v1.
 // LockServiceHandler is an implementation of the baton.v1.LockService service.
 type LockServiceHandler interface {
 	// Lock waits up to `wait` for the lock; DEADLINE_EXCEEDED when it is not
-	// obtained in time.
+	// obtained in time, FAILED_PRECONDITION when the session closes while
+	// waiting or already holds or awaits the lock (locks are not reentrant).
 	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
-	// TryLock takes the lock only if it is free; ABORTED otherwise.
+	// TryLock takes the lock only if nobody holds or awaits it; ABORTED
+	// otherwise.
 	TryLock(context.Context, *connect.Request[v1.TryLockRequest]) (*connect.Response[v1.TryLockResponse], error)
+	// Unlock releases a lock the session holds; FAILED_PRECONDITION when it
+	// does not hold it (never taken, released, or lost with its lease).
 	Unlock(context.Context, *connect.Request[v1.UnlockRequest]) (*connect.Response[v1.UnlockResponse], error)
 }
 
