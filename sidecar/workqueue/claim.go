@@ -25,6 +25,8 @@ type Claimed struct {
 	Payload     json.RawMessage
 	Traceparent string
 	CreatedMS   int64
+	// Pin is the config document pinned with the task's batch, or nil.
+	Pin *Pin
 }
 
 // Claim returns the claim handle.
@@ -57,18 +59,22 @@ func (s *Store) claim(ctx context.Context, key string, modRev int64, pending Sta
 	st.DeadlineMS = ms(now.Add(st.Timeout()))
 	st.UpdatedMS = ms(now)
 	enc := st.encode()
+	then := []clientv3.Op{
+		clientv3.OpDelete(key),
+		clientv3.OpPut(claimKey(e.ID), enc, clientv3.WithLease(h.Lease)),
+		clientv3.OpPut(stateKey(e.ID), enc),
+		clientv3.OpPut(runKey(e.ID), ""),
+		clientv3.OpGet(taskKey(e.ID)),
+	}
+	if st.Pinned {
+		then = append(then, clientv3.OpGet(pinKey(st.Batch)))
+	}
 	resp, err := s.kv.Txn(ctx).
 		If(
 			clientv3.Compare(clientv3.ModRevision(key), "=", modRev),
 			clientv3.Compare(clientv3.CreateRevision(claimKey(e.ID)), "=", 0),
 		).
-		Then(
-			clientv3.OpDelete(key),
-			clientv3.OpPut(claimKey(e.ID), enc, clientv3.WithLease(h.Lease)),
-			clientv3.OpPut(stateKey(e.ID), enc),
-			clientv3.OpPut(runKey(e.ID), ""),
-			clientv3.OpGet(taskKey(e.ID)),
-		).
+		Then(then...).
 		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
@@ -91,6 +97,16 @@ func (s *Store) claim(ctx context.Context, key string, modRev int64, pending Sta
 		return c, fmt.Errorf("task %s: bad spec: %w", e.ID, err)
 	}
 	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.Traceparent, sp.CreatedMS
+	if st.Pinned {
+		pins := resp.Responses[5].GetResponseRange().Kvs
+		if len(pins) == 0 {
+			return c, fmt.Errorf("task %s: batch %s has a pinned config but its pin is gone", e.ID, st.Batch)
+		}
+		c.Pin = &Pin{}
+		if err := json.Unmarshal(pins[0].Value, c.Pin); err != nil {
+			return c, fmt.Errorf("task %s: batch %s: unreadable pin: %w", e.ID, st.Batch, err)
+		}
+	}
 	return c, nil
 }
 

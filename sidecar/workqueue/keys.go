@@ -21,6 +21,7 @@ import (
 //	q/cancel/<id>                           an operator asked to cancel the CLAIMED task; value: token
 //	q/pause/<queue>                         the queue is paused: nothing is handed out
 //	gc/<finished>/<id>                      retention index of finished tasks; value: batch
+//	pin/<batch>                             the config document pinned with a batch (Pin)
 //	workers/<worker id>                     registry entry of a live sidecar, under its lease
 //
 // Everything a sidecar watches lives under q/, so one watch per sidecar sees
@@ -41,6 +42,7 @@ const (
 	prefixCancel = "q/cancel/"
 	prefixPause  = "q/pause/"
 	prefixGC     = "gc/"
+	prefixPin    = "pin/"
 )
 
 // Limits on names.
@@ -59,6 +61,7 @@ func claimKey(id string) string  { return prefixClaim + id }
 func runKey(id string) string    { return prefixRun + id }
 func cancelKey(id string) string { return prefixCancel + id }
 func pauseKey(q string) string   { return prefixPause + q }
+func pinKey(batch string) string { return prefixPin + batch }
 func batchKey(batch, id string) string {
 	return prefixBatch + batch + "/" + id
 }

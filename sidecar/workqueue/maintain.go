@@ -245,6 +245,12 @@ func (d *Dispatcher) promote(ctx context.Context) time.Time {
 // only the retention index entries that are due, never the whole keyspace.
 func (d *Dispatcher) collect(ctx context.Context) {
 	cutoff := d.cfg.Now().Add(-d.cfg.Retention)
+	batches := map[string]bool{}
+	defer func() {
+		for b := range batches {
+			d.unpin(ctx, b)
+		}
+	}()
 	for {
 		resp, err := d.kv.Get(ctx, prefixGC, clientv3.WithRange(gcUpTo(cutoff)), clientv3.WithLimit(64))
 		if err != nil {
@@ -270,6 +276,9 @@ func (d *Dispatcher) collect(ctx context.Context) {
 			// a retried task.
 			r, err := d.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
 			if err == nil && r.Succeeded {
+				if b := string(kv.Value); b != "" {
+					batches[b] = true
+				}
 				d.mu.Lock()
 				d.stats.Removed++
 				d.mu.Unlock()
@@ -278,5 +287,28 @@ func (d *Dispatcher) collect(ctx context.Context) {
 		if !resp.More {
 			return
 		}
+	}
+}
+
+// unpin removes the pinned config of a batch whose tasks are all gone. A
+// submit into the batch touches the pin in the transaction that writes its
+// tasks, so comparing the pin's mod revision with the one read together with
+// the empty batch never removes the pin of tasks written meanwhile.
+func (d *Dispatcher) unpin(ctx context.Context, batch string) {
+	resp, err := d.kv.Txn(ctx).Then(
+		clientv3.OpGet(pinKey(batch), clientv3.WithKeysOnly()),
+		clientv3.OpGet(prefixBatch+batch+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return
+	}
+	pin := resp.Responses[0].GetResponseRange().Kvs
+	if len(pin) == 0 || resp.Responses[1].GetResponseRange().Count > 0 {
+		return
+	}
+	_, err = d.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(pinKey(batch)), "=", pin[0].ModRevision)).
+		Then(clientv3.OpDelete(pinKey(batch))).Commit()
+	if err != nil && ctx.Err() == nil {
+		d.cfg.Logger.Warn("removing the pin of a collected batch failed", "batch", batch, "err", err)
 	}
 }

@@ -33,8 +33,9 @@ type Status struct {
 	MaxAttempts int32  `json:"max_attempts"`
 	TimeoutMS   int64  `json:"timeout_ms"`
 	Batch       string `json:"batch,omitempty"`
-	Order       int64  `json:"order"`           // position within its priority (Unix ns)
-	Index       string `json:"index,omitempty"` // its ready or delay key while PENDING or FAILED, its gc key when finished
+	Pinned      bool   `json:"pinned,omitempty"` // the batch has a pinned config (pin/<batch>)
+	Order       int64  `json:"order"`            // position within its priority (Unix ns)
+	Index       string `json:"index,omitempty"`  // its ready or delay key while PENDING or FAILED, its gc key when finished
 	UpdatedMS   int64  `json:"updated_ms"`
 
 	// While CLAIMED.
@@ -91,3 +92,12 @@ func (e ErrorRecord) encode() string {
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// Pin is the value of pin/<batch>: the configuration document a batch was
+// submitted with. Every task of the batch is handed out with it.
+type Pin struct {
+	Name     string          `json:"name"`
+	Revision int64           `json:"revision"`
+	Document json.RawMessage `json:"document"`
+	PinnedMS int64           `json:"pinned_ms"`
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -36,6 +37,9 @@ type Spec struct {
 type SubmitResult struct {
 	IDs     []string
 	Created []bool // false: a task with that id existed and was left alone
+	// Pin is the batch's pinned config when Submit was given WithPin: the
+	// one given, or the one the batch was pinned with before.
+	Pin *Pin
 }
 
 // Counts returns how many tasks were created and how many existed.
@@ -158,6 +162,13 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 	for i := range specs {
 		res.IDs[i] = specs[i].ID
 	}
+	pins, err := s.batchPins(ctx, specs, o.pin)
+	if err != nil {
+		return res, err
+	}
+	if o.pin != nil {
+		res.Pin = pins.pin
+	}
 	now := s.cfg.Now()
 	for start := 0; start < len(specs); {
 		end, ops, size := start, 0, 0
@@ -169,7 +180,7 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 			ops, size = ops+o, size+b
 			end++
 		}
-		if err := s.submitChunk(ctx, specs[start:end], res.Created[start:end], now); err != nil {
+		if err := s.submitChunk(ctx, specs[start:end], res.Created[start:end], now, pins); err != nil {
 			return res, err
 		}
 		start = end
@@ -185,6 +196,17 @@ type SubmitOption func(*submitOptions)
 
 type submitOptions struct {
 	progress func(done, total int)
+	pin      *Pin
+}
+
+// WithPin pins a configuration document to the batch of the specs, which
+// must all name the same batch: every task of the batch is handed out with
+// it (Claimed.Pin), whatever the config is when the task runs. The pin is
+// written once per batch; submitting to a batch pinned before keeps its
+// first pin (SubmitResult.Pin says which), and pinning a batch to a
+// document of another name is refused.
+func WithPin(p Pin) SubmitOption {
+	return func(o *submitOptions) { o.pin = &p }
 }
 
 // WithProgress calls f after each transaction with the number of specs
@@ -194,15 +216,94 @@ func WithProgress(f func(done, total int)) SubmitOption {
 }
 
 func opsFor(sp *Spec) (ops, bytes int) {
-	ops = 3
+	ops = 4 // three puts, and the pin compare of a pinned batch
 	if sp.Batch != "" {
 		ops++
 	}
 	return ops, len(sp.Payload) + 512
 }
 
+// batchPinning says which batches of a Submit have a pinned config.
+type batchPinning struct {
+	pinned map[string]bool // batch → has pin/<batch>
+	pin    *Pin            // the pin of WithPin's batch, as stored
+	batch  string          // WithPin's batch
+}
+
+// batchPins writes the pin of WithPin and finds which other batches of the
+// specs are pinned already, so that follow-up tasks submitted into a pinned
+// batch get its config too.
+func (s *Store) batchPins(ctx context.Context, specs []Spec, p *Pin) (batchPinning, error) {
+	bp := batchPinning{pinned: map[string]bool{}}
+	if p != nil {
+		if len(specs) > 0 {
+			bp.batch = specs[0].Batch
+		}
+		for i := range specs {
+			if specs[i].Batch == "" {
+				return bp, invalid(fmt.Sprintf("tasks[%d].batch", i), "a pinned config needs a batch")
+			}
+			if specs[i].Batch != bp.batch {
+				return bp, invalid(fmt.Sprintf("tasks[%d].batch", i), "a pinned config needs every task in one batch; got %q and %q", bp.batch, specs[i].Batch)
+			}
+		}
+		if bp.batch == "" {
+			return bp, nil
+		}
+		stored, err := s.ensurePin(ctx, bp.batch, *p)
+		if err != nil {
+			return bp, err
+		}
+		bp.pin, bp.pinned[bp.batch] = stored, true
+	}
+	for i := range specs {
+		b := specs[i].Batch
+		if _, seen := bp.pinned[b]; seen || b == "" {
+			continue
+		}
+		resp, err := s.kv.Get(ctx, pinKey(b), clientv3.WithCountOnly())
+		if err != nil {
+			return bp, fmt.Errorf("submit: %w", err)
+		}
+		bp.pinned[b] = resp.Count > 0
+	}
+	return bp, nil
+}
+
+// ensurePin writes the batch's pin unless it has one, and returns the pin
+// the batch has.
+func (s *Store) ensurePin(ctx context.Context, batch string, p Pin) (*Pin, error) {
+	if p.PinnedMS == 0 {
+		p.PinnedMS = ms(s.cfg.Now())
+	}
+	enc, err := json.Marshal(p)
+	if err != nil {
+		return nil, invalid("pin.document", "%v", err)
+	}
+	resp, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(pinKey(batch)), "=", 0)).
+		Then(clientv3.OpPut(pinKey(batch), string(enc))).
+		Else(clientv3.OpGet(pinKey(batch))).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("submit: pinning config: %w", err)
+	}
+	if resp.Succeeded {
+		s.wrote(resp.Header.Revision)
+		return &p, nil
+	}
+	var old Pin
+	if err := json.Unmarshal(resp.Responses[0].GetResponseRange().Kvs[0].Value, &old); err != nil {
+		return nil, fmt.Errorf("submit: batch %s: unreadable pin: %w", batch, err)
+	}
+	if old.Name != p.Name {
+		return nil, invalid("pin_config", "batch %q is pinned to config %q, not %q", batch, old.Name, p.Name)
+	}
+	return &old, nil
+}
+
 // submitChunk writes the specs that do not exist yet in one transaction.
-func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, now time.Time) error {
+// Tasks of a pinned batch are written only while its pin exists, so that no
+// task is marked pinned without a pin to hand out.
+func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, now time.Time, bp batchPinning) error {
 	todo := make([]int, len(specs))
 	for i := range todo {
 		todo[i] = i
@@ -210,11 +311,22 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 	for len(todo) > 0 {
 		var cmps []clientv3.Cmp
 		var puts, gets []clientv3.Op
+		var pinnedBatches []string
 		for n, i := range todo {
 			sp := &specs[i]
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(taskKey(sp.ID)), "=", 0))
 			gets = append(gets, clientv3.OpGet(taskKey(sp.ID), clientv3.WithKeysOnly()))
-			puts = append(puts, s.createOps(sp, now, int64(n))...)
+			puts = append(puts, s.createOps(sp, now, int64(n), bp.pinned[sp.Batch])...)
+			if bp.pinned[sp.Batch] && !slices.Contains(pinnedBatches, sp.Batch) {
+				pinnedBatches = append(pinnedBatches, sp.Batch)
+			}
+		}
+		for _, b := range pinnedBatches {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pinKey(b)), ">", 0))
+			gets = append(gets, clientv3.OpGet(pinKey(b), clientv3.WithKeysOnly()))
+			// Touch the pin so that the collector, which removes the pin of
+			// an empty batch only if the pin is unchanged, keeps it.
+			puts = append(puts, clientv3.OpPut(pinKey(b), "", clientv3.WithIgnoreValue()))
 		}
 		resp, err := s.kv.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
 		if err != nil {
@@ -226,6 +338,20 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 				created[i] = true
 			}
 			return nil
+		}
+		// A pin removed meanwhile (its batch was collected): WithPin's pin
+		// is written again; a batch found pinned before is no longer.
+		for k, b := range pinnedBatches {
+			if len(resp.Responses[len(todo)+k].GetResponseRange().Kvs) > 0 {
+				continue
+			}
+			if b == bp.batch && bp.pin != nil {
+				if _, err := s.ensurePin(ctx, b, *bp.pin); err != nil {
+					return err
+				}
+			} else {
+				bp.pinned[b] = false
+			}
 		}
 		// Some ids exist: leave those alone and write the rest.
 		var rest []int
@@ -241,7 +367,7 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 
 // createOps are the writes that create one task. seq keeps the FIFO order
 // of tasks submitted in one transaction.
-func (s *Store) createOps(sp *Spec, now time.Time, seq int64) []clientv3.Op {
+func (s *Store) createOps(sp *Spec, now time.Time, seq int64, pinned bool) []clientv3.Op {
 	rec := spec{
 		ID: sp.ID, Queue: sp.Queue, Payload: sp.Payload, Priority: sp.Priority,
 		MaxAttempts: sp.MaxAttempts, TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch,
@@ -253,7 +379,7 @@ func (s *Store) createOps(sp *Spec, now time.Time, seq int64) []clientv3.Op {
 	specJSON, _ := json.Marshal(rec)
 	st := Status{
 		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
-		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Order: now.UnixNano() + seq, UpdatedMS: ms(now),
+		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: now.UnixNano() + seq, UpdatedMS: ms(now),
 	}
 	if sp.NotBefore.After(now) {
 		st.Index = delayKey(sp.NotBefore, sp.ID)
