@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/registry"
@@ -191,10 +192,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { defer bg.Done(); reg.Run(regCtx) }()
 	defer stopReg()
 
-	tasks := &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log}
+	locks := coord.NewLocks(cli, cfg.TTL, cfg.WorkerID, log)
+	defer locks.Close()
+	svcs := server.Services{
+		Tasks:  &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log},
+		Locks:  &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log},
+		Config: &server.ConfigHandler{Store: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}), Logger: log},
+	}
 	handlerCtx, cancelHandlers := context.WithCancel(context.Background())
 	defer cancelHandlers()
-	srv := server.HTTPServer(server.Handler(tasks, []connect.HandlerOption{connect.WithReadMaxBytes(4 << 20)}), handlerCtx)
+	srv := server.HTTPServer(server.Handler(svcs, []connect.HandlerOption{connect.WithReadMaxBytes(4 << 20)}), handlerCtx)
 	serveErr := make(chan error, 1)
 	bg.Add(1)
 	go func() {

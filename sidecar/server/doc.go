@@ -1,7 +1,7 @@
 // Package server serves the sidecar's socket API: the Connect handlers of
-// TaskService (and later LockService and ConfigService), the mapping of
+// TaskService, LockService and ConfigService, the mapping of
 // errors to Connect codes, and the Unix socket listener. It holds no
-// coordination logic; that lives in workqueue and coord.
+// coordination logic; that lives in workqueue, coord and configdoc.
 //
 // One handler serves the Connect protocol (JSON or binary), gRPC and
 // gRPC-Web; the listener speaks HTTP/1.1 and HTTP/2 without TLS (h2c), so

@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
 )
@@ -18,12 +20,25 @@ func toConnect(err error) error {
 		return nil
 	}
 	var inv *workqueue.InvalidError
+	var cinv *configdoc.InvalidError
 	var ce *connect.Error
 	switch {
 	case errors.As(err, &ce):
 		return ce
-	case errors.As(err, &inv):
+	case errors.As(err, &inv), errors.As(err, &cinv):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, configdoc.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, errors.New(strings.TrimPrefix(err.Error(), "configdoc: ")))
+	case errors.Is(err, coord.ErrLocked):
+		return connect.NewError(connect.CodeAborted, errors.New("lock is held or awaited by another session"))
+	case errors.Is(err, coord.ErrNotHeld):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("lock is not held by this session: never taken, already released, or lost with its lease"))
+	case errors.Is(err, coord.ErrAlreadyHeld):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this session already holds or awaits the lock; locks are not reentrant"))
+	case errors.Is(err, coord.ErrSessionClosed):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the session closed while waiting for the lock"))
+	case errors.Is(err, coord.ErrLockLeaseLost):
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the lock lease expired while waiting; retry"))
 	case errors.Is(err, workqueue.ErrClaimLost):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("claim lost: the task was claimed again, returned to the queue or already finished; discard this attempt's output"))
 	case errors.Is(err, coord.ErrUnknownSession):

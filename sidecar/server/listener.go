@@ -61,11 +61,21 @@ func CheckSocket(path string) error {
 	return nil
 }
 
+// Services are the handlers of the socket API.
+type Services struct {
+	Tasks  *TaskHandler
+	Locks  *LockHandler
+	Config *ConfigHandler
+}
+
 // Handler returns the HTTP handler serving the socket API: TaskService,
-// gRPC reflection, and whatever extra handlers are given.
-func Handler(tasks *TaskHandler, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
+// LockService, ConfigService, gRPC reflection, and whatever extra handlers
+// are given.
+func Handler(svcs Services, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(batonv1connect.NewTaskServiceHandler(tasks, opts...))
+	mux.Handle(batonv1connect.NewTaskServiceHandler(svcs.Tasks, opts...))
+	mux.Handle(batonv1connect.NewLockServiceHandler(svcs.Locks, opts...))
+	mux.Handle(batonv1connect.NewConfigServiceHandler(svcs.Config, opts...))
 	for _, f := range extra {
 		f(mux)
 	}

@@ -52,6 +52,8 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 				m = msg
 			case workqueue.CancelNotice:
 				m = &batonv1.AttachResponse{Cancel: &batonv1.CancelRequested{TaskId: msg.TaskID, Claim: msg.Claim}}
+			case coord.LockLost:
+				m = &batonv1.AttachResponse{LockLost: &batonv1.LockLost{Name: msg.Name, FencingToken: msg.Token}}
 			default:
 				continue
 			}
@@ -112,7 +114,7 @@ func taskProto(c *workqueue.Claimed) (*batonv1.Task, error) {
 	if err := payload.UnmarshalJSON(c.Payload); err != nil {
 		return nil, fmt.Errorf("task %s: payload: %w", c.ID, err)
 	}
-	return &batonv1.Task{
+	t := &batonv1.Task{
 		Id:           c.ID,
 		Queue:        c.Status.Queue,
 		Payload:      payload,
@@ -125,7 +127,15 @@ func taskProto(c *workqueue.Claimed) (*batonv1.Task, error) {
 		Traceparent:  c.Traceparent,
 		Priority:     c.Status.Priority,
 		Timeout:      durationpb.New(c.Status.Timeout()),
-	}, nil
+	}
+	if p := c.Pin; p != nil {
+		doc := &structpb.Struct{}
+		if err := doc.UnmarshalJSON(p.Document); err != nil {
+			return nil, fmt.Errorf("task %s: pinned config: %w", c.ID, err)
+		}
+		t.ConfigName, t.ConfigRevision, t.Config = p.Name, p.Revision, doc
+	}
+	return t, nil
 }
 
 func needClaim(c string) error {

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
+	"github.com/batonhq/baton/sidecar/coord"
+)
+
+// MaxLockWait bounds Lock's wait, and is the wait of a Lock without one.
+const MaxLockWait = 10 * time.Minute
+
+// LockHandler implements LockService on coord.Locks.
+type LockHandler struct {
+	Locks    *coord.Locks
+	Sessions *coord.Sessions
+	Logger   *slog.Logger
+}
+
+var _ batonv1connect.LockServiceHandler = (*LockHandler)(nil)
+
+// lockArgs checks a lock request's name and session.
+func (h *LockHandler) lockArgs(name, session string) (*coord.Session, error) {
+	if err := coord.ValidateLockName(name); err != nil {
+		return nil, invalidArg("name", err.Error())
+	}
+	if session == "" {
+		return nil, invalidArg("session", "is required: open a session with TaskService.Attach and keep its stream open")
+	}
+	s, err := h.Sessions.Get(session)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return s, nil
+}
+
+// Lock takes the lock, waiting up to the request's wait.
+func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.LockRequest]) (*connect.Response[batonv1.LockResponse], error) {
+	sess, err := h.lockArgs(req.Msg.GetName(), req.Msg.GetSession())
+	if err != nil {
+		return nil, err
+	}
+	wait := MaxLockWait
+	if w := req.Msg.GetWait(); w != nil {
+		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 {
+			return nil, invalidArg("wait", "must be a non-negative duration")
+		}
+		wait = min(w.AsDuration(), MaxLockWait)
+	}
+	var token int64
+	if wait == 0 {
+		token, err = h.Locks.TryLock(ctx, sess, req.Msg.GetName())
+		if errors.Is(err, coord.ErrLocked) {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q is held by another session (wait 0s)", req.Msg.GetName()))
+		}
+	} else {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		token, err = h.Locks.Lock(wctx, sess, req.Msg.GetName())
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q not obtained within %v", req.Msg.GetName(), wait))
+		}
+	}
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	h.Logger.Debug("lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)
+	return connect.NewResponse(&batonv1.LockResponse{FencingToken: token}), nil
+}
+
+// TryLock takes the lock only if it is free.
+func (h *LockHandler) TryLock(ctx context.Context, req *connect.Request[batonv1.TryLockRequest]) (*connect.Response[batonv1.TryLockResponse], error) {
+	sess, err := h.lockArgs(req.Msg.GetName(), req.Msg.GetSession())
+	if err != nil {
+		return nil, err
+	}
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	token, err := h.Locks.TryLock(ectx, sess, req.Msg.GetName())
+	if err != nil {
+		return nil, rpcErr(ctx, err)
+	}
+	return connect.NewResponse(&batonv1.TryLockResponse{FencingToken: token}), nil
+}
+
+// Unlock releases a lock the session holds.
+func (h *LockHandler) Unlock(ctx context.Context, req *connect.Request[batonv1.UnlockRequest]) (*connect.Response[batonv1.UnlockResponse], error) {
+	sess, err := h.lockArgs(req.Msg.GetName(), req.Msg.GetSession())
+	if err != nil {
+		return nil, err
+	}
+	ectx, cancel := etcdContext(ctx)
+	defer cancel()
+	if err := h.Locks.Unlock(ectx, sess, req.Msg.GetName()); err != nil {
+		return nil, rpcErr(ctx, err)
+	}
+	return connect.NewResponse(&batonv1.UnlockResponse{}), nil
+}
