@@ -38,6 +38,8 @@ func New(stdout, stderr io.Writer) *cli.App {
 			tasksCommand(),
 			queuesCommand(),
 			workersCommand(),
+			locksCommand(),
+			configCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/jsonl"
 	"github.com/batonhq/baton/sidecar/workqueue"
@@ -28,6 +29,7 @@ func submitCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: "default", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue to submit to"},
 			&cli.StringFlag{Name: "batch", Usage: "batch id to group the tasks under"},
+			&cli.StringFlag{Name: "pin-config", Usage: "hand every task of the batch this config document as it is now (needs --batch)"},
 			&cli.StringFlag{Name: "id-field", Usage: "payload field holding the task id (default: id, else uttid, else a hash)"},
 			&cli.IntFlag{Name: "priority", Usage: "priority, -1000 to 1000; higher runs first"},
 			&cli.IntFlag{Name: "max-attempts", Usage: "attempts before a task is DEAD (default 3)"},
@@ -39,6 +41,9 @@ func submitCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("submit: give one FILE.jsonl, or - for standard input", 2)
+			}
+			if c.String("pin-config") != "" && c.String("batch") == "" {
+				return cli.Exit("submit: --pin-config needs --batch: the config is pinned to a batch", 2)
 			}
 			name := c.Args().First()
 			var in io.Reader = os.Stdin
@@ -122,11 +127,23 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 	if err != nil {
 		return err
 	}
+	opts := []workqueue.SubmitOption{}
+	if name := c.String("pin-config"); name != "" {
+		d, err := configdoc.NewStore(etcd.KV, nil, configdoc.Config{}).Get(c.Context, name)
+		if errors.Is(err, configdoc.ErrNotFound) {
+			return cli.Exit(fmt.Sprintf("pin-config: config %q is not set; nothing was written", name), 1)
+		}
+		if err != nil {
+			return fmt.Errorf("pin-config: %w", err)
+		}
+		opts = append(opts, workqueue.WithPin(workqueue.Pin{Name: d.Name, Revision: d.Revision, Document: d.Data}))
+	}
 	bar := newProgress(c.App.ErrWriter, "submit", len(specs))
 	ctx, cancel := context.WithTimeout(c.Context, 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	res, err := store.Submit(ctx, specs, workqueue.WithProgress(func(done, total int) { bar.set(done) }))
+	opts = append(opts, workqueue.WithProgress(func(done, total int) { bar.set(done) }))
+	res, err := store.Submit(ctx, specs, opts...)
 	bar.finish()
 	created, existing := res.Counts()
 	if err != nil {
@@ -136,8 +153,8 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 		}
 		return fmt.Errorf("submit %s: %w (tasks written before the failure stay; submitting again writes the rest)", name, err)
 	}
-	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s in %v\n",
-		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s in %v\n",
+		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(res.Pin), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -146,4 +163,11 @@ func batchNote(b string) string {
 		return ""
 	}
 	return ", batch " + b
+}
+
+func pinNote(p *workqueue.Pin) string {
+	if p == nil {
+		return ""
+	}
+	return fmt.Sprintf(", config %s revision %d pinned", p.Name, p.Revision)
 }
