@@ -24,6 +24,12 @@ func TestMain(m *testing.M) {
 	case "sidecar":
 		runSidecarRole()
 		return
+	case "locker":
+		runLockerRole()
+		return
+	case "lock-sidecar":
+		runLockSidecarRole()
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	s, err := embedetcd.Start(ctx, embedetcd.Config{})

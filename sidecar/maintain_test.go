@@ -92,3 +92,45 @@ func TestRetentionRemovesFinishedTasks(t *testing.T) {
 		t.Fatalf("gc index left behind: %v %v", resp, err)
 	}
 }
+
+// The pin of a batch is removed with the batch's last task, not before.
+func TestRetentionRemovesPinWithItsBatch(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{Queue: workqueue.Config{Retention: 300 * time.Millisecond, SweepInterval: 100 * time.Millisecond}})
+	cli := sidecartest.Client(t, endpoint, ns)
+	store, err := workqueue.NewStore(cli.KV, workqueue.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pin := workqueue.Pin{Name: "global", Revision: 1, Document: []byte(`{"seed":1}`)}
+	if _, err := store.Submit(ctx, []workqueue.Spec{
+		{ID: "first", Queue: "tts", Batch: "pb", Payload: []byte(`{}`)},
+		{ID: "second", Queue: "tts", Batch: "pb", Payload: []byte(`{}`), Priority: -1},
+	}, workqueue.WithPin(pin)); err != nil {
+		t.Fatal(err)
+	}
+	count := func(key string) int64 {
+		resp, err := cli.Get(ctx, key, clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
+	finish := func(want string) {
+		t.Helper()
+		task := next(t, sc, 5*time.Second, "")
+		if task.GetId() != want || task.ConfigRevision != 1 {
+			t.Fatalf("got %q rev %d, want %s with the pin", task.GetId(), task.GetConfigRevision(), want)
+		}
+		if _, err := sc.Client.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish("first")
+	waitFor(t, 10*time.Second, "first task removed", func() bool { return count("task/first") == 0 })
+	if count("pin/pb") != 1 {
+		t.Fatal("pin removed while its batch still has a task")
+	}
+	finish("second")
+	waitFor(t, 10*time.Second, "pin removed with the last task", func() bool { return count("task/second")+count("pin/pb") == 0 })
+}
