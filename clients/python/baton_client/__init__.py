@@ -11,6 +11,7 @@ package opens no socket and starts no thread.
 """
 
 from .client import Client, SubmitResult, TaskSpec
+from .config import ConfigDoc, ConfigWatch
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -22,6 +23,7 @@ from .errors import (
     FailedPrecondition,
     Internal,
     InvalidArgument,
+    LockLost,
     NotFound,
     OutOfRange,
     PermissionDenied,
@@ -33,6 +35,7 @@ from .errors import (
     Unimplemented,
     Unknown,
 )
+from .lock import Lock
 from .task import Task
 
 __all__ = [
@@ -42,11 +45,15 @@ __all__ = [
     "Canceled",
     "ClaimLost",
     "Client",
+    "ConfigDoc",
+    "ConfigWatch",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
     "Internal",
     "InvalidArgument",
+    "Lock",
+    "LockLost",
     "NotFound",
     "OutOfRange",
     "PermissionDenied",

@@ -137,6 +137,16 @@ class Stream:
             return None
         return doc
 
+    def interrupt(self) -> None:
+        """Make a receive() blocked in another thread return (shutdown(2)
+        only; the reading thread closes the stream)."""
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
         """End the call for every process sharing the socket."""
         sock = self._conn.sock
@@ -158,22 +168,38 @@ class Stream:
 
 def open_stream(path: str, method: str, request: Dict[str, Any], connect_timeout: float) -> Tuple[Stream, Dict[str, Any]]:
     """Open a server stream and read its first message."""
+    stream, first = _open(path, method, request, connect_timeout, True)
+    assert first is not None
+    return stream, first
+
+
+def open_stream_lazy(path: str, method: str, request: Dict[str, Any], connect_timeout: float) -> Stream:
+    """Open a server stream whose first message may come much later (a
+    watch that is up to date): return once the sidecar accepted the call."""
+    stream, _ = _open(path, method, request, connect_timeout, False)
+    return stream
+
+
+def _open(path: str, method: str, request: Dict[str, Any], connect_timeout: float, first: bool) -> Tuple[Stream, Optional[Dict[str, Any]]]:
     payload = json.dumps(request).encode("utf-8")
     body = struct.pack(">BI", 0, len(payload)) + payload
     conn = connect(path, None, connect_timeout)
     try:
         conn.request("POST", "/" + method, body=body, headers=_headers("application/connect+json", None))
-        # The first message should come at once; do not hang forever if not.
+        # The headers (and the first message, when one is due) should come
+        # at once; do not hang forever if not.
         conn.sock.settimeout(30)
         resp = conn.getresponse()
         if resp.status != 200:
             raise _error_from_body(resp.status, resp.read())
         stream = Stream(conn, resp)
-        first = stream.receive()
-        if first is None:
-            raise errors.Unavailable("%s: stream ended before its first message" % method)
+        msg = None
+        if first:
+            msg = stream.receive()
+            if msg is None:
+                raise errors.Unavailable("%s: stream ended before its first message" % method)
         conn.sock.settimeout(None)
-        return stream, first
+        return stream, msg
     except (OSError, http.client.HTTPException) as e:
         conn.close()
         raise errors.Unavailable("%s: connection to the sidecar at %s failed: %s" % (method, path, e)) from e

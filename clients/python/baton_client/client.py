@@ -7,9 +7,12 @@ import socket
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _trace, _transport, errors
+from . import config as _config
+from .config import ConfigDoc, ConfigWatch
+from .lock import Lock
 from .task import Task, duration
 
 _SERVICE = "baton.v1.TaskService/"
@@ -105,6 +108,9 @@ class Client:
 
     def _call(self, method: str, req: Dict[str, Any], timeout: Optional[float] = 60.0) -> Dict[str, Any]:
         return _transport.unary(self.socket, _SERVICE + method, req, timeout, self.connect_timeout)
+
+    def _call_service(self, method: str, req: Dict[str, Any], timeout: Optional[float]) -> Dict[str, Any]:
+        return _transport.unary(self.socket, method, req, timeout, self.connect_timeout)
 
     def _forget_session(self) -> None:
         if self._stream is not None:
@@ -218,8 +224,40 @@ class Client:
         resp = self._call("Submit", {"tasks": specs})
         return SubmitResult(ids=list(resp.get("ids", [])), created=int(resp.get("created", 0)), existing=int(resp.get("existing", 0)))
 
-    # Locks (client.lock), configuration (client.config, client.watch_config)
-    # come with the sidecar's LockService and ConfigService.
+    # --- locks -----------------------------------------------------------
+
+    def lock(self, name: str, wait: Optional[float] = None) -> Lock:
+        """A named, fair lock held by this worker's session, for ``with``:
+
+            with client.lock("batch", wait=30) as token:
+                ...  # only one worker of the fleet is here; token rises
+
+        wait: seconds to wait (None: up to the sidecar's limit of 10
+        minutes; 0: do not wait). DeadlineExceeded when not obtained. The
+        lock is released at the end of the block, and when this process
+        exits (even by SIGKILL). Not reentrant."""
+        return Lock(self, name, wait)
+
+    # --- configuration --------------------------------------------------
+
+    def config(self, name: str) -> ConfigDoc:
+        """The current version of a configuration document. NotFound when it
+        was never set."""
+        return _config.get(self, name)
+
+    def watch_config(
+        self, name: str, callback: Optional[Callable[[ConfigDoc], Any]] = None, after_revision: int = 0
+    ) -> ConfigWatch:
+        """Follow a configuration document. Without a callback, iterate the
+        result: ``for doc in client.watch_config("global"): ...`` yields the
+        current version, then each change (revisions only rise; reconnects
+        after a sidecar restart). With a callback, it is called with each
+        version in a daemon thread; call ``.stop()`` on the result to end it.
+        A document not set yet is delivered when it is first set."""
+        w = ConfigWatch(self, name, after_revision)
+        if callback is not None:
+            w.start(callback)
+        return w
 
 
 def _hostname() -> str:

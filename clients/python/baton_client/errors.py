@@ -70,6 +70,13 @@ class SessionLost(FailedPrecondition):
     sidecar, e.g. because the sidecar restarted."""
 
 
+class LockLost(FailedPrecondition):
+    """Unlock found the lock no longer held by this session: it was lost
+    with its lease (the sidecar was cut off from etcd for longer than its
+    TTL), so another worker may have held it meanwhile. Writes made under
+    the lock must be checked against their fencing token."""
+
+
 class Aborted(BatonError):
     code = "aborted"
 
