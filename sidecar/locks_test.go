@@ -21,6 +21,7 @@ import (
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -448,5 +449,72 @@ func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
 	t.Logf("lock taken over %v after the sidecar's SIGKILL (ttl %v)", time.Since(killed).Round(time.Millisecond), ttl)
 	if tok2 <= tok {
 		t.Fatalf("token %d not above the dead holder's %d", tok2, tok)
+	}
+}
+
+// `baton locks list` shows the holder with its token and the waiters.
+func TestLocksListCLI(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{WorkerID: "gpu-3"})
+	cli := sidecartest.Client(t, endpoint, ns)
+	holder, _ := lockSession(t, sc, "synth-a")
+	waiter, _ := lockSession(t, sc, "synth-b")
+	tok, err := lock(sc.Client, "batch", holder, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone := make(chan error, 1)
+	go func() { _, err := lock(sc.Client, "batch", waiter, time.Minute); waitDone <- err }()
+	waitFor(t, 10*time.Second, "waiter queued", func() bool { return lockWaiters(t, cli, "batch") == 2 })
+
+	var locks []coord.LockInfo
+	opsCLIJSON(t, ns, &locks, "locks", "list")
+	if len(locks) != 1 || locks[0].Name != "batch" || locks[0].Holder.Token != tok || len(locks[0].Waiters) != 1 {
+		t.Fatalf("locks list = %+v", locks)
+	}
+	if o := locks[0].Holder.Owner; o.WorkerID != "gpu-3" || o.Worker != "synth-a" || o.Session != holder {
+		t.Fatalf("holder = %+v", o)
+	}
+	if w := locks[0].Waiters[0]; w.Owner.Worker != "synth-b" || w.Token <= tok {
+		t.Fatalf("waiter = %+v", w)
+	}
+	out, _, code := opsCLI(t, ns, "locks", "list")
+	if code != 0 || !strings.Contains(out, "batch") || !strings.Contains(out, "gpu-3/synth-a") || !strings.Contains(out, fmt.Sprint(tok)) {
+		t.Fatalf("locks list table:\n%s", out)
+	}
+	if err := unlock(sc.Client, "batch", holder); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waitDone; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Baton's locks use etcd's concurrency.Mutex keys: a Go program holding a
+// concurrency.Mutex on <namespace>/locks/<name> excludes Baton's workers,
+// and the worker gets the lock once the program lets go.
+func TestLockInteropWithEtcdMutex(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	cli := sidecartest.Client(t, endpoint, ns)
+	es, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	m := concurrency.NewMutex(es, coord.PrefixLocks+"batch")
+	if err := m.Lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := lockSession(t, sc, "w")
+	if _, err := lock(sc.Client, "batch", s, 0); codeOf(err) != connect.CodeDeadlineExceeded {
+		t.Fatalf("lock held by a concurrency.Mutex: %v; want DEADLINE_EXCEEDED", err)
+	}
+	got := make(chan error, 1)
+	go func() { _, err := lock(sc.Client, "batch", s, 30*time.Second); got <- err }()
+	waitFor(t, 10*time.Second, "worker queued", func() bool { return lockWaiters(t, cli, "batch") == 2 })
+	if err := m.Unlock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -86,19 +86,19 @@ type LockLost struct {
 	Token int64
 }
 
-// Locks hands out named, fair mutexes to worker sessions. It is built on
-// etcd's concurrency.Mutex: a waiter puts a key under locks/<name>/ bound
-// to a lease, the waiter with the lowest create revision holds the lock,
-// and each waiter watches only the deletion of the waiter just before it,
-// so a release wakes exactly one process (no herd) and the lock passes in
-// arrival order. The holder's key's create revision is its fencing token;
-// it rises with every holder.
+// Locks hands out named, fair mutexes to worker sessions. It follows etcd's
+// concurrency.Mutex (see mutex.go for the one difference): a waiter puts a
+// key under locks/<name>/ bound to a lease, the waiter with the lowest
+// create revision holds the lock, and each waiter watches only the deletion
+// of the waiter just before it, so a release wakes exactly one process (no
+// herd) and the lock passes in arrival order. The holder's key's create
+// revision is its fencing token; it rises with every holder.
 //
-// Each worker session gets its own etcd lease for its locks (granted at its
-// first Lock, with the sidecar's TTL, kept alive by the sidecar). etcd's
-// Mutex keys waiters by lease, so two workers sharing the sidecar's one
-// lease could not exclude each other; one lease per worker session makes
-// them ordinary competing waiters. When the worker session closes (the
+// Each worker session gets its own etcd lease for its locks: a
+// concurrency.Session granted at its first Lock, with the sidecar's TTL,
+// kept alive by the sidecar. etcd's Mutex keys waiters by lease, so two
+// workers sharing the sidecar's one lease could not exclude each other; one
+// lease per worker session makes them ordinary competing waiters. When the worker session closes (the
 // process exited, even by SIGKILL) the lease is revoked and every lock and
 // wait of that worker ends at once; when the sidecar dies or is cut off,
 // etcd expires the lease after the TTL.
@@ -136,7 +136,7 @@ type sessionLocks struct {
 	// Guarded by Locks.mu.
 	es       *concurrency.Session // nil until the first Lock, or after its lease was lost
 	esCancel context.CancelFunc
-	held     map[string]*concurrency.Mutex
+	held     map[string]*mutex
 	busy     map[string]bool // names with a Lock or TryLock in flight
 	closed   bool
 	unhook   func()
@@ -159,7 +159,7 @@ func (l *Locks) state(sess *Session) (*sessionLocks, error) {
 	if sl != nil {
 		return sl, nil
 	}
-	sl = &sessionLocks{sess: sess, held: make(map[string]*concurrency.Mutex), busy: make(map[string]bool)}
+	sl = &sessionLocks{sess: sess, held: make(map[string]*mutex), busy: make(map[string]bool)}
 	unhook, ok := sess.OnClose(func() { l.endSession(sl) })
 	if !ok {
 		return nil, ErrSessionClosed
@@ -240,7 +240,7 @@ func (l *Locks) watchLease(sl *sessionLocks, es *concurrency.Session) {
 	}
 	lost := make([]LockLost, 0, len(sl.held))
 	for name, m := range sl.held {
-		lost = append(lost, LockLost{Name: name, Token: token(m)})
+		lost = append(lost, LockLost{Name: name, Token: m.rev})
 		delete(sl.held, name)
 	}
 	sl.es = nil
@@ -254,12 +254,6 @@ func (l *Locks) watchLease(sl *sessionLocks, es *concurrency.Session) {
 func ownerKey(id clientv3.LeaseID) string { return fmt.Sprintf("%s%x", PrefixLockOwners, int64(id)) }
 
 func lockPrefix(name string) string { return PrefixLocks + name }
-
-// token is the fencing token of a held mutex: its key's create revision.
-func token(m *concurrency.Mutex) int64 {
-	c := m.IsOwner()
-	return c.GetCompare().GetCreateRevision()
-}
 
 // begin marks name busy for the session.
 func (l *Locks) begin(sl *sessionLocks, name string) error {
@@ -275,7 +269,7 @@ func (l *Locks) begin(sl *sessionLocks, name string) error {
 	return nil
 }
 
-func (l *Locks) end(sl *sessionLocks, name string, m *concurrency.Mutex) {
+func (l *Locks) end(sl *sessionLocks, name string, m *mutex) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(sl.busy, name)
@@ -311,7 +305,7 @@ func (l *Locks) acquire(ctx context.Context, sess *Session, name string, try boo
 	if err := l.begin(sl, name); err != nil {
 		return 0, err
 	}
-	var got *concurrency.Mutex
+	var got *mutex
 	defer func() { l.end(sl, name, got) }()
 
 	es, err := l.etcdSession(ctx, sl)
@@ -333,41 +327,34 @@ func (l *Locks) acquire(ctx context.Context, sess *Session, name string, try boo
 		}
 	}()
 
-	m := concurrency.NewMutex(es, lockPrefix(name))
+	m := newMutex(l.cli, es.Lease(), name)
 	if try {
-		err = m.TryLock(waitCtx)
+		err = m.tryLock(waitCtx)
 	} else {
-		err = m.Lock(waitCtx)
+		err = m.lock(waitCtx)
 	}
 	if err != nil {
-		l.dropWaiter(m)
-		switch cause := context.Cause(waitCtx); {
-		case errors.Is(err, concurrency.ErrLocked):
-			return 0, ErrLocked
-		case errors.Is(err, concurrency.ErrSessionExpired):
-			return 0, ErrLockLeaseLost
-		case cause != nil && (errors.Is(cause, ErrSessionClosed) || errors.Is(cause, ErrLockLeaseLost)):
+		if !errors.Is(err, ErrLocked) {
+			l.dropWaiter(m)
+		}
+		cause := context.Cause(waitCtx)
+		if cause != nil && (errors.Is(cause, ErrSessionClosed) || errors.Is(cause, ErrLockLeaseLost)) {
 			return 0, cause
 		}
 		return 0, err
 	}
 	got = m
-	return token(m), nil
+	return m.rev, nil
 }
 
-// dropWaiter deletes the waiter key of a failed Lock. concurrency.Mutex
-// removes it itself on most paths; this also covers a put whose answer was
-// lost, which would otherwise block every later waiter until the session
-// ends.
-func (l *Locks) dropWaiter(m *concurrency.Mutex) {
-	key := m.Key() // "\x00" once the mutex removed it itself
-	if !strings.HasPrefix(key, PrefixLocks) {
-		return
-	}
+// dropWaiter deletes the waiter key of a failed Lock, including a put
+// whose answer was lost, which would otherwise block every later waiter
+// until the session ends.
+func (l *Locks) dropWaiter(m *mutex) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := l.cli.Delete(ctx, key); err != nil {
-		l.logger.Warn("removing an abandoned lock waiter failed; it goes with its lease", "key", key, "err", err)
+	if err := m.remove(ctx); err != nil {
+		l.logger.Warn("removing an abandoned lock waiter failed; it goes with its lease", "key", m.key, "err", err)
 	}
 }
 
@@ -380,7 +367,7 @@ func (l *Locks) Unlock(ctx context.Context, sess *Session, name string) error {
 	}
 	l.mu.Lock()
 	sl := l.sessions[sess]
-	var m *concurrency.Mutex
+	var m *mutex
 	if sl != nil {
 		m = sl.held[name]
 		if m != nil && sl.busy[name] {
@@ -394,7 +381,7 @@ func (l *Locks) Unlock(ctx context.Context, sess *Session, name string) error {
 	if m == nil {
 		return ErrNotHeld
 	}
-	resp, err := l.cli.Txn(ctx).If(m.IsOwner()).Then(clientv3.OpDelete(m.Key())).Commit()
+	ok, err := m.unlock(ctx)
 	l.mu.Lock()
 	delete(sl.busy, name)
 	if err == nil {
@@ -404,7 +391,7 @@ func (l *Locks) Unlock(ctx context.Context, sess *Session, name string) error {
 	if err != nil {
 		return err
 	}
-	if !resp.Succeeded {
+	if !ok {
 		return ErrNotHeld
 	}
 	return nil
@@ -420,7 +407,7 @@ func (l *Locks) HeldBy(sess *Session) []Held {
 	}
 	out := make([]Held, 0, len(sl.held))
 	for name, m := range sl.held {
-		out = append(out, Held{Name: name, Token: token(m), Session: sess.ID})
+		out = append(out, Held{Name: name, Token: m.rev, Session: sess.ID})
 	}
 	return out
 }
@@ -437,7 +424,7 @@ func (l *Locks) endSession(sl *sessionLocks) {
 	delete(l.sessions, sl.sess)
 	es, cancel := sl.es, sl.esCancel
 	sl.es, sl.esCancel = nil, nil
-	sl.held = map[string]*concurrency.Mutex{}
+	sl.held = map[string]*mutex{}
 	l.mu.Unlock()
 	if es == nil {
 		return
