@@ -252,13 +252,13 @@ func configHistoryCommand() *cli.Command {
 			}
 			rows := make([][]any, 0, len(docs))
 			for i, d := range docs {
-				cur := ""
+				rev := fmt.Sprint(d.Revision)
 				if i == 0 {
-					cur = "current"
+					rev += " (current)"
 				}
-				rows = append(rows, []any{d.Revision, orDash(cur), truncateText(string(d.Data), 100)})
+				rows = append(rows, []any{rev, truncateText(string(d.Data), 100)})
 			}
-			return table(c.App.Writer, "REVISION\t\tDOCUMENT", rows)
+			return table(c.App.Writer, "REVISION\tDOCUMENT", rows)
 		},
 	}
 }

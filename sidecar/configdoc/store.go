@@ -188,7 +188,18 @@ func validateAgainst(sch *jsonschema.Schema, doc []byte) error {
 	if err := sch.Validate(inst); err != nil {
 		var ve *jsonschema.ValidationError
 		if errors.As(err, &ve) {
-			return fmt.Errorf("does not match the schema: %s", strings.ReplaceAll(ve.Error(), "\n", "; "))
+			// The first line names the schema; the rest are the violations.
+			lines := strings.Split(ve.Error(), "\n")
+			var why []string
+			for _, l := range lines[1:] {
+				if l = strings.TrimPrefix(strings.TrimSpace(l), "- "); l != "" {
+					why = append(why, l)
+				}
+			}
+			if len(why) == 0 {
+				why = lines[:1]
+			}
+			return fmt.Errorf("does not match the schema: %s", strings.Join(why, "; "))
 		}
 		return err
 	}
