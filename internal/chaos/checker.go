@@ -21,6 +21,7 @@ const (
 	NotLinearizable  = "not-linearizable"  // the task's claim/complete history has no legal order (porcupine)
 	LockOverlap      = "lock-overlap"      // two holders of one lock at once, or tokens not rising
 	ConfigBackwards  = "config-backwards"  // a config watcher saw a revision older than one it had seen
+	ConfigStale      = "config-stale"      // a watcher alive at the end never saw the last config write
 	CancelUndone     = "cancel-undone"     // a task cancelled at once later ended otherwise
 	LinearizeUnknown = "linearize-timeout" // porcupine gave up (not counted as a violation)
 )
@@ -131,6 +132,7 @@ func Check(h History, linearizeTimeout time.Duration) Report {
 
 	r.Violations = append(r.Violations, checkLocks(h.Locks)...)
 	r.Violations = append(r.Violations, checkConfig(h.Config)...)
+	r.Violations = append(r.Violations, checkConfigFinal(h)...)
 
 	// Linearizability of each task's claim/complete/fail history.
 	if linearizeTimeout == 0 {
@@ -186,6 +188,25 @@ func checkConfig(seen []ConfigSeen) []Violation {
 		}
 		if s.Revision > last[k] {
 			last[k] = s.Revision
+		}
+	}
+	return out
+}
+
+// checkConfigFinal: every watcher alive at the end reached the revision of
+// the last config write.
+func checkConfigFinal(h History) []Violation {
+	if h.ConfigFinal == 0 {
+		return nil
+	}
+	last := map[string]int64{}
+	for _, s := range h.Config {
+		last[s.Watcher] = max(last[s.Watcher], s.Revision)
+	}
+	var out []Violation
+	for _, w := range h.ConfigLive {
+		if last[w] < h.ConfigFinal {
+			out = append(out, Violation{ConfigStale, ConfigName, fmt.Sprintf("watcher %s ends at revision %d; the last write was %d", w, last[w], h.ConfigFinal)})
 		}
 	}
 	return out

@@ -44,8 +44,8 @@ func (s *FencedStore) serve(w http.ResponseWriter, r *http.Request) {
 		Kind, Task, Worker string
 		Token              int64
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Task == "" || (req.Kind != "begin" && req.Kind != "output") {
-		http.Error(w, "want {kind: begin|output, task, token, worker}", http.StatusBadRequest)
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Task == "" || (req.Kind != "begin" && req.Kind != "output" && req.Kind != "lock") {
+		http.Error(w, "want {kind: begin|output|lock, task, token, worker}", http.StatusBadRequest)
 		return
 	}
 	if ok := s.Put(req.Kind, req.Task, req.Worker, req.Token); !ok {

@@ -37,13 +37,17 @@ type Op struct {
 	Call    int64   `json:"call"`
 	Return  int64   `json:"ret"`
 	Outcome Outcome `json:"outcome,omitempty"`
+
+	// A line of a worker carries an Op, or one of these instead.
+	Lock   *LockHold   `json:"lock,omitempty"`
+	Config *ConfigSeen `json:"config,omitempty"`
 }
 
 // Write is one request the fenced store answered.
 type Write struct {
 	Task     string
 	Token    int64
-	Kind     string // "begin" (a worker starts on a claim) or "output"
+	Kind     string // "begin" (a worker starts on a claim), "output", or "lock" (a lock holder's write; Task is "lock:<name>")
 	Worker   string
 	Accepted bool
 	At       time.Time
@@ -68,6 +72,7 @@ type ConfigSeen struct {
 	Watcher  string
 	Name     string
 	Revision int64
+	At       time.Time
 }
 
 // History is everything a run recorded, the input of Check.
@@ -83,4 +88,9 @@ type History struct {
 	Writes []Write
 	Locks  []LockHold
 	Config []ConfigSeen
+	// ConfigFinal is the revision of the harness's last config write;
+	// ConfigLive the watchers (workers) alive at the end, each of which
+	// must have reached it.
+	ConfigFinal int64
+	ConfigLive  []string
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -150,7 +151,13 @@ func workSession(c *client.Client, store string, emit func(Op)) {
 		for stream.Receive() {
 		}
 	}()
-	defer func() { cancel(); <-closed }()
+	var side sync.WaitGroup
+	defer func() { cancel(); <-closed; side.Wait() }()
+	// Beside the task loop, under the same session: contend for the
+	// chaos lock, and follow the config document.
+	side.Add(2)
+	go func() { defer side.Done(); lockLoop(ctx, c, session, store, emit) }()
+	go func() { defer side.Done(); configLoop(ctx, c, emit) }()
 	for {
 		select {
 		case <-closed:
@@ -213,6 +220,75 @@ func workSession(c *client.Client, store string, emit func(Op)) {
 			_, err := c.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: t.Claim, Result: result}))
 			return err
 		})
+	}
+}
+
+// LockName is the lock every chaos worker contends for; ConfigName the
+// document the harness keeps changing and every worker watches.
+const (
+	LockName   = "chaos"
+	ConfigName = "global"
+)
+
+// lockLoop takes the chaos lock again and again until ctx ends. Each
+// holding writes to the fenced store twice (on taking it and just before
+// letting go) and is printed twice: when Lock returned and when the worker
+// stopped acting as holder (then calls Unlock). An Unlock refused with
+// FAILED_PRECONDITION means the lock was lost with its lease while held;
+// then, or when no answer came before the session ended, the holding is
+// marked Lost: its overlap with the next holder is allowed, and the fenced
+// store must have refused its stale writes.
+func lockLoop(ctx context.Context, c *client.Client, session, store string, emit func(Op)) {
+	name := os.Getenv("CHAOS_NAME")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	for ctx.Err() == nil {
+		if !sleepCtx(ctx, time.Duration(100+rng.IntN(400))*time.Millisecond) {
+			return
+		}
+		resp, err := c.Locks.Lock(ctx, connect.NewRequest(&batonv1.LockRequest{Name: LockName, Session: session, Wait: durationpb.New(3 * time.Second)}))
+		if err != nil {
+			continue // not obtained in time, etcd away, or the session is gone
+		}
+		hold := LockHold{Name: LockName, Holder: name, Token: resp.Msg.FencingToken, Acquired: time.Now()}
+		emit(Op{Lock: &hold})
+		storeCall(store, "lock", "lock:"+LockName, hold.Token)
+		time.Sleep(time.Duration(20+rng.IntN(100)) * time.Millisecond) // the critical section's work
+		storeCall(store, "lock", "lock:"+LockName, hold.Token)
+		hold.Released = time.Now()
+		// Unlock, retried while its outcome is unknown (etcd away): the
+		// sidecar keeps the lock as held until an Unlock gets through.
+		// Without a definite OK (refused: lost with its lease; or the
+		// session ended first) the holding's end is unknown.
+		o := Unknown
+		for {
+			_, err := c.Locks.Unlock(ctx, connect.NewRequest(&batonv1.UnlockRequest{Name: LockName, Session: session}))
+			if o = outcome(err); o != Unknown || !sleepCtx(ctx, 200*time.Millisecond) {
+				break
+			}
+		}
+		hold.Lost = o != OK
+		emit(Op{Lock: &hold})
+	}
+}
+
+// configLoop watches the config document until ctx ends, printing every
+// revision it receives. After a broken stream it watches again from the
+// last revision it saw, as a real client does; it does not filter what the
+// sidecar sends, so the checker sees any revision that goes backwards.
+func configLoop(ctx context.Context, c *client.Client, emit func(Op)) {
+	name := os.Getenv("CHAOS_NAME")
+	var last int64
+	for ctx.Err() == nil {
+		stream, err := c.Config.Watch(ctx, connect.NewRequest(&batonv1.WatchRequest{Name: ConfigName, AfterRevision: last}))
+		if err == nil {
+			for stream.Receive() {
+				rev := stream.Msg().Revision
+				emit(Op{Config: &ConfigSeen{Watcher: name, Name: ConfigName, Revision: rev, At: time.Now()}})
+				last = max(last, rev)
+			}
+			stream.Close()
+		}
+		sleepCtx(ctx, 200*time.Millisecond) // reconnect backoff
 	}
 }
 

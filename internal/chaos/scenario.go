@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
@@ -130,8 +131,13 @@ type Result struct {
 	Cancels     int // Cancel calls made (on a third of the submit waves)
 	StaleWrites int // writes the fenced store refused
 	Ops         int
-	Report      Report
-	Elapsed     time.Duration
+	// Locks: holdings of the chaos lock, and those lost with their lease
+	// or their process (their end unknown).
+	LockHolds, LockLost int
+	// Config: writes the harness made, deliveries to watchers.
+	ConfigWrites, ConfigDeliveries int
+	Report                         Report
+	Elapsed                        time.Duration
 }
 
 // Failed reports whether the run broke an invariant.
@@ -159,6 +165,11 @@ type run struct {
 	cancels   int      // Cancel calls that succeeded
 	cancelled []string // tasks Cancel ended at once
 	gen       int
+
+	locks        []LockHold
+	lockIdx      map[string]int // holder/token → index in locks
+	configSeen   []ConfigSeen
+	configWrites int
 }
 
 type sidecarSlot struct {
@@ -179,7 +190,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, errors.New("chaos: Exe and Dir are required")
 	}
 	start := time.Now()
-	r := &run{cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6261746f6e)), pending: map[[4]string]int{}, holding: map[string]Op{}}
+	r := &run{cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6261746f6e)), pending: map[[4]string]int{}, holding: map[string]Op{}, lockIdx: map[string]int{}}
 	res := &Result{Seed: cfg.Seed, Final: map[string]int{}}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(cfg.Log, "%6.1fs "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
@@ -247,6 +258,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer stopSub()
 	go func() { subDone <- r.submit(sub, qs, specs, cfg.Duration*3/4) }()
 
+	// The config document changes all through the fault period.
+	cs := configdoc.NewStore(r.kv.KV, nil, configdoc.Config{})
+	cfgCtx, stopConfig := context.WithCancel(ctx)
+	defer stopConfig()
+	cfgDone := make(chan struct{})
+	go func() { defer close(cfgDone); r.writeConfig(cfgCtx, cs) }()
+
 	// Faults until Duration ends.
 	end := time.Now().Add(cfg.Duration)
 	for time.Now().Before(end) && ctx.Err() == nil {
@@ -265,6 +283,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		res.Faults = append(res.Faults, f)
 	}
+	stopConfig()
+	<-cfgDone
 	submitted := <-subDone
 	res.Submitted = len(submitted)
 	logf("faults over; %d tasks submitted; waiting for all to finish", len(submitted))
@@ -274,6 +294,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	configFinal, configLive := r.finalConfig(ctx, cs, 20*time.Second)
 	r.stopAll()
 	stopWatch()
 	<-watchDone
@@ -282,7 +303,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cancelled := append([]string(nil), r.cancelled...)
 	res.Cancels = r.cancels
 	r.mu.Unlock()
-	h := History{Submitted: submitted, Cancelled: cancelled, Final: final, Ops: r.history(), Writes: r.store.Writes()}
+	r.mu.Lock()
+	seen := append([]ConfigSeen(nil), r.configSeen...)
+	res.ConfigWrites = r.configWrites
+	r.mu.Unlock()
+	h := History{Submitted: submitted, Cancelled: cancelled, Final: final, Ops: r.history(), Writes: r.store.Writes(),
+		Locks: r.lockHolds(), Config: seen, ConfigFinal: configFinal, ConfigLive: configLive}
 	res.Report = Check(h, 30*time.Second)
 	r.dump(h, res.Faults)
 	r.tally(res, h)
@@ -399,10 +425,22 @@ func (r *run) startWorker(s *sidecarSlot, i int) error {
 	return nil
 }
 
-// onOp records a worker's Op line.
+// onOp records a worker's Op line (or its lock or config line).
 func (r *run) onOp(line string) {
 	var op Op
-	if err := json.Unmarshal([]byte(line), &op); err != nil || op.Kind == "" {
+	if err := json.Unmarshal([]byte(line), &op); err != nil {
+		return
+	}
+	switch {
+	case op.Lock != nil:
+		r.onLock(*op.Lock)
+		return
+	case op.Config != nil:
+		r.mu.Lock()
+		r.configSeen = append(r.configSeen, *op.Config)
+		r.mu.Unlock()
+		return
+	case op.Kind == "":
 		return
 	}
 	key := [4]string{op.Worker, op.Kind, op.Task, fmt.Sprint(op.Token)}
@@ -429,6 +467,97 @@ func (r *run) onOp(line string) {
 			delete(r.holding, op.Worker)
 		}
 	}
+}
+
+// onLock records a lock holding: its first line when Lock returned, its
+// second when the holder let go.
+func (r *run) onLock(h LockHold) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := h.Holder + "/" + fmt.Sprint(h.Token)
+	if i, ok := r.lockIdx[k]; ok {
+		r.locks[i] = h
+		return
+	}
+	r.lockIdx[k] = len(r.locks)
+	r.locks = append(r.locks, h)
+}
+
+// lockHolds returns the holdings; one whose holder never said it let go
+// (killed while holding) has an unknown end.
+func (r *run) lockHolds() []LockHold {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]LockHold(nil), r.locks...)
+	for i := range out {
+		if out[i].Released.IsZero() {
+			out[i].Lost = true
+		}
+	}
+	return out
+}
+
+// writeConfig changes the config document every 250ms until ctx ends,
+// ignoring failures (etcd faults), and returns the revision of its last
+// successful write.
+func (r *run) writeConfig(ctx context.Context, cs *configdoc.Store) int64 {
+	var last int64
+	for n := 0; ctx.Err() == nil; n++ {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := cs.Set(wctx, ConfigName, fmt.Appendf(nil, `{"seq":%d,"sample_rate":24000}`, n))
+		cancel()
+		if err == nil {
+			last = d.Revision
+			r.mu.Lock()
+			r.configWrites++
+			r.mu.Unlock()
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+	return last
+}
+
+// finalConfig writes the config once more after the faults (retrying until
+// etcd takes it) and waits up to limit for every live worker to have seen
+// it. It returns the final revision and the live workers.
+func (r *run) finalConfig(ctx context.Context, cs *configdoc.Store, limit time.Duration) (int64, []string) {
+	deadline := time.Now().Add(limit)
+	var final int64
+	for final == 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := cs.Set(wctx, ConfigName, []byte(`{"seq":"final","sample_rate":24000}`))
+		cancel()
+		if err == nil {
+			final = d.Revision
+		} else {
+			sleepCtx(ctx, 200*time.Millisecond)
+		}
+	}
+	var live []string
+	r.mu.Lock()
+	for _, s := range r.sidecars {
+		for _, w := range s.workers {
+			live = append(live, w.name)
+		}
+	}
+	r.mu.Unlock()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		seen := map[string]int64{}
+		r.mu.Lock()
+		for _, c := range r.configSeen {
+			seen[c.Watcher] = max(seen[c.Watcher], c.Revision)
+		}
+		r.mu.Unlock()
+		all := true
+		for _, w := range live {
+			all = all && seen[w] >= final
+		}
+		if all {
+			break
+		}
+		sleepCtx(ctx, 50*time.Millisecond)
+	}
+	return final, live
 }
 
 // history returns the ops; calls never answered are of unknown outcome.
@@ -780,6 +909,13 @@ func (r *run) tally(res *Result, h History) {
 		}
 	}
 	res.Ops = len(h.Ops)
+	res.LockHolds = len(h.Locks)
+	for _, l := range h.Locks {
+		if l.Lost {
+			res.LockLost++
+		}
+	}
+	res.ConfigDeliveries = len(h.Config)
 }
 
 // DirFor makes a run directory under the system's temp dir.

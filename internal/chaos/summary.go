@@ -58,6 +58,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprintf(w, "requeues %d  retries %d  cancels %d  duplicate executions %d  completes refused %d  stale writes refused %d\n",
 		r.Requeues, r.Retries, r.Cancels, r.Duplicates, r.Refused, r.StaleWrites)
+	fmt.Fprintf(w, "lock holdings %d (lost with their lease or process %d)  config writes %d, deliveries to watchers %d\n",
+		r.LockHolds, r.LockLost, r.ConfigWrites, r.ConfigDeliveries)
 	fmt.Fprintf(w, "lost %d  stuck %d  violations %d  linearizability undecided %d\n", lost, stuck, len(r.Report.Violations), len(r.Report.Undecided))
 	for i, v := range r.Report.Violations {
 		if i == 20 {
