@@ -518,3 +518,33 @@ func TestLockInteropWithEtcdMutex(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Concurrent first Locks of one session share one lock lease (a second
+// lease would replace the first and let its locks expire).
+func TestLockConcurrentFirstLocksShareALease(t *testing.T) {
+	sc, ns := start(t, sidecar.Config{})
+	cli := sidecartest.Client(t, endpoint, ns)
+	s, _ := lockSession(t, sc, "w")
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := lock(sc.Client, fmt.Sprintf("gpu%d", i), s, 5*time.Second); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	locks, err := coord.ListLocks(context.Background(), cli.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owners, err := cli.Get(context.Background(), coord.PrefixLockOwners, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(locks) != 5 || owners.Count != 1 {
+		t.Fatalf("%d locks under %d leases; want 5 under 1", len(locks), owners.Count)
+	}
+}

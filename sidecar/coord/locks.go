@@ -98,10 +98,10 @@ type LockLost struct {
 // concurrency.Session granted at its first Lock, with the sidecar's TTL,
 // kept alive by the sidecar. etcd's Mutex keys waiters by lease, so two
 // workers sharing the sidecar's one lease could not exclude each other; one
-// lease per worker session makes them ordinary competing waiters. When the worker session closes (the
-// process exited, even by SIGKILL) the lease is revoked and every lock and
-// wait of that worker ends at once; when the sidecar dies or is cut off,
-// etcd expires the lease after the TTL.
+// lease per worker session makes them ordinary competing waiters. When the
+// worker session closes (the process exited, even by SIGKILL) the lease is
+// revoked and every lock and wait of that worker ends at once; when the
+// sidecar dies or is cut off, etcd expires the lease after the TTL.
 //
 // Its methods are safe for concurrent use.
 type Locks struct {
@@ -132,6 +132,9 @@ func NewLocks(cli *clientv3.Client, ttl time.Duration, workerID string, logger *
 // sessionLocks is the lock state of one worker session.
 type sessionLocks struct {
 	sess *Session
+	// grant serialises granting the lock lease, so that concurrent first
+	// Locks of one session share one lease.
+	grant sync.Mutex
 
 	// Guarded by Locks.mu.
 	es       *concurrency.Session // nil until the first Lock, or after its lease was lost
@@ -172,6 +175,8 @@ func (l *Locks) state(sess *Session) (*sessionLocks, error) {
 // etcdSession returns the session's lock lease, granting one when there is
 // none or the last one was lost.
 func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency.Session, error) {
+	sl.grant.Lock()
+	defer sl.grant.Unlock()
 	l.mu.Lock()
 	es := sl.es
 	closed := sl.closed
