@@ -115,6 +115,7 @@ type Locks struct {
 	sessions map[*Session]*sessionLocks
 	closed   bool
 	wg       sync.WaitGroup // watchers of lock leases
+	ending   sync.WaitGroup // endSession calls revoking a lease
 }
 
 // NewLocks returns a lock manager whose leases live ttl (rounded up to
@@ -430,7 +431,9 @@ func (l *Locks) endSession(sl *sessionLocks) {
 	es, cancel := sl.es, sl.esCancel
 	sl.es, sl.esCancel = nil, nil
 	sl.held = map[string]*mutex{}
+	l.ending.Add(1) // Close waits for the revoke, which needs the etcd client
 	l.mu.Unlock()
+	defer l.ending.Done()
 	if es == nil {
 		return
 	}
@@ -448,8 +451,10 @@ func (l *Locks) revoke(id clientv3.LeaseID) {
 	}
 }
 
-// Close releases every lock of every session and waits for the lease
-// watchers to stop. Lock calls after Close fail with ErrSessionClosed.
+// Close releases every lock of every session and waits until every lease
+// is revoked (or given up on) and the lease watchers stopped; call it
+// before closing the etcd client. Lock calls after Close fail with
+// ErrSessionClosed.
 func (l *Locks) Close() {
 	l.mu.Lock()
 	l.closed = true
@@ -462,6 +467,7 @@ func (l *Locks) Close() {
 		sl.unhook()
 		l.endSession(sl)
 	}
+	l.ending.Wait() // including ends that sessions closing meanwhile began
 	l.wg.Wait()
 }
 
