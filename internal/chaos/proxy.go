@@ -50,20 +50,28 @@ func NewLink(members []string) (*Link, error) {
 // Endpoints are the addresses the sidecar dials.
 func (l *Link) Endpoints() []string { return l.addrs }
 
-// Partition drops everything in both directions while connections stay
-// open: the sidecar keeps running and believes it is connected.
+// Partition stops all traffic in both directions and accepts no new
+// connection, while open connections stay open: the sidecar keeps running
+// and believes it is connected. Bytes already sent are held, not dropped,
+// and arrive when the partition heals, as TCP delivers them after a real
+// partition (or the sidecar's gRPC keepalive gives the connection up first).
+// Dropping bytes inside a live connection (the proxy's blackhole) is not a
+// network partition: it corrupts HTTP/2's header compression state, which
+// no real network does under TCP's checksums and sequence numbers.
 func (l *Link) Partition() {
 	for _, p := range l.proxies {
-		p.BlackholeTx()
-		p.BlackholeRx()
+		p.PauseAccept()
+		p.PauseTx()
+		p.PauseRx()
 	}
 }
 
 // Heal ends a partition.
 func (l *Link) Heal() {
 	for _, p := range l.proxies {
-		p.UnblackholeTx()
-		p.UnblackholeRx()
+		p.UnpauseTx()
+		p.UnpauseRx()
+		p.UnpauseAccept()
 	}
 }
 
