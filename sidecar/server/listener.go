@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 )
@@ -62,7 +63,8 @@ func CheckSocket(path string) error {
 }
 
 // Handler returns the HTTP handler serving the socket API: TaskService,
-// gRPC reflection, and whatever extra handlers are given.
+// gRPC reflection, and whatever extra handlers are given (Health among
+// them: reflection lists grpc.health.v1.Health).
 func Handler(tasks *TaskHandler, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(batonv1connect.NewTaskServiceHandler(tasks, opts...))
@@ -73,6 +75,7 @@ func Handler(tasks *TaskHandler, opts []connect.HandlerOption, extra ...func(*ht
 		batonv1connect.TaskServiceName,
 		batonv1connect.LockServiceName,
 		batonv1connect.ConfigServiceName,
+		grpchealth.HealthV1ServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
