@@ -111,7 +111,7 @@ func TestDevAndSubmit(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	etcdAddr := freePort(t)
-	dev := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", etcdAddr, "--queue", "tts")
+	dev := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", etcdAddr, "--queue", "tts", "--admin-addr", "127.0.0.1:0")
 	stdout, _ := dev.StdoutPipe()
 	var stderr bytes.Buffer
 	dev.Stderr = &stderr
@@ -122,6 +122,12 @@ func TestDevAndSubmit(t *testing.T) {
 	out := watchLines(stdout)
 	out.waitFor(t, "baton dev ready", 30*time.Second)
 	socket := filepath.Join(dir, "baton.sock")
+	// The ready message names the admin server (port 0: a free one).
+	adminLine := out.waitFor(t, "admin:", 5*time.Second)
+	admin, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(adminLine), "admin:")), " ")
+	if !strings.HasPrefix(admin, "http://127.0.0.1:") {
+		t.Fatalf("admin line %q", adminLine)
+	}
 
 	// A second dev on the same data dir is refused at once.
 	second := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", freePort(t))
@@ -176,6 +182,23 @@ func TestDevAndSubmit(t *testing.T) {
 	}
 	if m := call(t, hc, "Next", `{}`); m["task"] != nil {
 		t.Fatalf("queue not empty: %v", m)
+	}
+
+	// The admin server: alive, ready, and counting what just happened.
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "[+]lease ok",
+		"/metrics": `baton_queue_tasks_completed_total{queue="tts"} 5`,
+	} {
+		resp, err := http.Get(admin + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, resp.StatusCode, want, body)
+		}
 	}
 
 	// SIGTERM stops everything cleanly and removes the socket.
