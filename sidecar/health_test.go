@@ -2,7 +2,9 @@ package sidecar_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -116,4 +118,39 @@ func (e *etcdProcess) stop(t *testing.T) {
 	t.Helper()
 	e.srv.Close()
 	e.srv = nil
+}
+
+// dashboardExprs returns every PromQL expression of a Grafana dashboard:
+// the panels' targets and the template variables' queries.
+func dashboardExprs(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for _, k := range []string{"expr", "definition", "query"} {
+				if e, ok := v[k].(string); ok && e != "" {
+					out = append(out, e)
+				}
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	return out
 }

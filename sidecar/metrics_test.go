@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +101,8 @@ func nextIn(t *testing.T, sc *sidecartest.Sidecar, queue, session string) *baton
 }
 
 // TestMetricsAfterWorkload runs a known workload through a real sidecar and
-// checks the counts its /metrics reports.
+// checks the counts its /metrics reports, then that every query of the
+// Grafana dashboard names a metric this sidecar exports.
 func TestMetricsAfterWorkload(t *testing.T) {
 	const q = "m"
 	sc, _ := start(t, sidecar.Config{Queues: []string{q}, AdminAddr: "127.0.0.1:0", Queue: workqueue.Config{DepthInterval: 50 * time.Millisecond}})
@@ -221,6 +223,42 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		}
 	}
 
+	t.Run("dashboard", func(t *testing.T) {
+		exported := map[string]bool{}
+		for name, f := range fams {
+			exported[name] = true
+			if f.GetType() == dto.MetricType_HISTOGRAM {
+				for _, s := range []string{"_bucket", "_sum", "_count"} {
+					exported[name+s] = true
+				}
+			}
+		}
+		exprs := dashboardExprs(t, "../deploy/observability/grafana/dashboards/baton.json")
+		if len(exprs) < 6 {
+			t.Fatalf("dashboard has %d queries", len(exprs))
+		}
+		metric := regexp.MustCompile(`\bbaton_[a-z0-9_]+`)
+		used := map[string]bool{}
+		for _, e := range exprs {
+			names := metric.FindAllString(e, -1)
+			if len(names) == 0 {
+				t.Errorf("query %q names no baton metric", e)
+			}
+			for _, n := range names {
+				used[n] = true
+				if !exported[n] {
+					t.Errorf("query %q names %s, which the sidecar does not export", e, n)
+				}
+			}
+		}
+		// The panels the issue asks for.
+		for _, n := range []string{"baton_queue_depth_tasks", "baton_queue_tasks_completed_total", "baton_queue_claim_conflicts_total",
+			"baton_queue_dispatch_latency_seconds_bucket", "baton_lock_wait_seconds_bucket", "baton_worker_sessions"} {
+			if !used[n] {
+				t.Errorf("the dashboard does not show %s", n)
+			}
+		}
+	})
 }
 
 // TestReadyzFollowsEtcd stops a real etcd under a sidecar: /readyz and the
