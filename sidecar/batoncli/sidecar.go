@@ -22,8 +22,6 @@ const (
 // sidecarFlags are shared by `baton sidecar` and `baton dev`.
 func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
-			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
 		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
 		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves by default (repeatable)"},
 		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
@@ -33,6 +31,8 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE shown by `baton workers list` (repeatable), e.g. gpu=a100"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
+		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
+			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
 	}
 }
 
