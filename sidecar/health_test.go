@@ -76,6 +76,13 @@ func TestHealthAndReflectionOverSocket(t *testing.T) {
 	if !slices.Contains(names, "grpc.health.v1.Health") || !slices.Contains(names, "baton.v1.TaskService") {
 		t.Errorf("reflection lists %v", names)
 	}
+	// grpcurl then asks for the service's descriptor to build the call.
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "grpc.health.v1.Health"}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = stream.Recv(); err != nil || len(resp.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
+		t.Errorf("reflection of grpc.health.v1.Health: %v %v", resp.GetErrorResponse(), err)
+	}
 	stream.CloseSend()
 }
 

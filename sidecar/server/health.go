@@ -8,6 +8,10 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
+	// The descriptors of grpc.health.v1, for reflection: grpcurl resolves
+	// grpc.health.v1.Health/Check through them (connect's grpchealth
+	// registers its copy under another package name).
+	_ "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // HealthChecker answers the gRPC health service (grpc.health.v1.Health) on
