@@ -41,6 +41,7 @@ func (h *signalHandler) WithGroup(string) slog.Handler      { return h }
 // task either; the sidecar must retry, not leave the task CLAIMED until
 // its timeout (5m by default).
 func TestAbandonRetriedWhenEtcdComesBack(t *testing.T) {
+	t.Parallel() // mostly waits on its own etcd; runs beside TestReadyzFollowsEtcd
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -9,20 +9,28 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
+	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
 )
 
 // Defaults of Config.
@@ -58,8 +66,30 @@ type Config struct {
 	Grace time.Duration
 	// Queue tunes the work queue.
 	Queue workqueue.Config
-	// Logger receives diagnostics. Default: discard.
+	// Logger receives diagnostics. Default: discard. Wrap its handler
+	// with telemetry.LogHandler to get trace ids on lines logged inside a
+	// span.
 	Logger *slog.Logger
+	// AdminAddr is host:port of the admin HTTP server: /metrics, /healthz
+	// and /readyz (see telemetry.Admin). Empty: no admin server. Port 0
+	// picks a free port (Sidecar.AdminAddr tells which).
+	AdminAddr string
+	// TracerProvider makes the sidecar's spans: one per socket call
+	// (otelconnect), the claim, answer and requeue spans of tasks. Default:
+	// a no-op provider. telemetry.NewTracerProvider builds one from the
+	// OTEL_* variables.
+	TracerProvider trace.TracerProvider
+	// Metrics receives the sidecar's metrics. Default: a new
+	// telemetry.Metrics (its own registry). One Metrics serves one
+	// sidecar.
+	Metrics *telemetry.Metrics
+}
+
+// DefaultWorkerID is the worker id of a sidecar that is not given one:
+// hostname-pid.
+func DefaultWorkerID() string {
+	h, _ := os.Hostname()
+	return h + "-" + strconv.Itoa(os.Getpid())
 }
 
 func (c *Config) setDefaults() {
@@ -70,8 +100,7 @@ func (c *Config) setDefaults() {
 		c.TTL = DefaultTTL
 	}
 	if c.WorkerID == "" {
-		h, _ := os.Hostname()
-		c.WorkerID = h + "-" + strconv.Itoa(os.Getpid())
+		c.WorkerID = DefaultWorkerID()
 	}
 	if c.Grace == 0 {
 		c.Grace = DefaultGrace
@@ -81,6 +110,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.Queue.Logger == nil {
 		c.Queue.Logger = c.Logger
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
+	if c.Queue.TracerProvider == nil {
+		c.Queue.TracerProvider = c.TracerProvider
+	}
+	if c.Metrics == nil {
+		c.Metrics = telemetry.NewMetrics(telemetry.MetricsConfig{Version: c.Version})
+	}
+	if c.Queue.Observer == nil {
+		c.Queue.Observer = c.Metrics
 	}
 }
 
@@ -106,6 +147,11 @@ func (c *Config) Validate() error {
 	if err := workqueue.ValidateID(c.WorkerID); c.WorkerID != "" && err != nil {
 		return fmt.Errorf("worker-id: %w", err)
 	}
+	if c.AdminAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			return fmt.Errorf("admin-addr: %q is not host:port: %w", c.AdminAddr, err)
+		}
+	}
 	return c.Queue.Validate()
 }
 
@@ -118,6 +164,7 @@ type Sidecar struct {
 
 	mu         sync.Mutex
 	dispatcher *workqueue.Dispatcher
+	adminAddr  net.Addr
 }
 
 // New checks cfg and returns a sidecar; Run starts it.
@@ -131,6 +178,17 @@ func New(cfg Config) (*Sidecar, error) {
 
 // Ready is closed once the socket serves.
 func (s *Sidecar) Ready() <-chan struct{} { return s.ready }
+
+// AdminAddr returns the address of the admin HTTP server once Ready, or
+// nil when there is none.
+func (s *Sidecar) AdminAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adminAddr
+}
+
+// Metrics returns the sidecar's metrics.
+func (s *Sidecar) Metrics() *telemetry.Metrics { return s.cfg.Metrics }
 
 // Dispatcher returns the work queue dispatcher once Ready.
 func (s *Sidecar) Dispatcher() *workqueue.Dispatcher {
@@ -146,13 +204,25 @@ func (s *Sidecar) Dispatcher() *workqueue.Dispatcher {
 func (s *Sidecar) Run(ctx context.Context) error {
 	cfg := s.cfg
 	log := cfg.Logger
+	m := cfg.Metrics
+	tracing, err := otelconnect.NewInterceptor(
+		otelconnect.WithTracerProvider(cfg.TracerProvider),
+		otelconnect.WithPropagator(propagation.TraceContext{}),
+		otelconnect.WithTrustRemote(), // the socket's peers are local workers
+		otelconnect.WithoutMetrics(),  // metrics are Prometheus, on the admin address
+	)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
 	ln, err := server.Listen(cfg.Socket, cfg.SocketMode)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 
-	cli, err := etcdutil.New(cfg.Etcd)
+	ecfg := cfg.Etcd
+	ecfg.DialOptions = append(append([]grpc.DialOption(nil), ecfg.DialOptions...), m.EtcdDialOptions()...)
+	cli, err := etcdutil.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
@@ -164,6 +234,33 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	lease := coord.NewLeaseKeeper(cli, cfg.TTL, log)
+
+	// The admin server starts before anything is written to etcd, so that
+	// an address in use fails the start cleanly. /readyz says not ready
+	// until the socket serves and the lease is granted.
+	var draining, serving atomic.Bool
+	probe := probes{cli: cli, lease: lease, socket: cfg.Socket, draining: &draining, serving: &serving}
+	if cfg.AdminAddr != "" {
+		admin := telemetry.NewAdmin(telemetry.AdminConfig{
+			Addr:     cfg.AdminAddr,
+			Gatherer: m.Registry(),
+			Ready:    probe.checks(),
+			Logger:   log,
+		})
+		if err := admin.Start(); err != nil {
+			return err
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = admin.Stop(ctx)
+		}()
+		s.mu.Lock()
+		s.adminAddr = admin.Addr()
+		s.mu.Unlock()
+		log.Info("admin serving", "addr", admin.Addr().String(), "paths", "/metrics /healthz /readyz")
+	}
+
 	leaseCtx, stopLease := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Add(1)
@@ -171,8 +268,19 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer func() { stopLease(); bg.Wait() }()
 
 	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, s.Sessions, cfg.WorkerID)
+	d.Track(cfg.Queues...)
 	d.Start()
 	defer d.Stop()
+	m.Queues(cfg.Queues...)
+	if err := m.Watch(telemetry.SidecarStats{
+		ClaimsHeld:         d.HeldCount,
+		SessionsOpen:       s.Sessions.Len,
+		SessionsOpened:     s.Sessions.Opened,
+		LeaseLost:          func() int64 { return lease.Stats().Lost },
+		LeaseGrantFailures: func() int64 { return lease.Stats().GrantFailures },
+	}); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 	s.mu.Lock()
 	s.dispatcher = d
 	s.mu.Unlock()
@@ -192,20 +300,25 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { defer bg.Done(); reg.Run(regCtx) }()
 	defer stopReg()
 
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(4 << 20), connect.WithInterceptors(tracing)}
 	locks := coord.NewLocks(cli, cfg.TTL, cfg.WorkerID, log)
 	defer locks.Close()
 	svcs := server.Services{
-		Tasks:  &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log},
-		Locks:  &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log},
-		Config: &server.ConfigHandler{Store: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}), Logger: log},
+		Tasks: &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log},
+		Locks: &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log, Metrics: m, TracerProvider: cfg.TracerProvider},
+		Config: &server.ConfigHandler{Store: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}), Logger: log,
+			TracerProvider: cfg.TracerProvider},
 	}
 	handlerCtx, cancelHandlers := context.WithCancel(context.Background())
 	defer cancelHandlers()
-	srv := server.HTTPServer(server.Handler(svcs, []connect.HandlerOption{connect.WithReadMaxBytes(4 << 20)}), handlerCtx)
+	health := server.HealthChecker{Ready: probe.serve}
+	srv := server.HTTPServer(server.Handler(svcs, opts, server.Health(health, opts...)), handlerCtx)
 	serveErr := make(chan error, 1)
+	serving.Store(true)
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
+		defer serving.Store(false)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			serveErr <- err
 		}
@@ -219,17 +332,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		log.Error("socket server failed", "err", err)
 	}
 
-	// Graceful shutdown.
+	// Graceful shutdown. /readyz and the health service say not ready from
+	// here on.
+	draining.Store(true)
 	log.Info("sidecar stopping", "held", d.HeldCount(), "grace", cfg.Grace)
 	graceCtx, cancelGrace := context.WithTimeout(context.Background(), cfg.Grace)
 	d.Drain(graceCtx)
 	cancelGrace()
-	cancelHandlers() // ends Attach streams and long polls
-	closeCtx, cancelClose := context.WithTimeout(context.Background(), 2*time.Second)
-	if srv.Shutdown(closeCtx) != nil {
-		srv.Close()
-	}
-	cancelClose()
+	stopServing(srv, cancelHandlers)
 	revokeCtx, cancelRevoke := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := lease.Revoke(revokeCtx); err != nil {
 		log.Warn("revoking lease failed; its keys go when it expires", "err", err)
@@ -237,4 +347,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	cancelRevoke()
 	log.Info("sidecar stopped")
 	return err
+}
+
+// stopServing cancels the handlers' calls (Attach streams, long polls) and
+// closes the socket server.
+func stopServing(srv *http.Server, cancelHandlers context.CancelFunc) {
+	cancelHandlers()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if srv.Shutdown(ctx) != nil {
+		srv.Close()
+	}
 }

@@ -373,9 +373,12 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want INVALID_ARGUMENT naming %s", c.name, err, c.field)
 		}
 	}
-	// Nothing was written by the refused submits. (A wait, not 0: right
-	// after start the sidecar may not hold its lease yet.)
-	if task := next(t, sc, time.Second, ""); task != nil {
+	// Nothing was written by the refused submits. (Next with wait 0
+	// answers UNAVAILABLE until the sidecar holds its lease, which a fast
+	// run of the calls above can beat: wait for the health service.)
+	g := healthClient(t, sc.Socket)
+	waitFor(t, 20*time.Second, "sidecar serving", func() bool { return g.check(t) == "SERVING" })
+	if task := next(t, sc, 0, ""); task != nil {
 		t.Fatalf("refused submit wrote task %s", task.Id)
 	}
 	// An unknown but valid queue is just empty.

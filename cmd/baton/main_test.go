@@ -16,6 +16,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
 
 // buildBaton builds the binary once per test run.
@@ -111,7 +116,7 @@ func TestDevAndSubmit(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	etcdAddr := freePort(t)
-	dev := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", etcdAddr, "--queue", "tts")
+	dev := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", etcdAddr, "--queue", "tts", "--admin-addr", "127.0.0.1:0")
 	stdout, _ := dev.StdoutPipe()
 	var stderr bytes.Buffer
 	dev.Stderr = &stderr
@@ -122,6 +127,12 @@ func TestDevAndSubmit(t *testing.T) {
 	out := watchLines(stdout)
 	out.waitFor(t, "baton dev ready", 30*time.Second)
 	socket := filepath.Join(dir, "baton.sock")
+	// The ready message names the admin server (port 0: a free one).
+	adminLine := out.waitFor(t, "admin:", 5*time.Second)
+	admin, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(adminLine), "admin:")), " ")
+	if !strings.HasPrefix(admin, "http://127.0.0.1:") {
+		t.Fatalf("admin line %q", adminLine)
+	}
 
 	// A second dev on the same data dir is refused at once.
 	second := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", freePort(t))
@@ -176,6 +187,47 @@ func TestDevAndSubmit(t *testing.T) {
 	}
 	if m := call(t, hc, "Next", `{}`); m["task"] != nil {
 		t.Fatalf("queue not empty: %v", m)
+	}
+
+	// The admin server: alive, ready, and counting what just happened.
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/readyz":  "[+]lease ok",
+		"/metrics": `baton_queue_tasks_completed_total{queue="tts"} 5`,
+	} {
+		resp, err := http.Get(admin + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d, body lacks %q:\n%.2000s", path, resp.StatusCode, want, body)
+		}
+	}
+
+	// What grpcurl -plaintext -unix SOCKET grpc.health.v1.Health/Check does:
+	// resolve the method by reflection, then call it over gRPC.
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "grpc.health.v1.Health"}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := rs.Recv(); err != nil || len(r.GetFileDescriptorResponse().GetFileDescriptorProto()) == 0 {
+		t.Errorf("reflection of grpc.health.v1.Health: %v %v", r.GetErrorResponse(), err)
+	}
+	rs.CloseSend()
+	if hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil || hr.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("grpc.health.v1.Health/Check: %v %v", hr, err)
 	}
 
 	// SIGTERM stops everything cleanly and removes the socket.

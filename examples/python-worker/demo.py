@@ -133,13 +133,17 @@ def main(argv=None) -> int:
 
         endpoint = "127.0.0.1:%d" % free_port()
         sock1, sock2 = os.path.join(tmp, "s1.sock"), os.path.join(tmp, "s2.sock")
+        # Free ports for the admin servers, so the demo never collides with
+        # a sidecar already running on the default ones.
+        admin1, admin2 = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
         dev = procs.start("baton-dev", [a.baton, "dev", "--data-dir", os.path.join(tmp, "etcd"), "--etcd-listen", endpoint,
-                                        "--socket", sock1, "--queue", "tts", "--grace", "5s"])
+                                        "--socket", sock1, "--queue", "tts", "--grace", "5s", "--admin-addr", admin1])
         wait_for_socket(sock1, 60)
         side = procs.start("baton-sidecar", [a.baton, "--endpoints", endpoint, "sidecar", "--socket", sock2, "--queue", "tts",
-                                             "--worker-id", "sidecar-2", "--grace", "5s"])
+                                             "--worker-id", "sidecar-2", "--grace", "5s", "--admin-addr", admin2])
         wait_for_socket(sock2, 60)
         print("demo: baton dev (etcd %s, socket %s) and a second sidecar (socket %s) are up" % (endpoint, sock1, sock2), flush=True)
+        print("demo: metrics at http://%s/metrics and http://%s/metrics" % (admin1, admin2), flush=True)
 
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "clients", "python"), HERE] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))

@@ -100,7 +100,7 @@ func runMember() error {
 func runSidecar() error {
 	args := []string{"baton", "--endpoints", os.Getenv("CHAOS_ENDPOINTS"), "--namespace", os.Getenv("CHAOS_NAMESPACE"),
 		"--log-level", "warn", "sidecar", "--socket", os.Getenv("CHAOS_SOCKET"), "--queue", Queue,
-		"--ttl", os.Getenv("CHAOS_TTL"), "--grace", "1s", "--worker-id", os.Getenv("CHAOS_NAME")}
+		"--ttl", os.Getenv("CHAOS_TTL"), "--grace", "1s", "--worker-id", os.Getenv("CHAOS_NAME"), "--admin-addr", ""}
 	return batoncli.New(os.Stdout, os.Stderr).RunContext(context.Background(), args)
 }
 

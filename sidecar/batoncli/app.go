@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/urfave/cli/v2"
 )
 
@@ -98,11 +99,12 @@ func logger(c *cli.Context) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
 	w := c.App.ErrWriter
+	// Lines logged inside a span carry its trace_id and span_id.
 	switch c.String("log-format") {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(telemetry.LogHandler(slog.NewTextHandler(w, opts))), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(telemetry.LogHandler(slog.NewJSONHandler(w, opts))), nil
 	default:
 		return nil, fmt.Errorf("log-format: %q is not text or json", c.String("log-format"))
 	}

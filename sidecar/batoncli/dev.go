@@ -18,13 +18,14 @@ func devCommand() *cli.Command {
 	flags := append([]cli.Flag{
 		&cli.StringFlag{Name: "data-dir", Value: ".baton", EnvVars: []string{"BATON_DATA_DIR"}, Usage: "where the embedded etcd keeps its data"},
 		&cli.StringFlag{Name: "etcd-listen", Value: "127.0.0.1:2379", EnvVars: []string{"BATON_ETCD_LISTEN"}, Usage: "address the embedded etcd serves clients on"},
-	}, sidecarFlags("")...)
+	}, sidecarFlags("", DefaultDevAdminAddr)...)
 	return &cli.Command{
 		Name:  "dev",
 		Usage: "run an embedded single-member etcd and one sidecar, for a laptop",
 		Description: "Starts etcd inside the process (data under --data-dir, auto-compaction on) and a sidecar on\n" +
 			"--socket (default DATA-DIR/baton.sock). Other sidecars and the CLI reach the etcd at\n" +
-			"--etcd-listen. Stops cleanly on SIGINT or SIGTERM.",
+			"--etcd-listen. Metrics and health on --admin-addr (default 127.0.0.1:9465, one above `baton sidecar`'s,\n" +
+			"so both run on one machine). Traces follow the OTEL_* variables. Stops cleanly on SIGINT or SIGTERM.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			dir := c.String("data-dir")
@@ -47,6 +48,11 @@ func devCommand() *cli.Command {
 			if err := server.CheckSocket(cfg.Socket); err != nil {
 				return err
 			}
+			flush, err := sidecarTracing(c, &cfg)
+			if err != nil {
+				return err
+			}
+			defer flush()
 			sc, err := sidecar.New(cfg)
 			if err != nil {
 				return err
@@ -70,8 +76,12 @@ func devCommand() *cli.Command {
 			go func() { done <- sc.Run(runCtx) }()
 			select {
 			case <-sc.Ready():
-				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s\n  queues: %v\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s\n",
-					cfg.Socket, etcd.Endpoint(), cfg.Queues, cfg.Socket, etcd.Endpoint())
+				admin := "off"
+				if a := sc.AdminAddr(); a != nil {
+					admin = "http://" + a.String() + " (/metrics /healthz /readyz)"
+				}
+				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s\n  queues: %v\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s\n",
+					cfg.Socket, etcd.Endpoint(), cfg.Queues, admin, cfg.Socket, etcd.Endpoint())
 			case err := <-done:
 				return err
 			}

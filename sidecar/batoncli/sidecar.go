@@ -7,12 +7,20 @@ import (
 
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/registry"
+	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 )
 
+// Default admin addresses: `baton dev` uses the next port, so that a dev
+// sidecar and a `baton sidecar` on one laptop do not collide.
+const (
+	DefaultAdminAddr    = "127.0.0.1:9464"
+	DefaultDevAdminAddr = "127.0.0.1:9465"
+)
+
 // sidecarFlags are shared by `baton sidecar` and `baton dev`.
-func sidecarFlags(defaultSocket string) []cli.Flag {
+func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
 		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves by default (repeatable)"},
@@ -23,6 +31,8 @@ func sidecarFlags(defaultSocket string) []cli.Flag {
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE shown by `baton workers list` (repeatable), e.g. gpu=a100"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
+		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
+			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
 	}
 }
 
@@ -43,33 +53,57 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 	if len(queues) == 0 {
 		queues = []string{"default"}
 	}
+	workerID := c.String("worker-id")
+	if workerID == "" {
+		workerID = sidecar.DefaultWorkerID() // named here too: it is the traces' service.instance.id
+	}
 	cfg := sidecar.Config{
 		Etcd:       etcdConfig(c),
 		Socket:     c.String("socket"),
 		SocketMode: os.FileMode(mode),
 		Queues:     queues,
 		TTL:        c.Duration("ttl"),
-		WorkerID:   c.String("worker-id"),
+		WorkerID:   workerID,
 		Labels:     labels,
 		Version:    Version,
 		Grace:      c.Duration("grace"),
 		Queue:      workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
 		Logger:     log,
+		AdminAddr:  c.String("admin-addr"),
 	}
 	return cfg, nil
+}
+
+// sidecarTracing sets cfg's tracer provider from the OTEL_* variables; call
+// the returned function after the sidecar stopped, to flush the spans.
+func sidecarTracing(c *cli.Context, cfg *sidecar.Config) (func(), error) {
+	tp, flush, err := tracerProvider(c, cfg.Logger, telemetry.TraceConfig{ServiceName: "baton-sidecar", InstanceID: cfg.WorkerID})
+	if err != nil {
+		return nil, err
+	}
+	cfg.TracerProvider = tp
+	return flush, nil
 }
 
 func sidecarCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "sidecar",
 		Usage:     "serve workers on a Unix socket, coordinating through etcd",
-		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--ttl 10s]",
-		Flags:     sidecarFlags("/run/baton/baton.sock"),
+		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--ttl 10s] [--admin-addr 127.0.0.1:9464]",
+		Description: "Traces go to an OpenTelemetry collector when the standard OTEL_* variables say so\n" +
+			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf, OTEL_TRACES_SAMPLER, ...);\n" +
+			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).",
+		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr),
 		Action: func(c *cli.Context) error {
 			cfg, err := sidecarConfig(c)
 			if err != nil {
 				return err
 			}
+			flush, err := sidecarTracing(c, &cfg)
+			if err != nil {
+				return err
+			}
+			defer flush()
 			sc, err := sidecar.New(cfg)
 			if err != nil {
 				return err

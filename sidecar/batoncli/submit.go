@@ -12,9 +12,16 @@ import (
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/jsonl"
+	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// tracerName is the instrumentation name of the command line's spans.
+const tracerName = "github.com/batonhq/baton/sidecar/batoncli"
 
 func submitCommand() *cli.Command {
 	return &cli.Command{
@@ -138,14 +145,42 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 		}
 		opts = append(opts, workqueue.WithPin(workqueue.Pin{Name: d.Name, Revision: d.Revision, Document: d.Data}))
 	}
+	log, err := logger(c)
+	if err != nil {
+		return err
+	}
+	tp, flush, err := tracerProvider(c, log, telemetry.TraceConfig{ServiceName: "baton-cli"})
+	if err != nil {
+		return err
+	}
+	defer flush()
 	bar := newProgress(c.App.ErrWriter, "submit", len(specs))
 	ctx, cancel := context.WithTimeout(c.Context, 10*time.Minute)
 	defer cancel()
 	start := time.Now()
+	// One span for the file; its context is stored with every task, so each
+	// task's claim, worker and answer spans join this trace.
+	ctx, span := tp.Tracer(tracerName).Start(ctx, "baton.submit", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		workqueue.AttrTaskQueue.String(c.String("queue")),
+		workqueue.AttrBatch.String(c.String("batch")),
+		attribute.String("baton.submit.file", name),
+		attribute.Int("baton.submit.tasks", len(specs)),
+	))
+	if tp := workqueue.FormatTraceparent(span.SpanContext()); tp != "" {
+		for i := range specs {
+			specs[i].Traceparent = tp
+		}
+	}
 	opts = append(opts, workqueue.WithProgress(func(done, total int) { bar.set(done) }))
 	res, err := store.Submit(ctx, specs, opts...)
 	bar.finish()
 	created, existing := res.Counts()
+	span.SetAttributes(attribute.Int("baton.submit.created", created), attribute.Int("baton.submit.existing", existing))
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 	if err != nil {
 		var inv *workqueue.InvalidError
 		if errors.As(err, &inv) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,6 +29,25 @@ type LeaseKeeper struct {
 	mu      sync.Mutex
 	cur     *concurrency.Session
 	changed chan struct{} // closed and replaced when cur changes
+
+	granted, grantFailures, lost atomic.Int64
+}
+
+// LeaseStats counts what a LeaseKeeper went through since it started.
+type LeaseStats struct {
+	// Granted: leases granted.
+	Granted int64
+	// GrantFailures: attempts to grant a lease that failed (etcd away).
+	GrantFailures int64
+	// Lost: leases that ended while the keeper was running: they expired
+	// because keepalives did not reach etcd within the TTL, or were revoked
+	// by someone else. Everything bound to them was deleted.
+	Lost int64
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (k *LeaseKeeper) Stats() LeaseStats {
+	return LeaseStats{Granted: k.granted.Load(), GrantFailures: k.grantFailures.Load(), Lost: k.lost.Load()}
 }
 
 // NewLeaseKeeper returns a keeper for leases of ttl (rounded up to whole
@@ -96,6 +116,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			k.grantFailures.Add(1)
 			k.logger.Warn("granting etcd lease failed; retrying", "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
@@ -106,6 +127,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		k.granted.Add(1)
 		k.logger.Info("etcd lease granted", "lease", int64(s.Lease()), "ttl_s", k.ttl)
 		k.set(s)
 		select {
@@ -113,6 +135,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			k.lost.Add(1)
 			k.logger.Warn("etcd lease lost; granting a new one", "lease", int64(s.Lease()))
 			k.set(nil)
 		case <-ctx.Done():

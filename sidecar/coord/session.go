@@ -72,8 +72,9 @@ func (s *Session) OnClose(f func()) (remove func(), ok bool) {
 // Sessions is the registry of a sidecar's open worker sessions. Its methods
 // are safe for concurrent use.
 type Sessions struct {
-	mu   sync.Mutex
-	open map[string]*Session
+	mu     sync.Mutex
+	open   map[string]*Session
+	opened int64
 }
 
 // NewSessions returns an empty registry.
@@ -93,8 +94,17 @@ func (r *Sessions) Open(worker string) *Session {
 	}
 	r.mu.Lock()
 	r.open[s.ID] = s
+	r.opened++
 	r.mu.Unlock()
 	return s
+}
+
+// Opened returns the number of sessions opened since the registry was
+// made.
+func (r *Sessions) Opened() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opened
 }
 
 // Get returns the open session with the given id.

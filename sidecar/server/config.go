@@ -9,6 +9,8 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/configdoc"
+	"github.com/batonhq/baton/sidecar/telemetry"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -16,6 +18,9 @@ import (
 type ConfigHandler struct {
 	Store  *configdoc.Store
 	Logger *slog.Logger
+	// TracerProvider traces each Watch delivery (baton.config.deliver); may
+	// be nil.
+	TracerProvider trace.TracerProvider
 }
 
 var _ batonv1connect.ConfigServiceHandler = (*ConfigHandler)(nil)
@@ -62,11 +67,16 @@ func (h *ConfigHandler) Watch(ctx context.Context, req *connect.Request[batonv1.
 		return err
 	}
 	err := h.Store.Watch(ctx, req.Msg.GetName(), req.Msg.GetAfterRevision(), func(d configdoc.Document) error {
+		_, span := telemetry.StartConfigDelivery(ctx, h.TracerProvider, d.Name, d.Revision)
+		defer span.End()
 		doc, err := documentProto(d)
-		if err != nil {
-			return err
+		if err == nil {
+			err = stream.Send(&batonv1.WatchResponse{Document: doc, Revision: d.Revision})
 		}
-		return stream.Send(&batonv1.WatchResponse{Document: doc, Revision: d.Revision})
+		if err != nil {
+			span.RecordError(err)
+		}
+		return err
 	})
 	if ctx.Err() != nil {
 		return nil

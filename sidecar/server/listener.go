@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 )
@@ -70,7 +71,7 @@ type Services struct {
 
 // Handler returns the HTTP handler serving the socket API: TaskService,
 // LockService, ConfigService, gRPC reflection, and whatever extra handlers
-// are given.
+// are given (Health among them: reflection lists grpc.health.v1.Health).
 func Handler(svcs Services, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(batonv1connect.NewTaskServiceHandler(svcs.Tasks, opts...))
@@ -83,6 +84,7 @@ func Handler(svcs Services, opts []connect.HandlerOption, extra ...func(*http.Se
 		batonv1connect.TaskServiceName,
 		batonv1connect.LockServiceName,
 		batonv1connect.ConfigServiceName,
+		grpchealth.HealthV1ServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

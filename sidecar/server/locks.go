@@ -11,6 +11,8 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // MaxLockWait bounds Lock's wait, and is the wait of a Lock without one.
@@ -21,6 +23,10 @@ type LockHandler struct {
 	Locks    *coord.Locks
 	Sessions *coord.Sessions
 	Logger   *slog.Logger
+	// Metrics and TracerProvider observe lock waits (baton_lock_wait_seconds,
+	// span baton.lock.wait); both may be nil.
+	Metrics        *telemetry.Metrics
+	TracerProvider trace.TracerProvider
 }
 
 var _ batonv1connect.LockServiceHandler = (*LockHandler)(nil)
@@ -53,23 +59,34 @@ func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.Loc
 		}
 		wait = min(w.AsDuration(), MaxLockWait)
 	}
+	ctx, obs := telemetry.StartLockWait(ctx, h.TracerProvider, h.Metrics, req.Msg.GetName(), sess.ID)
 	var token int64
 	if wait == 0 {
 		token, err = h.Locks.TryLock(ctx, sess, req.Msg.GetName())
 		if errors.Is(err, coord.ErrLocked) {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q is held by another session (wait 0s)", req.Msg.GetName()))
+			err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q is held by another session (wait 0s)", req.Msg.GetName()))
+			obs.End(telemetry.LockBusy, 0, err)
+			return nil, err
 		}
 	} else {
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		token, err = h.Locks.Lock(wctx, sess, req.Msg.GetName())
 		cancel()
 		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q not obtained within %v", req.Msg.GetName(), wait))
+			err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q not obtained within %v", req.Msg.GetName(), wait))
+			obs.End(telemetry.LockTimeout, 0, err)
+			return nil, err
 		}
 	}
 	if err != nil {
+		outcome := telemetry.LockError
+		if ctx.Err() != nil || errors.Is(err, coord.ErrSessionClosed) {
+			outcome = telemetry.LockCancelled
+		}
+		obs.End(outcome, 0, err)
 		return nil, toConnect(err)
 	}
+	obs.End(telemetry.LockAcquired, token, nil)
 	h.Logger.Debug("lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)
 	return connect.NewResponse(&batonv1.LockResponse{FencingToken: token}), nil
 }
@@ -82,7 +99,16 @@ func (h *LockHandler) TryLock(ctx context.Context, req *connect.Request[batonv1.
 	}
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()
+	start := time.Now()
 	token, err := h.Locks.TryLock(ectx, sess, req.Msg.GetName())
+	switch {
+	case err == nil:
+		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockAcquired)
+	case errors.Is(err, coord.ErrLocked):
+		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockBusy)
+	default:
+		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockError)
+	}
 	if err != nil {
 		return nil, rpcErr(ctx, err)
 	}

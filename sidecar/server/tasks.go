@@ -12,6 +12,7 @@ import (
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -243,6 +244,15 @@ func (h *TaskHandler) Submit(ctx context.Context, req *connect.Request[batonv1.S
 	}
 	if len(specs) == 0 {
 		return nil, invalidArg("tasks", "at least one task is required")
+	}
+	// Tasks submitted without a trace context join the caller's trace
+	// (the Submit call's span, continuing the caller's traceparent header).
+	if tp := workqueue.FormatTraceparent(trace.SpanContextFromContext(ctx)); tp != "" {
+		for i := range specs {
+			if specs[i].Traceparent == "" {
+				specs[i].Traceparent = tp
+			}
+		}
 	}
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()

@@ -61,26 +61,28 @@ func TestFailRacingCancelEndsCancelled(t *testing.T) {
 			t.Fatalf("cancel: %+v %v", res, err)
 		}
 		// c.Status has CancelRequested false: the holder has not heard.
+		// Each answer reports the state it left the task in: CANCELLED.
+		var state State
 		switch answer {
 		case "abandon": // the worker's session closed
-			err = s.Abandon(ctx, id, c.Token, 0, c.Status, "worker session closed")
+			state, err = s.abandon(ctx, id, c.Token, 0, c.Status, "worker session closed")
 		case "orphan": // the holder's lease expired; another sidecar recovers
 			if _, err := cli.Revoke(ctx, lease.ID); err != nil {
 				t.Fatal(err)
 			}
-			var ok bool
-			ok, err = s.recoverOrphan(ctx, id, c.Token, c.Status, "lease expired")
-			if !ok && err == nil {
+			var r recovered
+			r, err = s.recoverOrphan(ctx, id, c.Token, c.Status, "lease expired")
+			if !r.ok && err == nil {
 				t.Fatalf("orphan not recovered")
 			}
+			state = r.state
 		case "release":
-			err = s.Release(ctx, id, c.Token, c.Status)
+			state, err = s.release(ctx, id, c.Token, c.Status)
 		default:
-			var retry bool
-			retry, _, err = s.Fail(ctx, id, c.Token, c.Status, "boom", false, 0)
-			if retry {
-				t.Errorf("%s: will retry a cancelled task", answer)
-			}
+			state, _, err = s.fail(ctx, id, c.Token, c.Status, "boom", false, 0)
+		}
+		if state != StateCancelled {
+			t.Errorf("%s: reported state %q, want CANCELLED", answer, state)
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", answer, err)

@@ -19,10 +19,13 @@ type Holder struct {
 
 // Claimed is a task claimed by this sidecar.
 type Claimed struct {
-	ID          string
-	Token       int64 // fencing token: the claim key's create revision
-	Status      Status
-	Payload     json.RawMessage
+	ID      string
+	Token   int64 // fencing token: the claim key's create revision
+	Status  Status
+	Payload json.RawMessage
+	// Traceparent is the W3C trace context the worker continues: the
+	// claim's span when the dispatcher traces (see Dispatcher.Next),
+	// otherwise the one stored at submit.
 	Traceparent string
 	CreatedMS   int64
 	// Pin is the config document pinned with the task's batch, or nil.

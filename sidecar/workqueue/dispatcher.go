@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Dispatcher is one sidecar's side of the work queue: it hands tasks to the
@@ -34,6 +35,7 @@ type Dispatcher struct {
 	lease    *coord.LeaseKeeper
 	sessions *coord.Sessions
 	worker   string
+	tracer   trace.Tracer
 
 	orphans   chan orphan
 	delayHint chan struct{} // a delay entry was put; see hintDue
@@ -45,6 +47,7 @@ type Dispatcher struct {
 	held      map[string]*held
 	paused    map[string]bool        // queues paused by an operator (q/pause/<queue>)
 	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
+	depthSeen map[string]bool        // queues whose depth was reported (see sampleDepth)
 	heldEmpty chan struct{}          // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
@@ -75,6 +78,8 @@ type held struct {
 	unhook  func()
 	timer   *time.Timer
 	session *coord.Session
+	claimed time.Time         // when this sidecar claimed it
+	span    trace.SpanContext // the claim span: parent of what follows in the task's trace
 }
 
 // unsureClaim is a claim transaction that failed with an error that does
@@ -113,6 +118,7 @@ type orphan struct {
 func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease *coord.LeaseKeeper, sessions *coord.Sessions, worker string) *Dispatcher {
 	return &Dispatcher{
 		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker,
+		tracer:    store.cfg.TracerProvider.Tracer(TracerName),
 		orphans:   make(chan orphan, 1024),
 		delayHint: make(chan struct{}, 1),
 		sweepNow:  make(chan struct{}, 1),
@@ -121,6 +127,7 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		held:      make(map[string]*held),
 		paused:    make(map[string]bool),
 		unsure:    make(map[string]unsureClaim),
+		depthSeen: make(map[string]bool),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
 		heldCh:    make(chan struct{}, 1),
@@ -175,6 +182,11 @@ func (d *Dispatcher) HeldCount() int {
 // wait for one to arrive. It returns (nil, nil) when the wait ends without
 // a task. With a session, the claim is given back with its attempt counted
 // when the session closes. Cancelling ctx abandons the wait.
+//
+// A successful claim is traced as a span (SpanClaim) in the task's trace,
+// child of the context stored at submit, linked to ctx's span, with the
+// conflicts this call met as events; the returned Claimed's Traceparent is
+// that span's, so the worker's span becomes its child.
 func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Duration, sess *coord.Session) (*Claimed, error) {
 	for i, q := range queues {
 		if err := ValidateQueue(q); err != nil {
@@ -194,6 +206,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	wt := &waiter{ch: make(chan struct{}, 1), queues: queues}
 	defer d.unwait(wt)
 	var catchUp *time.Timer
+	var cl claimTrace
 	for {
 		ls, leaseChanged, err := d.lease.Session()
 		if err != nil {
@@ -276,6 +289,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		}
 
 		if win != nil {
+			if cl.start.IsZero() {
+				cl.start = time.Now()
+			}
 			cctx, cancel := context.WithTimeout(ctx, claimTimeout)
 			c, err := d.store.claim(cctx, cand.key, cand.modRev, cand.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()})
 			cancel()
@@ -295,17 +311,24 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			d.mu.Unlock()
 			switch {
 			case err == nil:
-				return c, d.hold(c, sess)
+				d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(cand.st.UpdatedMS)), 0))
+				sc := d.traceClaim(ctx, c, &cl)
+				return c, d.hold(c, sess, sc)
 			case errors.Is(err, errConflict):
+				d.conflict(ctx, cand, &cl)
 				continue
 			case errors.Is(err, errZombie):
-				d.cfg.Logger.Warn("dropping ready entry of a claimed task", "key", cand.key)
+				d.conflict(ctx, cand, &cl)
+				d.cfg.Logger.WarnContext(ctx, "dropping ready entry of a claimed task", "key", cand.key)
 				_ = d.store.dropZombie(ctx, cand.key, cand.modRev)
 				continue
 			case c != nil:
 				// Claimed, but the spec is unreadable: it can never run.
-				d.cfg.Logger.Error("claimed task is broken; marking it dead", "task", c.ID, "err", err)
-				_, _, _ = d.store.Fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+				d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
+				state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+				if ferr == nil {
+					d.ended(c.Status.Queue, ReasonError, state)
+				}
 				continue
 			default:
 				// The transaction may have been applied although its
@@ -314,6 +337,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				return nil, fmt.Errorf("claim: %w", err)
 			}
 		}
+		cl.start = time.Time{} // the claim span covers the attempts after the last wait
 		select {
 		case <-wt.ch:
 		case <-timer.C:
@@ -363,9 +387,10 @@ func (d *Dispatcher) unwait(wt *waiter) {
 	}
 }
 
-// hold records a new claim: its deadline timer and its session hook.
-func (d *Dispatcher) hold(c *Claimed, sess *coord.Session) error {
-	h := &held{c: c, session: sess}
+// hold records a new claim: its deadline timer and its session hook. sc
+// is the claim's span.
+func (d *Dispatcher) hold(c *Claimed, sess *coord.Session, sc trace.SpanContext) error {
+	h := &held{c: c, session: sess, claimed: time.Now(), span: sc}
 	d.mu.Lock()
 	d.held[c.ID] = h
 	d.armLocked(h)
@@ -373,9 +398,9 @@ func (d *Dispatcher) hold(c *Claimed, sess *coord.Session) error {
 	d.heldChanged()
 	if sess != nil {
 		id, token := c.ID, c.Token
-		unhook, ok := sess.OnClose(func() { d.abandon(id, token, "worker session closed while holding the task") })
+		unhook, ok := sess.OnClose(func() { d.abandon(id, token, ReasonSessionClosed) })
 		if !ok {
-			d.abandon(id, token, "worker session closed while holding the task")
+			d.abandon(id, token, ReasonSessionClosed)
 			return coord.ErrUnknownSession
 		}
 		d.mu.Lock()
@@ -400,18 +425,20 @@ func (d *Dispatcher) armLocked(h *held) {
 		d.timerWG.Add(1)
 		d.mu.Unlock()
 		defer d.timerWG.Done()
-		d.abandon(id, token, "no heartbeat within the task's timeout")
+		d.abandon(id, token, ReasonTimeout)
 	})
 }
 
-// forget drops a claim from the held table.
-func (d *Dispatcher) forget(id string, token int64) {
+// forget drops a claim from the held table, reporting to the observer
+// that it ended with outcome.
+func (d *Dispatcher) forget(id string, token int64, outcome Outcome) {
 	d.mu.Lock()
 	h := d.held[id]
 	if h == nil || h.c.Token != token {
 		d.mu.Unlock()
 		return
 	}
+	d.cfg.Observer.ClaimEnded(h.c.Status.Queue, outcome, time.Since(h.claimed))
 	delete(d.held, id)
 	if h.timer != nil {
 		h.timer.Stop()
@@ -440,8 +467,21 @@ func (d *Dispatcher) heldChanged() {
 // registry.
 func (d *Dispatcher) HeldChanged() <-chan struct{} { return d.heldCh }
 
+// lostMessage is the error recorded for a claim lost for reason.
+func lostMessage(reason Reason) string {
+	switch reason {
+	case ReasonSessionClosed:
+		return "worker session closed while holding the task"
+	case ReasonTimeout:
+		return "no heartbeat within the task's timeout"
+	case ReasonLeaseExpired:
+		return "claim lost: the holding sidecar's lease expired"
+	}
+	return string(reason)
+}
+
 // abandon returns a held claim to the queue with its attempt counted.
-func (d *Dispatcher) abandon(id string, token int64, reason string) {
+func (d *Dispatcher) abandon(id string, token int64, reason Reason) {
 	d.mu.Lock()
 	h := d.held[id]
 	d.mu.Unlock()
@@ -450,22 +490,25 @@ func (d *Dispatcher) abandon(id string, token int64, reason string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := d.store.Abandon(ctx, id, token, 0, h.c.Status, reason)
+	ctx, span := d.startInTrace(ctx, h.span, SpanRequeue, trace.WithAttributes(append(taskAttrs(id, h.c.Status, token), AttrReason.String(string(reason)))...))
+	state, err := d.store.abandon(ctx, id, token, 0, h.c.Status, lostMessage(reason))
+	endSpan(span, state, err)
 	if err != nil && !errors.Is(err, ErrClaimLost) {
 		// etcd is unreachable. If the lease survives the outage nothing
 		// else returns the task before its timeout, so try again; keep the
 		// claim meanwhile so that a late Complete can still win. Losing
 		// the lease forgets the claim and ends the retries.
-		d.cfg.Logger.Warn("returning claim failed; retrying", "task", id, "err", err)
+		d.cfg.Logger.WarnContext(ctx, "returning claim failed; retrying", "task", id, "err", err)
 		d.retryAbandon(id, token, reason)
 		return
 	}
-	d.forget(id, token)
+	d.forget(id, token, OutcomeLost)
 	if err == nil {
+		d.ended(h.c.Status.Queue, reason, state)
 		d.mu.Lock()
 		d.stats.Requeued++
 		d.mu.Unlock()
-		d.cfg.Logger.Info("claim returned", "task", id, "reason", reason)
+		d.cfg.Logger.InfoContext(ctx, "claim returned", "task", id, "reason", reason, "state", state)
 	}
 }
 
@@ -474,7 +517,7 @@ const abandonRetry = time.Second
 
 // retryAbandon calls abandon again after abandonRetry unless the
 // dispatcher stops or the claim is gone meanwhile.
-func (d *Dispatcher) retryAbandon(id string, token int64, reason string) {
+func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	h := d.held[id]
@@ -498,64 +541,97 @@ func (d *Dispatcher) retryAbandon(id string, token int64, reason string) {
 }
 
 // lookup finds the status of a live claim: from the held table, or from
-// etcd for a claim this sidecar does not hold.
-func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token int64, st Status, err error) {
+// etcd for a claim this sidecar does not hold. span is the claim's span
+// when this sidecar holds it.
+func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token int64, st Status, span trace.SpanContext, err error) {
 	id, token, err = ParseClaim(claim)
 	if err != nil {
-		return "", 0, st, &InvalidError{Field: "claim", Err: err}
+		return "", 0, st, span, &InvalidError{Field: "claim", Err: err}
 	}
 	d.mu.Lock()
 	h := d.held[id]
 	d.mu.Unlock()
 	if h != nil && h.c.Token == token {
-		return id, token, h.c.Status, nil
+		return id, token, h.c.Status, h.span, nil
 	}
 	resp, err := d.kv.Get(ctx, claimKey(id))
 	if err != nil {
-		return id, token, st, err
+		return id, token, st, span, err
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
-		return id, token, st, ErrClaimLost
+		return id, token, st, span, ErrClaimLost
 	}
 	st, err = decodeStatus(resp.Kvs[0].Value)
-	return id, token, st, err
+	return id, token, st, span, err
 }
 
-// Complete finishes the claimed task with its result.
+// Complete finishes the claimed task with its result. It is traced as a
+// span (SpanComplete) in the task's trace.
 func (d *Dispatcher) Complete(ctx context.Context, claim string, result json.RawMessage) error {
-	id, token, st, err := d.lookup(ctx, claim)
+	id, token, st, sc, err := d.lookup(ctx, claim)
 	if err != nil {
 		return err
 	}
+	ctx, span := d.startInTrace(ctx, sc, SpanComplete, trace.WithAttributes(taskAttrs(id, st, token)...))
 	err = d.store.Complete(ctx, id, token, st, result)
-	if err == nil || errors.Is(err, ErrClaimLost) {
-		d.forget(id, token)
+	switch {
+	case err == nil:
+		endSpan(span, StateDone, nil)
+		d.cfg.Observer.TaskCompleted(st.Queue)
+		d.forget(id, token, OutcomeCompleted)
+		d.cfg.Logger.DebugContext(ctx, "task completed", "task", id, "queue", st.Queue, "attempt", st.Attempt)
+	case errors.Is(err, ErrClaimLost):
+		endSpan(span, "", err)
+		d.forget(id, token, OutcomeLost)
+	default:
+		endSpan(span, "", err)
 	}
 	return err
 }
 
-// Fail records a failed attempt (see Store.Fail).
+// Fail records a failed attempt (see Store.Fail). It is traced as a span
+// (SpanFail) in the task's trace.
 func (d *Dispatcher) Fail(ctx context.Context, claim, msg string, permanent bool, retryAfter time.Duration) (bool, time.Time, error) {
-	id, token, st, err := d.lookup(ctx, claim)
+	id, token, st, sc, err := d.lookup(ctx, claim)
 	if err != nil {
 		return false, time.Time{}, err
 	}
-	retry, at, err := d.store.Fail(ctx, id, token, st, msg, permanent, retryAfter)
-	if err == nil || errors.Is(err, ErrClaimLost) {
-		d.forget(id, token)
+	ctx, span := d.startInTrace(ctx, sc, SpanFail, trace.WithAttributes(taskAttrs(id, st, token)...))
+	state, at, err := d.store.fail(ctx, id, token, st, msg, permanent, retryAfter)
+	switch {
+	case err == nil:
+		endSpan(span, state, nil)
+		d.ended(st.Queue, ReasonError, state)
+		d.forget(id, token, OutcomeFailed)
+		d.cfg.Logger.DebugContext(ctx, "task failed", "task", id, "queue", st.Queue, "attempt", st.Attempt, "state", state)
+	case errors.Is(err, ErrClaimLost):
+		endSpan(span, "", err)
+		d.forget(id, token, OutcomeLost)
+	default:
+		endSpan(span, "", err)
 	}
-	return retry, at, err
+	return state == StateFailed, at, err
 }
 
-// Release gives the claimed task back without using an attempt.
+// Release gives the claimed task back without using an attempt. It is
+// traced as a span (SpanRelease) in the task's trace.
 func (d *Dispatcher) Release(ctx context.Context, claim string) error {
-	id, token, st, err := d.lookup(ctx, claim)
+	id, token, st, sc, err := d.lookup(ctx, claim)
 	if err != nil {
 		return err
 	}
-	err = d.store.Release(ctx, id, token, st)
-	if err == nil || errors.Is(err, ErrClaimLost) {
-		d.forget(id, token)
+	ctx, span := d.startInTrace(ctx, sc, SpanRelease, trace.WithAttributes(taskAttrs(id, st, token)...))
+	state, err := d.store.release(ctx, id, token, st)
+	switch {
+	case err == nil:
+		endSpan(span, state, nil)
+		d.ended(st.Queue, ReasonReleased, state)
+		d.forget(id, token, OutcomeReleased)
+	case errors.Is(err, ErrClaimLost):
+		endSpan(span, "", err)
+		d.forget(id, token, OutcomeLost)
+	default:
+		endSpan(span, "", err)
 	}
 	return err
 }
@@ -563,13 +639,13 @@ func (d *Dispatcher) Release(ctx context.Context, claim string) error {
 // Heartbeat extends the claim's deadline and reports whether cancelling
 // the task was requested.
 func (d *Dispatcher) Heartbeat(ctx context.Context, claim string) (Status, error) {
-	id, token, st, err := d.lookup(ctx, claim)
+	id, token, st, _, err := d.lookup(ctx, claim)
 	if err != nil {
 		return st, err
 	}
 	st, err = d.store.Heartbeat(ctx, id, token, st)
 	if errors.Is(err, ErrClaimLost) {
-		d.forget(id, token)
+		d.forget(id, token, OutcomeLost)
 	}
 	if err != nil {
 		return st, err
@@ -612,12 +688,20 @@ func (d *Dispatcher) Drain(ctx context.Context) {
 	d.mu.Unlock()
 	for _, h := range rest {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := d.store.Release(rctx, h.c.ID, h.c.Token, h.c.Status)
+		rctx, span := d.startInTrace(rctx, h.span, SpanRequeue, trace.WithAttributes(append(taskAttrs(h.c.ID, h.c.Status, h.c.Token), AttrReason.String(string(ReasonShutdown)))...))
+		state, err := d.store.release(rctx, h.c.ID, h.c.Token, h.c.Status)
+		endSpan(span, state, err)
 		cancel()
-		if err != nil && !errors.Is(err, ErrClaimLost) {
-			d.cfg.Logger.Warn("releasing claim at shutdown failed; it returns when the lease is revoked or expires", "task", h.c.ID, "err", err)
+		switch {
+		case err == nil:
+			d.ended(h.c.Status.Queue, ReasonShutdown, state)
+			d.forget(h.c.ID, h.c.Token, OutcomeReleased)
+		case errors.Is(err, ErrClaimLost):
+			d.forget(h.c.ID, h.c.Token, OutcomeLost)
+		default:
+			d.cfg.Logger.WarnContext(rctx, "releasing claim at shutdown failed; it returns when the lease is revoked or expires", "task", h.c.ID, "err", err)
+			d.forget(h.c.ID, h.c.Token, OutcomeLost)
 		}
-		d.forget(h.c.ID, h.c.Token)
 	}
 }
 
@@ -943,4 +1027,53 @@ func (d *Dispatcher) Paused(q string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.paused[q]
+}
+
+// claimTrace collects what one Next call met before its claim succeeded.
+type claimTrace struct {
+	start     time.Time // first claim attempt since the call last waited
+	conflicts []conflictEvent
+	n         int // conflicts met, including those not kept as events
+}
+
+type conflictEvent struct {
+	at time.Time
+	id string
+}
+
+// maxConflictEvents bounds the events kept for one claim span.
+const maxConflictEvents = 16
+
+// conflict records a claim transaction that lost to another claimer.
+func (d *Dispatcher) conflict(ctx context.Context, cand entry, cl *claimTrace) {
+	d.cfg.Observer.ClaimConflict(cand.st.Queue)
+	id := ""
+	if e, err := parseReadyKey(cand.key); err == nil {
+		id = e.ID
+	}
+	cl.n++
+	if len(cl.conflicts) < maxConflictEvents {
+		cl.conflicts = append(cl.conflicts, conflictEvent{at: time.Now(), id: id})
+	}
+	trace.SpanFromContext(ctx).AddEvent("claim conflict", trace.WithAttributes(AttrTaskID.String(id), AttrTaskQueue.String(cand.st.Queue)))
+}
+
+// traceClaim records the span of a successful claim and points c's
+// Traceparent at it. It returns the span's context.
+func (d *Dispatcher) traceClaim(ctx context.Context, c *Claimed, cl *claimTrace) trace.SpanContext {
+	_, span := d.startInTrace(ctx, ParseTraceparent(c.Traceparent), SpanClaim,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithTimestamp(cl.start),
+		trace.WithAttributes(append(taskAttrs(c.ID, c.Status, c.Token), AttrConflicts.Int(cl.n))...))
+	for _, e := range cl.conflicts {
+		span.AddEvent("claim conflict", trace.WithTimestamp(e.at), trace.WithAttributes(AttrTaskID.String(e.id)))
+	}
+	sctx := trace.ContextWithSpan(ctx, span)
+	d.cfg.Logger.DebugContext(sctx, "task claimed", "task", c.ID, "queue", c.Status.Queue, "attempt", c.Status.Attempt, "fencing_token", c.Token, "conflicts", cl.n)
+	span.End()
+	sc := span.SpanContext()
+	if sc.IsValid() {
+		c.Traceparent = FormatTraceparent(sc)
+	}
+	return sc
 }

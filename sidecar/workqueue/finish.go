@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -94,28 +95,35 @@ func (s *Store) Backoff(attempt int32) time.Duration {
 // retryAfter (when positive) or the backoff and then becomes PENDING again;
 // otherwise it is DEAD. The error is kept in either case.
 func (s *Store) Fail(ctx context.Context, id string, token int64, st Status, msg string, permanent bool, retryAfter time.Duration) (willRetry bool, retryAt time.Time, err error) {
+	state, retryAt, err := s.fail(ctx, id, token, st, msg, permanent, retryAfter)
+	return state == StateFailed, retryAt, err
+}
+
+// fail is Fail; it returns the state the task is left in: FAILED (waiting
+// for a retry at retryAt), DEAD or CANCELLED.
+func (s *Store) fail(ctx context.Context, id string, token int64, st Status, msg string, permanent bool, retryAfter time.Duration) (State, time.Time, error) {
 	now := s.cfg.Now()
 	errOp := clientv3.OpPut(errorKey(id), ErrorRecord{Attempt: st.Attempt, Error: truncate(msg, 8<<10), Permanent: permanent, AtMS: ms(now)}.encode())
 	cancelled := append(finishOps(id, released(st, StateCancelled, now), now), errOp)
 	if st.CancelRequested {
-		return false, time.Time{}, s.commitOwned(ctx, id, token, cancelled...)
+		return StateCancelled, time.Time{}, s.commitOwned(ctx, id, token, cancelled...)
 	}
 	if permanent || st.Attempt >= st.MaxAttempts {
 		ops := append(finishOps(id, released(st, StateDead, now), now), errOp)
 		err := s.commitUnlessCancelled(ctx, id, token, ops, cancelled)
 		if errors.Is(err, errWasCancelled) {
-			err = nil
+			return StateCancelled, time.Time{}, nil
 		}
-		return false, time.Time{}, err
+		return StateDead, time.Time{}, err
 	}
 	if retryAfter <= 0 {
 		retryAfter = s.Backoff(st.Attempt)
 	}
-	retryAt = now.Add(retryAfter)
+	retryAt := now.Add(retryAfter)
 	next := released(st, StateFailed, now)
 	next.Index = delayKey(retryAt, id)
 	enc := next.encode()
-	err = s.commitUnlessCancelled(ctx, id, token, []clientv3.Op{
+	err := s.commitUnlessCancelled(ctx, id, token, []clientv3.Op{
 		clientv3.OpDelete(claimKey(id)),
 		clientv3.OpDelete(runKey(id)),
 		clientv3.OpPut(stateKey(id), enc),
@@ -123,19 +131,26 @@ func (s *Store) Fail(ctx context.Context, id string, token int64, st Status, msg
 		errOp,
 	}, cancelled)
 	if errors.Is(err, errWasCancelled) {
-		return false, time.Time{}, nil
+		return StateCancelled, time.Time{}, nil
 	}
-	return true, retryAt, err
+	return StateFailed, retryAt, err
 }
 
 // Release gives a claimed task back to the head of its queue without using
 // an attempt.
 // A task whose cancelling was requested is CANCELLED instead.
 func (s *Store) Release(ctx context.Context, id string, token int64, st Status) error {
+	_, err := s.release(ctx, id, token, st)
+	return err
+}
+
+// release is Release; it returns the state the task is left in: PENDING
+// or CANCELLED.
+func (s *Store) release(ctx context.Context, id string, token int64, st Status) (State, error) {
 	now := s.cfg.Now()
 	cancelled := finishOps(id, released(st, StateCancelled, now), now)
 	if st.CancelRequested {
-		return s.commitOwned(ctx, id, token, cancelled...)
+		return StateCancelled, s.commitOwned(ctx, id, token, cancelled...)
 	}
 	next := released(st, StatePending, now)
 	next.Attempt--
@@ -143,9 +158,9 @@ func (s *Store) Release(ctx context.Context, id string, token int64, st Status) 
 	ops = append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)))
 	err := s.commitUnlessCancelled(ctx, id, token, ops, cancelled)
 	if errors.Is(err, errWasCancelled) {
-		err = nil
+		return StateCancelled, nil
 	}
-	return err
+	return StatePending, err
 }
 
 // errWasCancelled reports that commitUnlessCancelled took the cancelled
@@ -209,6 +224,23 @@ func lostOps(id string, st Status, reason string, now time.Time) []clientv3.Op {
 	return append(ops, clientv3.OpDelete(claimKey(id)), clientv3.OpDelete(runKey(id)), clientv3.OpDelete(cancelKey(id)), errOp)
 }
 
+// lostState returns the state that the writes of lostOrCancelled(st), whose
+// transaction answered resps, left the task in.
+func lostState(resps []*etcdserverpb.ResponseOp, st Status) State {
+	if !st.CancelRequested && len(resps) > 0 {
+		if t := resps[0].GetResponseTxn(); t != nil && !t.Succeeded {
+			return StateCancelled
+		}
+	}
+	switch {
+	case st.CancelRequested:
+		return StateCancelled
+	case st.Attempt >= st.MaxAttempts:
+		return StateDead
+	}
+	return StatePending
+}
+
 // lostOrCancelled is lostOps, except that the task ends CANCELLED when an
 // operator asked to cancel it, whether or not st knows of it yet: a nested
 // transaction checks the q/cancel/<id> marker.
@@ -230,35 +262,58 @@ func lostOrCancelled(id string, st Status, reason string, now time.Time) []clien
 // with the attempt counted. modRev, when not 0, must also match the claim
 // key's mod revision (so a heartbeat in between wins).
 func (s *Store) Abandon(ctx context.Context, id string, token, modRev int64, st Status, reason string) error {
+	_, err := s.abandon(ctx, id, token, modRev, st, reason)
+	return err
+}
+
+// abandon is Abandon; it returns the state the task is left in: PENDING,
+// DEAD (that was its last attempt) or CANCELLED.
+func (s *Store) abandon(ctx context.Context, id string, token, modRev int64, st Status, reason string) (State, error) {
 	cmps := []clientv3.Cmp{ownsClaim(id, token)}
 	if modRev != 0 {
 		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(claimKey(id)), "=", modRev))
 	}
 	resp, err := s.kv.Txn(ctx).If(cmps...).Then(lostOrCancelled(id, st, reason, s.cfg.Now())...).Commit()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !resp.Succeeded {
-		return ErrClaimLost
+		return "", ErrClaimLost
 	}
 	s.wrote(resp.Header.Revision)
-	return nil
+	return lostState(resp.Responses, st), nil
+}
+
+// recovered is what recoverOrphan did.
+type recovered struct {
+	ok          bool   // this call recovered the task
+	state       State  // the state it left the task in
+	traceparent string // the task's stored trace context
 }
 
 // recoverOrphan requeues a task whose claim key is gone (its lease expired)
 // while its status still names that claim: the status's mod revision is the
 // claim's token, since the claim transaction wrote both.
-func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st Status, reason string) (bool, error) {
+func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st Status, reason string) (recovered, error) {
+	ops := append(lostOrCancelled(id, st, reason, s.cfg.Now()), clientv3.OpGet(taskKey(id)))
 	resp, err := s.kv.Txn(ctx).
 		If(
 			clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", token),
 			clientv3.Compare(clientv3.CreateRevision(claimKey(id)), "=", 0),
 		).
-		Then(lostOrCancelled(id, st, reason, s.cfg.Now())...).Commit()
-	if err != nil {
-		return false, err
+		Then(ops...).Commit()
+	if err != nil || !resp.Succeeded {
+		return recovered{}, err
 	}
-	return resp.Succeeded, nil
+	s.wrote(resp.Header.Revision)
+	r := recovered{ok: true, state: lostState(resp.Responses, st)}
+	if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs(); len(kvs) == 1 {
+		var sp spec
+		if json.Unmarshal(kvs[0].Value, &sp) == nil {
+			r.traceparent = sp.Traceparent
+		}
+	}
+	return r, nil
 }
 
 func truncate(s string, n int) string {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // maintain runs the dispatcher's periodic and event-driven upkeep until
@@ -16,6 +17,12 @@ import (
 func (d *Dispatcher) maintain(ctx context.Context) {
 	sweep := time.NewTicker(d.cfg.SweepInterval)
 	defer sweep.Stop()
+	var depth <-chan time.Time
+	if _, nop := d.cfg.Observer.(nopObserver); !nop {
+		t := time.NewTicker(d.cfg.DepthInterval)
+		defer t.Stop()
+		depth = t.C
+	}
 	delay := time.NewTimer(0) // fires at once: promote what is due at start
 	defer delay.Stop()
 	next := time.Time{}
@@ -30,6 +37,8 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 			d.collect(ctx)
 		case <-d.sweepNow:
 			d.sweep(ctx)
+		case <-depth:
+			d.sampleDepth(ctx)
 		case o := <-d.orphans:
 			d.recover(ctx, o)
 		case <-d.delayHint:
@@ -80,7 +89,7 @@ func (d *Dispatcher) dropLostLease() {
 	d.mu.Unlock()
 	for _, h := range lost {
 		d.cfg.Logger.Warn("claim lost with the sidecar's lease", "task", h.c.ID)
-		d.forget(h.c.ID, h.c.Token)
+		d.forget(h.c.ID, h.c.Token, OutcomeLost)
 	}
 }
 
@@ -94,16 +103,23 @@ func (d *Dispatcher) requestSweep() {
 // recover returns an orphaned task (its claim key expired with its lease)
 // to the queue, unless someone else did already.
 func (d *Dispatcher) recover(ctx context.Context, o orphan) {
-	ok, err := d.store.recoverOrphan(ctx, o.id, o.token, o.st, "claim lost: the holding sidecar's lease expired")
+	r, err := d.store.recoverOrphan(ctx, o.id, o.token, o.st, lostMessage(ReasonLeaseExpired))
 	if err != nil {
 		d.cfg.Logger.Warn("recovering orphaned claim failed; the sweep retries", "task", o.id, "err", err)
 		return
 	}
-	if ok {
+	if r.ok {
+		// Traced after the fact: the span shows the recovery in the task's
+		// trace (under its submit span: the claim span's context is only
+		// known to the sidecar that lost it).
+		sctx, span := d.startInTrace(ctx, ParseTraceparent(r.traceparent), SpanRequeue,
+			trace.WithAttributes(append(taskAttrs(o.id, o.st, o.token), AttrReason.String(string(ReasonLeaseExpired)))...))
+		endSpan(span, r.state, nil)
+		d.ended(o.st.Queue, ReasonLeaseExpired, r.state)
 		d.mu.Lock()
 		d.stats.Requeued++
 		d.mu.Unlock()
-		d.cfg.Logger.Info("orphaned claim returned to the queue", "task", o.id)
+		d.cfg.Logger.InfoContext(sctx, "orphaned claim returned to the queue", "task", o.id, "state", r.state)
 	}
 }
 
@@ -133,14 +149,24 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		if err != nil || st.DeadlineMS == 0 || now.Before(time.UnixMilli(st.DeadlineMS).Add(d.cfg.ExpiryGrace)) {
 			continue
 		}
-		err = d.store.Abandon(ctx, id, kv.CreateRevision, kv.ModRevision, st, "no heartbeat within the task's timeout")
+		d.mu.Lock()
+		var parent trace.SpanContext
+		if h := d.held[id]; h != nil && h.c.Token == kv.CreateRevision {
+			parent = h.span
+		}
+		d.mu.Unlock()
+		sctx, span := d.startInTrace(ctx, parent, SpanRequeue,
+			trace.WithAttributes(append(taskAttrs(id, st, kv.CreateRevision), AttrReason.String(string(ReasonTimeout)))...))
+		state, err := d.store.abandon(sctx, id, kv.CreateRevision, kv.ModRevision, st, lostMessage(ReasonTimeout))
+		endSpan(span, state, err)
 		if err == nil {
-			d.forget(id, kv.CreateRevision)
+			d.forget(id, kv.CreateRevision, OutcomeLost)
+			d.ended(st.Queue, ReasonTimeout, state)
 			d.mu.Lock()
 			d.stats.Expired++
 			d.stats.Requeued++
 			d.mu.Unlock()
-			d.cfg.Logger.Info("expired claim returned to the queue", "task", id)
+			d.cfg.Logger.InfoContext(sctx, "expired claim returned to the queue", "task", id, "state", state)
 		}
 	}
 	d.mu.Lock()
@@ -179,7 +205,7 @@ func (d *Dispatcher) releaseUnsure(ctx context.Context, id string, token int64, 
 	if !ok || st.Lease != u.lease || st.Session != u.session || st.Holder != d.worker || (h != nil && h.c.Token == token) {
 		return false
 	}
-	err := d.store.Release(ctx, id, token, st)
+	state, err := d.store.release(ctx, id, token, st)
 	if err != nil && !errors.Is(err, ErrClaimLost) {
 		d.cfg.Logger.Warn("giving back a claim of unknown outcome failed; the sweep retries", "task", id, "err", err)
 		return true
@@ -188,6 +214,7 @@ func (d *Dispatcher) releaseUnsure(ctx context.Context, id string, token int64, 
 	delete(d.unsure, id)
 	d.mu.Unlock()
 	if err == nil {
+		d.ended(st.Queue, ReasonUnknownOutcome, state)
 		d.cfg.Logger.Info("claim whose answer was lost given back", "task", id)
 	}
 	return true

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Errors returned by the Store and the Dispatcher. The socket server maps
@@ -74,6 +76,16 @@ type Config struct {
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// Observer is told what the dispatcher does, for metrics. Default:
+	// none.
+	Observer Observer
+	// DepthInterval is how often the dispatcher samples the depth of its
+	// queues for Observer.QueueDepth (one etcd transaction per sample).
+	// Default 15s; unused without an Observer.
+	DepthInterval time.Duration
+	// TracerProvider makes the dispatcher's spans (claim, requeue, answers).
+	// Default: a no-op provider.
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -116,6 +128,15 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.DepthInterval == 0 {
+		c.DepthInterval = 15 * time.Second
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
+	}
 	return c
 }
 
@@ -138,6 +159,8 @@ func (c Config) Validate() error {
 		return invalid("Retention", "must not be negative")
 	case c.Window < 0:
 		return invalid("Window", "must not be negative")
+	case c.DepthInterval < 0:
+		return invalid("DepthInterval", "must not be negative")
 	}
 	return nil
 }

@@ -5,14 +5,23 @@ import contextlib
 from typing import Any, Dict, Iterator, Optional
 
 
-def _otel() -> Any:
-    try:
-        from opentelemetry import trace  # noqa: F401  (optional dependency)
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+_UNSET: Any = object()
+_found: Any = _UNSET
 
-        return trace, TraceContextTextMapPropagator
-    except ImportError:
-        return None
+
+def _otel() -> Any:
+    """(trace module, propagator class), or None without OpenTelemetry;
+    looked up once per process (every call asks)."""
+    global _found
+    if _found is _UNSET:
+        try:
+            from opentelemetry import trace  # noqa: F401  (optional dependency)
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            _found = (trace, TraceContextTextMapPropagator)
+        except ImportError:
+            _found = None
+    return _found
 
 
 @contextlib.contextmanager

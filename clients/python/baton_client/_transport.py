@@ -88,13 +88,18 @@ def _error_from_body(status: int, body: bytes) -> errors.BatonError:
     return errors.error_for(code, message or "HTTP %d" % status)
 
 
-def unary(path: str, method: str, request: Dict[str, Any], timeout: Optional[float], connect_timeout: float) -> Dict[str, Any]:
+def unary(path: str, method: str, request: Dict[str, Any], timeout: Optional[float], connect_timeout: float,
+          traceparent: str = "") -> Dict[str, Any]:
     """Call a unary method with a JSON request; return the JSON response or
-    raise the BatonError for the Connect error code."""
+    raise the BatonError for the Connect error code. A traceparent is sent
+    as the W3C header, so the sidecar's span of the call joins the trace."""
     body = json.dumps(request).encode("utf-8")
+    headers = _headers("application/json", None)
+    if traceparent:
+        headers["traceparent"] = traceparent
     conn = connect(path, timeout, connect_timeout)
     try:
-        conn.request("POST", "/" + method, body=body, headers=_headers("application/json", None))
+        conn.request("POST", "/" + method, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
     except (OSError, http.client.HTTPException) as e:

@@ -71,8 +71,9 @@ def stop_process(p: "subprocess.Popen[bytes]", timeout: float = 15.0) -> None:
 
 class BatonDev:
     """``baton dev`` in a temp directory: embedded etcd on a free port plus
-    one sidecar. Attributes: socket, endpoint, dir, log (path of its output).
-    sidecar() starts more sidecars against the same etcd."""
+    one sidecar. Attributes: socket, endpoint, admin (its admin server's
+    host:port), dir, log (path of its output). sidecar() starts more
+    sidecars against the same etcd (their admin servers on any free port)."""
 
     def __init__(self, baton: str, queues: Sequence[str] = ("default",), ttl: str = "10s", grace: str = "2s") -> None:
         self.baton = baton
@@ -84,6 +85,8 @@ class BatonDev:
         self.socket = os.path.join(self.dir, "dev.sock")
         self.endpoint = "127.0.0.1:%d" % free_port()
         self.log = os.path.join(self.dir, "dev.log")
+        #: host:port of the dev sidecar's admin server (/metrics, /healthz, /readyz).
+        self.admin = "127.0.0.1:%d" % free_port()
         self._procs: List["subprocess.Popen[bytes]"] = []
 
     def _start(self, args: List[str], log: str, socket_path: str) -> "subprocess.Popen[bytes]":
@@ -101,7 +104,7 @@ class BatonDev:
         qs = [a for q in self.queues for a in ("--queue", q)]
         self.process = self._start(
             [self.baton, "dev", "--data-dir", os.path.join(self.dir, "etcd"), "--etcd-listen", self.endpoint,
-             "--socket", self.socket, "--ttl", self.ttl, "--grace", self.grace] + qs,
+             "--socket", self.socket, "--ttl", self.ttl, "--grace", self.grace, "--admin-addr", self.admin] + qs,
             self.log, self.socket)
         return self
 
@@ -111,7 +114,7 @@ class BatonDev:
         qs = [a for q in self.queues for a in ("--queue", q)]
         self._start(
             [self.baton, "--endpoints", self.endpoint, "sidecar", "--socket", sock, "--ttl", self.ttl,
-             "--grace", self.grace, "--worker-id", name] + qs,
+             "--grace", self.grace, "--worker-id", name, "--admin-addr", "127.0.0.1:0"] + qs,
             os.path.join(self.dir, name + ".log"), sock)
         return sock
 

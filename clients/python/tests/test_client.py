@@ -307,6 +307,13 @@ OTEL = textwrap.dedent("""
     t = c.next(%r, wait=10)
     with t:
         pass
+    # A spec without a traceparent, submitted inside a span: the call's
+    # traceparent header carries the context, and the sidecar stores it.
+    with trace.get_tracer("test").start_as_current_span("raw") as s:
+        c._call("Submit", {"tasks": [{"id": "raw", "queue": %r, "payload": {}}]})
+        raw_ctx = s.get_span_context()
+    raw = c.next(%r, wait=10)
+    raw.complete()
     c.close()
     spans = {sp.name: sp for sp in exporter.get_finished_spans()}
     w = spans["baton.task " + %r]
@@ -317,6 +324,8 @@ OTEL = textwrap.dedent("""
         "worker_trace": "%%032x" %% w.context.trace_id,
         "worker_parent": "%%016x" %% w.parent.span_id,
         "attrs": dict(w.attributes),
+        "raw_traceparent": raw.traceparent,
+        "raw_ctx": "%%032x-%%016x" %% (raw_ctx.trace_id, raw_ctx.span_id),
     }))
 """)
 
@@ -324,12 +333,15 @@ OTEL = textwrap.dedent("""
 def test_opentelemetry_continues_the_trace(dev, queue):
     pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk not installed (.ci/run installs it)")
     import json
-    out = subprocess.run([sys.executable, "-c", OTEL % (os.path.dirname(PKG), dev.socket, queue, queue, queue)],
+    out = subprocess.run([sys.executable, "-c", OTEL % (os.path.dirname(PKG), dev.socket, queue, queue, queue, queue, queue)],
                          check=True, stdout=subprocess.PIPE).stdout
     r = json.loads(out)
+    # The sidecar of this test does not trace (no OTEL_* variables): Next
+    # hands out the context stored at submit.
     assert r["traceparent"].split("-")[1:3] == [r["submit_trace"], r["submit_span"]]
     assert r["worker_trace"] == r["submit_trace"] and r["worker_parent"] == r["submit_span"]
     assert r["attrs"]["baton.task.id"] == "traced" and r["attrs"]["baton.task.attempt"] == 1
+    assert "-".join(r["raw_traceparent"].split("-")[1:3]) == r["raw_ctx"]
 
 
 def test_release_and_interrupt(client, queue):

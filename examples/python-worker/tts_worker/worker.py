@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional
 
 from baton_client import BatonError, ClaimLost, Client, Task
 
+from . import tracing
 from .engines import Engine, OfflineEngine, make_engine, wav_info
 
 log = logging.getLogger("tts_worker")
@@ -37,7 +38,10 @@ def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, 
     tmp = os.path.join(out_dir, ".%s.%d.%d.part.wav" % (task.id, task.fencing_token, os.getpid()))
     t0 = time.monotonic()
     try:
-        syn = engine.synthesize(task.payload, tmp)
+        # The inference, as its own span inside the task's (no-op without
+        # OpenTelemetry): where a slow task's time went.
+        with tracing.span("tts.synthesize", **{"tts.engine": engine.name}):
+            syn = engine.synthesize(task.payload, tmp)
         info = wav_info(tmp) or syn
         os.replace(tmp, final)
     finally:
@@ -154,6 +158,9 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
     p.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (0: run until SIGTERM)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s[%(process)d] %(message)s", stream=sys.stderr)
+    # Spans leave the process only with a tracer provider: installed when
+    # the OTEL_* variables ask for traces (see tracing.py).
+    stop_tracing = tracing.setup()
 
     if engine is None:
         engine = engine_from_args(a)
@@ -181,5 +188,7 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
         return 130
     finally:
         client.close()
+        if stop_tracing is not None:
+            stop_tracing()  # flushes the spans still in the batch
     print(json.dumps({"worker": client.worker, **counts}), flush=True)
     return 0

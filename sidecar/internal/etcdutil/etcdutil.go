@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // Config says how to reach etcd.
@@ -26,6 +27,9 @@ type Config struct {
 	CACert      string
 	Cert        string
 	Key         string
+	// DialOptions are added to the etcd client's gRPC options (the
+	// sidecar's metrics interceptors).
+	DialOptions []grpc.DialOption
 }
 
 // Prefix returns the key prefix of the namespace.
@@ -48,6 +52,7 @@ func New(c Config) (*clientv3.Client, error) {
 		Username:             c.Username,
 		Password:             c.Password,
 		Logger:               zap.NewNop(),
+		DialOptions:          c.DialOptions,
 	}
 	if cc.DialTimeout == 0 {
 		cc.DialTimeout = 5 * time.Second
