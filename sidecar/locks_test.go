@@ -212,7 +212,7 @@ func TestLockWaitersServedInArrivalOrder(t *testing.T) {
 // Two workers behind one sidecar exclude each other (etcd's Mutex alone
 // would let two holders that share a lease both believe they hold it).
 func TestLockTwoWorkersOneSidecar(t *testing.T) {
-	sc, _ := start(t, sidecar.Config{})
+	sc, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
 	s1, _ := lockSession(t, sc, "one")
 	s2, _ := lockSession(t, sc, "two")
 	tok1, err := lock(sc.Client, "model-load", s1, time.Second)
@@ -251,6 +251,15 @@ func TestLockTwoWorkersOneSidecar(t *testing.T) {
 	}
 	if err := unlock(sc.Client, "model-load", s1); codeOf(err) != connect.CodeFailedPrecondition {
 		t.Fatalf("unlock of a released lock: %v; want FAILED_PRECONDITION", err)
+	}
+	// Every wait above is counted by outcome: the first worker's Lock and
+	// the second's last one acquired; TryLock and Lock wait 0 found it busy;
+	// the 300ms wait timed out; the reentrant Lock was an error.
+	fams := scrape(t, sc)
+	for outcome, want := range map[string]float64{"acquired": 2, "busy": 2, "timeout": 1, "error": 1} {
+		if got, _ := value(fams, "baton_lock_wait_seconds", "outcome", outcome); got != want {
+			t.Errorf("baton_lock_wait_seconds{outcome=%q} count = %v, want %v", outcome, got, want)
+		}
 	}
 }
 
