@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/coord"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -358,45 +356,17 @@ func runLockerRole() {
 // lock BATON_TEST_LOCK; it prints "LOCKED <token>" and waits to be killed,
 // so that only the lock lease expiring releases the lock.
 func runLockSidecarRole() {
-	ttl, _ := time.ParseDuration(os.Getenv("BATON_TEST_TTL"))
-	sc, err := sidecar.New(sidecar.Config{
-		Etcd:   etcdutil.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
-		Socket: os.Getenv("BATON_TEST_SOCKET"),
-		TTL:    ttl,
-	})
-	if err != nil {
-		fmt.Println("ERROR", err)
-		os.Exit(1)
-	}
-	go func() { _ = sc.Run(context.Background()) }()
-	<-sc.Ready()
+	startRoleSidecar()
 	runLockerRole()
 }
 
 // startLocker runs a role process and waits for its LOCKED line.
 func startLocker(t *testing.T, env ...string) (*exec.Cmd, int64) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("locker process: %v", err)
-	}
+	cmd, line := startProc(t, env...)
 	var tok int64
 	if _, err := fmt.Sscanf(line, "LOCKED %d", &tok); err != nil {
-		t.Fatalf("locker process said %q", strings.TrimSpace(line))
+		t.Fatalf("locker process said %q", line)
 	}
 	return cmd, tok
 }

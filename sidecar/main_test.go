@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/embedetcd"
+	"github.com/batonhq/baton/sidecar/sidecartest"
 	"go.uber.org/goleak"
 )
 
@@ -41,22 +42,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	s.Close()
 	if code == 0 {
-		if err := goleak.Find(leakOptions()...); err != nil {
+		if err := goleak.Find(sidecartest.LeakOptions()...); err != nil {
 			println("goleak:", err.Error())
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-func leakOptions() []goleak.Option {
-	return []goleak.Option{
-		// etcd's embedded server and gRPC keep process-wide goroutines.
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
-		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
-	}
 }

@@ -47,6 +47,21 @@ func runWorkerRole() {
 // task without a session, prints "CLAIMED <id> <token>" and waits to be
 // killed, so that only its lease expiring can return the task.
 func runSidecarRole() {
+	startRoleSidecar()
+	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
+	resp, err := c.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Wait: durationpb.New(30 * time.Second)}))
+	if err != nil || resp.Msg.Task == nil {
+		fmt.Println("ERROR next", err)
+		os.Exit(1)
+	}
+	fmt.Printf("CLAIMED %s %d\n", resp.Msg.Task.Id, resp.Msg.Task.FencingToken)
+	select {}
+}
+
+// startRoleSidecar starts the sidecar of a role process, on
+// BATON_TEST_ENDPOINT in namespace BATON_TEST_NS with lease TTL
+// BATON_TEST_TTL, serving BATON_TEST_SOCKET, and waits until it serves.
+func startRoleSidecar() {
 	ttl, _ := time.ParseDuration(os.Getenv("BATON_TEST_TTL"))
 	sc, err := sidecar.New(sidecar.Config{
 		Etcd:   etcdutil.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
@@ -60,21 +75,13 @@ func runSidecarRole() {
 	}
 	go func() { _ = sc.Run(context.Background()) }()
 	<-sc.Ready()
-	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
-	resp, err := c.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Wait: durationpb.New(30 * time.Second)}))
-	if err != nil || resp.Msg.Task == nil {
-		fmt.Println("ERROR next", err)
-		os.Exit(1)
-	}
-	fmt.Printf("CLAIMED %s %d\n", resp.Msg.Task.Id, resp.Msg.Task.FencingToken)
-	select {}
 }
 
-// startRole re-executes the test binary in a role and waits for its
-// CLAIMED line.
-func startRole(t *testing.T, env ...string) (cmd *exec.Cmd, id string, token int64) {
+// startProc re-executes the test binary in a role and returns the first
+// line it prints; the process is killed when the test ends.
+func startProc(t *testing.T, env ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd = exec.Command(os.Args[0], "-test.run=^$")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
@@ -92,8 +99,15 @@ func startRole(t *testing.T, env ...string) (cmd *exec.Cmd, id string, token int
 	if err != nil {
 		t.Fatalf("role process: %v", err)
 	}
+	return cmd, strings.TrimSpace(line)
+}
+
+// startRole starts a role process and waits for its CLAIMED line.
+func startRole(t *testing.T, env ...string) (cmd *exec.Cmd, id string, token int64) {
+	t.Helper()
+	cmd, line := startProc(t, env...)
 	if _, err := fmt.Sscanf(line, "CLAIMED %s %d", &id, &token); err != nil {
-		t.Fatalf("role process said %q", strings.TrimSpace(line))
+		t.Fatalf("role process said %q", line)
 	}
 	return cmd, id, token
 }

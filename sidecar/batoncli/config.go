@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func configCommand() *cli.Command {
@@ -39,15 +40,15 @@ func readInput(c *cli.Context, name string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
-func oneName(c *cli.Context, usage string) (string, error) {
+// oneName checks that the command has one argument, a document name.
+func oneName(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return "", cli.Exit(fmt.Sprintf("%s: give %s", c.Command.FullName(), usage), 2)
+		return cli.Exit(fmt.Sprintf("%s: give one document NAME", c.Command.FullName()), 2)
 	}
-	name := c.Args().First()
-	if err := configdoc.ValidateName(name); err != nil {
-		return "", cli.Exit(fmt.Sprintf("%s: name: %v", c.Command.FullName(), err), 2)
+	if err := configdoc.ValidateName(c.Args().First()); err != nil {
+		return cli.Exit(fmt.Sprintf("%s: name: %v", c.Command.FullName(), err), 2)
 	}
-	return name, nil
+	return nil
 }
 
 // prettyJSON indents a compact JSON document.
@@ -65,20 +66,8 @@ func configGetCommand() *cli.Command {
 		Usage:     "print the current version of a document",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{outputFlag()},
-		Action: func(c *cli.Context) error {
-			name, err := oneName(c, "one document NAME")
-			if err != nil {
-				return err
-			}
-			asJSON, err := jsonOutput(c)
-			if err != nil {
-				return err
-			}
-			etcd, _, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer etcd.Close()
+		Action: withEtcd(oneName, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
+			name := c.Args().First()
 			d, err := configdoc.NewStore(etcd.KV, nil, configdoc.Config{}).Get(c.Context, name)
 			if errors.Is(err, configdoc.ErrNotFound) {
 				return cli.Exit(fmt.Sprintf("config %q is not set; set it with `baton config set %s FILE`", name, name), 1)
@@ -91,7 +80,7 @@ func configGetCommand() *cli.Command {
 			}
 			fmt.Fprintf(c.App.Writer, "# %s, revision %d\n%s\n", d.Name, d.Revision, prettyJSON(d.Data))
 			return nil
-		},
+		}),
 	}
 }
 
@@ -187,22 +176,9 @@ func configWatchCommand() *cli.Command {
 			&cli.Int64Flag{Name: "after", Usage: "print only versions newer than this revision"},
 			outputFlag(),
 		},
-		Action: func(c *cli.Context) error {
-			name, err := oneName(c, "one document NAME")
-			if err != nil {
-				return err
-			}
-			asJSON, err := jsonOutput(c)
-			if err != nil {
-				return err
-			}
-			etcd, _, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer etcd.Close()
+		Action: withEtcd(oneName, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 			store := configdoc.NewStore(etcd.KV, etcd.Watcher, configdoc.Config{})
-			err = store.Watch(c.Context, name, c.Int64("after"), func(d configdoc.Document) error {
+			err := store.Watch(c.Context, c.Args().First(), c.Int64("after"), func(d configdoc.Document) error {
 				if asJSON {
 					// One JSON object per line, for scripts that read a stream.
 					b, _ := json.Marshal(d)
@@ -216,7 +192,7 @@ func configWatchCommand() *cli.Command {
 				return nil // interrupted
 			}
 			return err
-		},
+		}),
 	}
 }
 
@@ -226,20 +202,8 @@ func configHistoryCommand() *cli.Command {
 		Usage:     "list the kept versions of a document, newest first",
 		ArgsUsage: "NAME",
 		Flags:     []cli.Flag{outputFlag()},
-		Action: func(c *cli.Context) error {
-			name, err := oneName(c, "one document NAME")
-			if err != nil {
-				return err
-			}
-			asJSON, err := jsonOutput(c)
-			if err != nil {
-				return err
-			}
-			etcd, _, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer etcd.Close()
+		Action: withEtcd(oneName, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
+			name := c.Args().First()
 			docs, err := configdoc.NewStore(etcd.KV, nil, configdoc.Config{}).History(c.Context, name)
 			if errors.Is(err, configdoc.ErrNotFound) {
 				return cli.Exit(fmt.Sprintf("config %q is not set", name), 1)
@@ -259,7 +223,7 @@ func configHistoryCommand() *cli.Command {
 				rows = append(rows, []any{rev, truncateText(string(d.Data), 100)})
 			}
 			return table(c.App.Writer, "REVISION\tDOCUMENT", rows)
-		},
+		}),
 	}
 }
 
@@ -268,16 +232,7 @@ func configListCommand() *cli.Command {
 		Name:  "list",
 		Usage: "list the documents with their current revision",
 		Flags: []cli.Flag{outputFlag()},
-		Action: func(c *cli.Context) error {
-			asJSON, err := jsonOutput(c)
-			if err != nil {
-				return err
-			}
-			etcd, _, err := connect(c)
-			if err != nil {
-				return err
-			}
-			defer etcd.Close()
+		Action: withEtcd(nil, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 			store := configdoc.NewStore(etcd.KV, nil, configdoc.Config{})
 			names, err := store.Names(c.Context)
 			if err != nil {
@@ -302,7 +257,7 @@ func configListCommand() *cli.Command {
 				rows = append(rows, []any{d.Name, d.Revision, truncateText(string(d.Data), 80)})
 			}
 			return table(c.App.Writer, "NAME\tREVISION\tDOCUMENT", rows)
-		},
+		}),
 	}
 }
 

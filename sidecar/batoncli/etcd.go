@@ -28,3 +28,26 @@ func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 	}
 	return etcd, store, nil
 }
+
+// withEtcd is the action of a command that reads etcd and prints results:
+// it runs check (usage errors come before any connection; may be nil),
+// reads -o, connects, runs f and closes the connection.
+func withEtcd(check func(*cli.Context) error, f func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if check != nil {
+			if err := check(c); err != nil {
+				return err
+			}
+		}
+		asJSON, err := jsonOutput(c)
+		if err != nil {
+			return err
+		}
+		etcd, _, err := connect(c)
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		return f(c, etcd, asJSON)
+	}
+}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func locksCommand() *cli.Command {
@@ -16,16 +17,7 @@ func locksCommand() *cli.Command {
 				Name:  "list",
 				Usage: "every held lock: its holder, fencing token and waiters in line",
 				Flags: []cli.Flag{outputFlag()},
-				Action: func(c *cli.Context) error {
-					asJSON, err := jsonOutput(c)
-					if err != nil {
-						return err
-					}
-					etcd, _, err := connect(c)
-					if err != nil {
-						return err
-					}
-					defer etcd.Close()
+				Action: withEtcd(nil, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 					locks, err := coord.ListLocks(c.Context, etcd.KV)
 					if err != nil {
 						return err
@@ -38,7 +30,7 @@ func locksCommand() *cli.Command {
 						rows = append(rows, []any{l.Name, l.Holder.Token, lockHolder(l.Holder.Owner), len(l.Waiters)})
 					}
 					return table(c.App.Writer, "LOCK\tTOKEN\tHOLDER\tWAITERS", rows)
-				},
+				}),
 			},
 		},
 	}

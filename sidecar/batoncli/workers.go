@@ -8,6 +8,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func workersCommand() *cli.Command {
@@ -19,16 +20,7 @@ func workersCommand() *cli.Command {
 				Name:  "list",
 				Usage: "every registered sidecar: id, host, queues, labels, tasks in hand (entries vanish when a sidecar dies)",
 				Flags: []cli.Flag{outputFlag()},
-				Action: func(c *cli.Context) error {
-					asJSON, err := jsonOutput(c)
-					if err != nil {
-						return err
-					}
-					etcd, _, err := connect(c)
-					if err != nil {
-						return err
-					}
-					defer etcd.Close()
+				Action: withEtcd(nil, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 					ws, err := registry.List(c.Context, etcd.KV)
 					if err != nil {
 						return err
@@ -42,7 +34,7 @@ func workersCommand() *cli.Command {
 						rows = append(rows, []any{w.WorkerID, fmt.Sprintf("%s:%d", w.Host, w.PID), strings.Join(w.Queues, ","), w.InHand, labels(w.Labels), w.Version, age(now, w.StartedMS)})
 					}
 					return table(c.App.Writer, "WORKER\tHOST:PID\tQUEUES\tIN HAND\tLABELS\tVERSION\tUP", rows)
-				},
+				}),
 			},
 		},
 	}

@@ -29,14 +29,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	s.Close()
 	if code == 0 {
-		if err := goleak.Find(
-			goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-			goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-			goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-			goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
-			goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-			goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
-		); err != nil {
+		if err := goleak.Find(sidecartest.LeakOptions()...); err != nil {
 			println("goleak:", err.Error())
 			code = 1
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
 )
 
 // Etcd starts an embedded single-member etcd for the test and stops it
@@ -129,4 +130,20 @@ func StartSidecar(tb testing.TB, endpoint, ns string, cfg sidecar.Config) *Sidec
 		}
 	})
 	return s
+}
+
+// LeakOptions are the goleak options for a test binary that runs an
+// embedded etcd: they ignore the goroutines etcd's server and gRPC keep for
+// the life of the process. Use them in TestMain:
+//
+//	if err := goleak.Find(sidecartest.LeakOptions()...); err != nil { ... }
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
+	}
 }
