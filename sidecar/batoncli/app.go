@@ -38,6 +38,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			tasksCommand(),
 			queuesCommand(),
 			workersCommand(),
+			benchCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {
