@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +65,11 @@ func CheckSocket(path string) error {
 // Handler returns the HTTP handler serving the socket API: TaskService,
 // gRPC reflection, and whatever extra handlers are given.
 func Handler(tasks *TaskHandler, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
+	// Never compress a response: on a local socket it only costs CPU and
+	// memory (a gzip writer holds about 1 MB while in use), yet clients
+	// such as connect-go ask for gzip by default. Compressed requests are
+	// still accepted.
+	opts = append([]connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32)}, opts...)
 	mux := http.NewServeMux()
 	mux.Handle(batonv1connect.NewTaskServiceHandler(tasks, opts...))
 	for _, f := range extra {
