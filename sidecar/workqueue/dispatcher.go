@@ -43,9 +43,10 @@ type Dispatcher struct {
 	windows   map[string]*window
 	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
-	paused    map[string]bool        // queues paused by an operator (q/pause/<queue>)
-	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
-	heldEmpty chan struct{}          // closed when held becomes empty while draining
+	paused    map[string]bool                // queues paused by an operator (q/pause/<queue>)
+	claimers  map[clientv3.LeaseID]time.Time // leases seen on new claims, and when last
+	unsure    map[string]unsureClaim         // claims whose transaction may have applied unseen
+	heldEmpty chan struct{}                  // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
@@ -120,6 +121,7 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		trying:    make(map[string]bool),
 		held:      make(map[string]*held),
 		paused:    make(map[string]bool),
+		claimers:  make(map[clientv3.LeaseID]time.Time),
 		unsure:    make(map[string]unsureClaim),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
@@ -230,7 +232,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				unloaded = w.ready
 			}
 			if win == nil && !d.paused[q] {
-				if e, ok := w.pick(d.trying); ok {
+				if e, ok := w.pick(d.trying, d.shareLocked(ls.Lease())); ok {
 					cand, win = e, w
 				}
 			}
@@ -344,6 +346,29 @@ func (d *Dispatcher) windowLocked(q string) *window {
 		}
 	}
 	return w
+}
+
+// claimerTTL is how long after its last new claim a sidecar still counts
+// as claiming when the queue is shared out (see share).
+const claimerTTL = 5 * time.Second
+
+// shareLocked returns this sidecar's share of the queues: its place among
+// the leases seen on new claims within claimerTTL, its own included.
+func (d *Dispatcher) shareLocked(own clientv3.LeaseID) share {
+	cutoff := time.Now().Add(-claimerTTL)
+	rank, n := 0, 1
+	for l, seen := range d.claimers {
+		switch {
+		case seen.Before(cutoff):
+			delete(d.claimers, l)
+		case l < own:
+			rank++
+			n++
+		case l > own:
+			n++
+		}
+	}
+	return share{rank: rank, n: n}
 }
 
 // unwait removes a waiter from its queues; a wake-up it took but did not
@@ -721,6 +746,7 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 	}
 	var lost []orphan
 	var notices []func()
+	now := time.Now()
 	d.mu.Lock()
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
@@ -757,7 +783,7 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 			if err != nil {
 				continue
 			}
-			w.put(entry{key: key, modRev: ev.Kv.ModRevision, st: st}, d.cfg.Window)
+			w.put(newEntry(key, ev.Kv.ModRevision, st), d.cfg.Window)
 			if !w.loaded || (!w.complete && key > w.horizon) {
 				if w.needsLoad(d.cfg.Window) {
 					w.loading = true
@@ -778,6 +804,8 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 				default:
 				}
 			}
+		case strings.HasPrefix(key, prefixClaim) && ev.IsCreate() && ev.Kv.Lease != 0:
+			d.claimers[clientv3.LeaseID(ev.Kv.Lease)] = now
 		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE && ev.PrevKv != nil:
 			id := key[len(prefixClaim):]
 			if runDeleted[id] == ev.Kv.ModRevision {
@@ -844,7 +872,7 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 		if err != nil {
 			continue
 		}
-		entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st})
+		entries = append(entries, newEntry(string(kv.Key), kv.ModRevision, st))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -29,6 +29,28 @@ type entry struct {
 	key    string
 	modRev int64
 	st     Status
+	hash   uint32 // keyHash(key), for share
+}
+
+func newEntry(key string, modRev int64, st Status) entry {
+	return entry{key: key, modRev: modRev, st: st, hash: keyHash(key)}
+}
+
+// keyHash is FNV-1a of the key with murmur3's finalizer (FNV's low bits
+// alone depend only on the parity of the bytes, so keys whose digits
+// repeat would all fall into one share). Every sidecar computes the same.
+func keyHash(key string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }
 
 func (w *window) find(key string) (int, bool) {
@@ -80,22 +102,45 @@ func (w *window) needsLoad(size int) bool {
 	return !w.loading && (!w.loaded || !w.complete && len(w.entries) < size/2)
 }
 
+// share is the part of every queue a sidecar prefers to claim from: the
+// entries whose key hashes to rank modulo n, where n is the number of
+// sidecars seen claiming lately and rank this sidecar's place among them.
+// Sidecars that agree on the membership never race for an entry; while
+// they disagree (one started or stopped claiming) they race as if there
+// were no shares. The zero value prefers every entry.
+type share struct{ rank, n int }
+
+func (s share) mine(e *entry) bool {
+	return s.n <= 1 || int(e.hash%uint32(s.n)) == s.rank
+}
+
 // pick chooses an entry to claim among the first spread entries of the
-// highest priority present that no local claimer is trying already.
-func (w *window) pick(trying map[string]bool) (entry, bool) {
-	var cands []int
+// highest priority present that no local claimer is trying already,
+// preferring the entries of this sidecar's share; only when the share
+// has none free does it choose among the others.
+func (w *window) pick(trying map[string]bool, sh share) (entry, bool) {
+	var mine, others []int
 	var prio int32
+	spread := max(w.spread, 1)
 	for i := range w.entries {
 		e := &w.entries[i]
 		if trying[e.key] {
 			continue
 		}
-		if len(cands) == 0 {
+		if len(mine)+len(others) == 0 {
 			prio = e.st.Priority
-		} else if e.st.Priority != prio || len(cands) >= max(w.spread, 1) {
+		} else if e.st.Priority != prio || len(mine) >= spread {
 			break
 		}
-		cands = append(cands, i)
+		if sh.mine(e) {
+			mine = append(mine, i)
+		} else if len(others) < spread {
+			others = append(others, i)
+		}
+	}
+	cands := mine
+	if len(cands) == 0 {
+		cands = others
 	}
 	if len(cands) == 0 {
 		return entry{}, false

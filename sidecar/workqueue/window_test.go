@@ -1,6 +1,12 @@
 package workqueue
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
 
 // Regression: a claimer's conflict on an old version of a ready entry must
 // not drop the newer version the watch put meanwhile under the same key (a
@@ -18,5 +24,111 @@ func TestConflictKeepsNewerEntry(t *testing.T) {
 	w.removeStale(key, 9)
 	if _, ok := w.find(key); ok {
 		t.Fatal("the tried version was not removed")
+	}
+}
+
+// shareWindow returns a loaded window of n entries of one priority, in
+// order, and which of them are in share sh.
+func shareWindow(n int, sh share) (*window, map[string]bool) {
+	w := &window{loaded: true, complete: true, spread: n}
+	mine := map[string]bool{}
+	for i := range n {
+		e := newEntry(readyKey("tts", 0, int64(i+1), fmt.Sprintf("t%d", i)), int64(i+1), Status{})
+		w.put(e, 64)
+		mine[e.key] = sh.mine(&e)
+	}
+	return w, mine
+}
+
+// A claimer picks from its own share while it has a free entry there, and
+// from the others' only when it has none.
+func TestPickPrefersShare(t *testing.T) {
+	sh := share{rank: 1, n: 3}
+	w, mine := shareWindow(12, sh)
+	trying := map[string]bool{}
+	var own int
+	for _, m := range mine {
+		if m {
+			own++
+		}
+	}
+	if own == 0 || own == len(mine) {
+		t.Fatalf("%d of %d entries in the share; the test needs some of each", own, len(mine))
+	}
+	for range own {
+		e, ok := w.pick(trying, sh)
+		if !ok || !mine[e.key] {
+			t.Fatalf("picked %q (mine %v) while own entries were free", e.key, mine[e.key])
+		}
+		trying[e.key] = true
+	}
+	e, ok := w.pick(trying, sh)
+	if !ok || mine[e.key] {
+		t.Fatalf("picked %q, %v; want another share's entry once the own are taken", e.key, ok)
+	}
+	// The zero share prefers everything.
+	if e, ok := w.pick(map[string]bool{}, share{}); !ok || e.key != w.entries[0].key && w.spread == 1 {
+		t.Fatalf("zero share picked %q", e.key)
+	}
+}
+
+// The share never beats priority: an entry of the highest priority
+// present is picked even when all of the share's are of lower priority.
+func TestPickShareKeepsPriority(t *testing.T) {
+	sh := share{rank: 0, n: 2}
+	w := &window{loaded: true, complete: true, spread: 8}
+	var high entry
+	for i := range 64 {
+		e := newEntry(readyKey("tts", 5, int64(i), fmt.Sprintf("h%d", i)), 1, Status{Priority: 5})
+		if !sh.mine(&e) {
+			high = e
+			break
+		}
+	}
+	if high.key == "" {
+		t.Fatal("64 keys in a row hash into one share of two")
+	}
+	w.put(high, 64)
+	for i := range 8 {
+		e := newEntry(readyKey("tts", 0, int64(i), fmt.Sprintf("l%d", i)), 1, Status{})
+		w.put(e, 64)
+	}
+	if e, ok := w.pick(map[string]bool{}, sh); !ok || e.key != high.key {
+		t.Fatalf("picked %q; want the only entry of the highest priority, %q", e.key, high.key)
+	}
+}
+
+func TestShareFromClaimers(t *testing.T) {
+	now := time.Now()
+	d := &Dispatcher{claimers: map[clientv3.LeaseID]time.Time{
+		5: now, 9: now.Add(-time.Second), 2: now.Add(-2 * claimerTTL), 7: now,
+	}}
+	if sh := d.shareLocked(7); sh != (share{rank: 1, n: 3}) {
+		t.Fatalf("share %+v; want rank 1 of 3 (leases 5, 7, 9; 2 is too old)", sh)
+	}
+	if _, ok := d.claimers[2]; ok {
+		t.Fatal("a lease not seen for longer than claimerTTL was kept")
+	}
+	// A sidecar nobody has seen claim yet counts itself.
+	d = &Dispatcher{claimers: map[clientv3.LeaseID]time.Time{}}
+	if sh := d.shareLocked(3); sh != (share{rank: 0, n: 1}) {
+		t.Fatalf("share %+v; want the whole queue", sh)
+	}
+}
+
+// Keys spread evenly over the shares, also for small and even n.
+func TestShareSpread(t *testing.T) {
+	for _, n := range []int{2, 3, 4, 8} {
+		count := make([]int, n)
+		const keys = 4000
+		for i := range keys {
+			e := newEntry(readyKey("tts", 0, 1_700_000_000_000_000_000+int64(i), fmt.Sprintf("utt_%d", i)), 1, Status{})
+			count[e.hash%uint32(n)]++
+		}
+		for r, c := range count {
+			if c < keys/n*8/10 || c > keys/n*12/10 {
+				t.Errorf("n=%d: share %d has %d of %d keys", n, r, c, keys)
+			}
+		}
 	}
 }
