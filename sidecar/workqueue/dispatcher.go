@@ -35,7 +35,7 @@ type Dispatcher struct {
 	sessions *coord.Sessions
 	worker   string
 
-	orphans   chan orphan
+	orphans   chan string   // ids of tasks whose claim key vanished with its lease
 	delayHint chan struct{} // a delay entry was put; see hintDue
 	sweepNow  chan struct{}
 
@@ -114,7 +114,7 @@ type orphan struct {
 func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease *coord.LeaseKeeper, sessions *coord.Sessions, worker string) *Dispatcher {
 	return &Dispatcher{
 		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker,
-		orphans:   make(chan orphan, 1024),
+		orphans:   make(chan string, 1024),
 		delayHint: make(chan struct{}, 1),
 		sweepNow:  make(chan struct{}, 1),
 		windows:   make(map[string]*window),
@@ -654,7 +654,11 @@ func (d *Dispatcher) watch(ctx context.Context) {
 		d.reloadAll(ctx, rev)
 		d.advance(rev)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+		// No WithPrevKV: etcd would read the previous value of every
+		// event for every sidecar's watch (a quarter of its work with four
+		// sidecars, measured); the one event that needs it, a claim lost
+		// with its lease, is looked up in state/<id> instead.
+		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 		d.follow(ctx, ch, rev)
 		cancel()
 		if ctx.Err() != nil {
@@ -744,7 +748,7 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 			}
 		}
 	}
-	var lost []orphan
+	var lost []string
 	var notices []func()
 	now := time.Now()
 	d.mu.Lock()
@@ -806,23 +810,21 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 			}
 		case strings.HasPrefix(key, prefixClaim) && ev.IsCreate() && ev.Kv.Lease != 0:
 			d.claimers[clientv3.LeaseID(ev.Kv.Lease)] = now
-		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE && ev.PrevKv != nil:
+		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE:
 			id := key[len(prefixClaim):]
 			if runDeleted[id] == ev.Kv.ModRevision {
 				continue // answered or returned in the same transaction
 			}
-			if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
-				lost = append(lost, orphan{id: id, token: ev.PrevKv.CreateRevision, st: st})
-			}
+			lost = append(lost, id)
 		}
 	}
 	d.mu.Unlock()
 	for _, f := range notices {
 		f()
 	}
-	for _, o := range lost {
+	for _, id := range lost {
 		select {
-		case d.orphans <- o:
+		case d.orphans <- id:
 		default: // the periodic sweep finds it
 		}
 	}
