@@ -61,7 +61,7 @@ func readyEntries(b *testing.B, store *Store, cli *clientv3.Client, n int) []ent
 		if err != nil {
 			b.Fatal(err)
 		}
-		es[i] = newEntry(string(kv.Key), kv.ModRevision, st)
+		es[i] = newEntry(string(kv.Key), kv.ModRevision, st, time.Now())
 	}
 	return es
 }

@@ -43,10 +43,9 @@ type Dispatcher struct {
 	windows   map[string]*window
 	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
-	paused    map[string]bool                // queues paused by an operator (q/pause/<queue>)
-	claimers  map[clientv3.LeaseID]time.Time // leases seen on new claims, and when last
-	unsure    map[string]unsureClaim         // claims whose transaction may have applied unseen
-	heldEmpty chan struct{}                  // closed when held becomes empty while draining
+	paused    map[string]bool        // queues paused by an operator (q/pause/<queue>)
+	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
+	heldEmpty chan struct{}          // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
@@ -121,7 +120,6 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		trying:    make(map[string]bool),
 		held:      make(map[string]*held),
 		paused:    make(map[string]bool),
-		claimers:  make(map[clientv3.LeaseID]time.Time),
 		unsure:    make(map[string]unsureClaim),
 		drainCh:   make(chan struct{}),
 		loadReq:   make(chan struct{}, 1),
@@ -188,6 +186,13 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	deadline := time.Now().Add(wait)
+	var ripeTimer *time.Timer // wakes the caller when an entry of another share may be taken
+	defer func() {
+		if ripeTimer != nil {
+			ripeTimer.Stop()
+		}
+	}()
 	var sessDone <-chan struct{}
 	sessID := ""
 	if sess != nil {
@@ -224,6 +229,8 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		var cand entry
 		var win *window
 		var unloaded chan struct{}
+		var ripen time.Time
+		now := time.Now()
 		for _, q := range queues {
 			w := d.windowLocked(q)
 			w.unwait(wt)
@@ -232,8 +239,12 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				unloaded = w.ready
 			}
 			if win == nil && !d.paused[q] {
-				if e, ok := w.pick(d.trying, d.shareLocked(ls.Lease())); ok {
+				e, ok, at := w.pick(d.trying, w.share(ls.Lease(), now), now, deadline)
+				switch {
+				case ok:
 					cand, win = e, w
+				case !at.IsZero() && (ripen.IsZero() || at.Before(ripen)):
+					ripen = at
 				}
 			}
 		}
@@ -316,8 +327,18 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				return nil, fmt.Errorf("claim: %w", err)
 			}
 		}
+		var ripe <-chan time.Time
+		if !ripen.IsZero() {
+			if ripeTimer == nil {
+				ripeTimer = time.NewTimer(time.Until(ripen))
+			} else {
+				ripeTimer.Reset(time.Until(ripen))
+			}
+			ripe = ripeTimer.C
+		}
 		select {
 		case <-wt.ch:
+		case <-ripe:
 		case <-timer.C:
 			return nil, nil
 		case <-ctx.Done():
@@ -346,29 +367,6 @@ func (d *Dispatcher) windowLocked(q string) *window {
 		}
 	}
 	return w
-}
-
-// claimerTTL is how long after its last new claim a sidecar still counts
-// as claiming when the queue is shared out (see share).
-const claimerTTL = 5 * time.Second
-
-// shareLocked returns this sidecar's share of the queues: its place among
-// the leases seen on new claims within claimerTTL, its own included.
-func (d *Dispatcher) shareLocked(own clientv3.LeaseID) share {
-	cutoff := time.Now().Add(-claimerTTL)
-	rank, n := 0, 1
-	for l, seen := range d.claimers {
-		switch {
-		case seen.Before(cutoff):
-			delete(d.claimers, l)
-		case l < own:
-			rank++
-			n++
-		case l > own:
-			n++
-		}
-	}
-	return share{rank: rank, n: n}
 }
 
 // unwait removes a waiter from its queues; a wake-up it took but did not
@@ -741,10 +739,16 @@ func (d *Dispatcher) advance(rev int64) {
 func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 	var last int64
 	runDeleted := map[string]int64{}
+	readyDeleted := map[int64]string{} // revision → queue of a ready entry deleted then
 	for _, ev := range evs {
 		if ev.Type == mvccpb.DELETE {
-			if id, ok := strings.CutPrefix(string(ev.Kv.Key), prefixRun); ok {
+			key := string(ev.Kv.Key)
+			if id, ok := strings.CutPrefix(key, prefixRun); ok {
 				runDeleted[id] = ev.Kv.ModRevision
+			} else if rest, ok := strings.CutPrefix(key, prefixReady); ok {
+				if q, _, ok := strings.Cut(rest, "/"); ok {
+					readyDeleted[ev.Kv.ModRevision] = q
+				}
 			}
 		}
 	}
@@ -787,7 +791,7 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 			if err != nil {
 				continue
 			}
-			w.put(newEntry(key, ev.Kv.ModRevision, st), d.cfg.Window)
+			w.put(newEntry(key, ev.Kv.ModRevision, st, now), d.cfg.Window)
 			if !w.loaded || (!w.complete && key > w.horizon) {
 				if w.needsLoad(d.cfg.Window) {
 					w.loading = true
@@ -809,7 +813,11 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 				}
 			}
 		case strings.HasPrefix(key, prefixClaim) && ev.IsCreate() && ev.Kv.Lease != 0:
-			d.claimers[clientv3.LeaseID(ev.Kv.Lease)] = now
+			// The claim transaction deleted the task's ready entry in the
+			// same revision: that says which queue it claimed from.
+			if w := d.windows[readyDeleted[ev.Kv.ModRevision]]; w != nil {
+				w.claimed(clientv3.LeaseID(ev.Kv.Lease), now)
+			}
 		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE:
 			id := key[len(prefixClaim):]
 			if runDeleted[id] == ev.Kv.ModRevision {
@@ -869,12 +877,13 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 		return err
 	}
 	entries := make([]entry, 0, len(resp.Kvs))
+	seen := time.Now()
 	for _, kv := range resp.Kvs {
 		st, err := decodeStatus(kv.Value)
 		if err != nil {
 			continue
 		}
-		entries = append(entries, newEntry(string(kv.Key), kv.ModRevision, st))
+		entries = append(entries, newEntry(string(kv.Key), kv.ModRevision, st, seen))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -884,6 +893,12 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 	}
 	if !w.loaded {
 		close(w.ready)
+	}
+	for i := range entries {
+		// An entry known before the reload keeps the time it was first seen.
+		if j, ok := w.find(entries[i].key); ok && w.entries[j].modRev == entries[i].modRev {
+			entries[i].seen = w.entries[j].seen
+		}
 	}
 	w.entries, w.loaded, w.loading = entries, true, false
 	w.complete = !resp.More
