@@ -46,6 +46,11 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 	}
 	defer sess.close()
 
+	// Memory and CPU are what serving the consumers took: the peak RSS
+	// of submitting the tasks does not count.
+	if err := resetPeaks(ps); err != nil {
+		return Result{}, err
+	}
 	cpu0, err := sampleCPU(ps)
 	if err != nil {
 		return Result{}, err

@@ -73,6 +73,13 @@ func procMem(pid int) (rss, peak int64, err error) {
 	return rss, peak, nil
 }
 
+// resetPeak resets the process's peak resident set size (VmHWM) to its
+// current size, so that a later procMem reports the peak since now
+// (Linux 4.0 and later; writing clear_refs needs the same user).
+func resetPeak(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
 // loadAvg returns the 1-, 5- and 15-minute load averages from
 // /proc/loadavg, or zeros where it cannot be read.
 func loadAvg() [3]float64 {

@@ -92,7 +92,7 @@ type Result struct {
 	DispatchP99MS            *float64 `json:"dispatch_p99_ms,omitempty"`
 	DispatchConflictsPerTask *float64 `json:"dispatch_conflicts_per_task,omitempty"`
 	// SidecarRSSMB is the largest peak resident set (VmHWM) among the
-	// sidecar processes, in MiB.
+	// sidecar processes while they served the consumers, in MiB.
 	SidecarRSSMB *float64 `json:"sidecar_rss_mb,omitempty"`
 	// SidecarCPUMSPerTask is the CPU time of all sidecar processes during
 	// the measurement divided by the tasks delivered.

@@ -222,6 +222,16 @@ func sampleCPU(ps []*sidecarProc) (time.Duration, error) {
 	return total, nil
 }
 
+// resetPeaks resets the peak resident set size of all of ps.
+func resetPeaks(ps []*sidecarProc) error {
+	for _, p := range ps {
+		if err := resetPeak(p.pid()); err != nil {
+			return fmt.Errorf("resetting the peak RSS of sidecar %s: %w", p.name, err)
+		}
+	}
+	return nil
+}
+
 // peakRSS returns the largest peak resident set size among ps, in bytes.
 func peakRSS(ps []*sidecarProc) (int64, error) {
 	var peak int64
