@@ -55,7 +55,7 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rev0, err := r.revision(ctx)
+	m0, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -84,7 +84,7 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rev1, err := r.revision(ctx)
+	m1, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -106,7 +106,7 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 		return Result{}, err
 	}
 
-	c := counts{began: began, conflicts: st.Conflicts, revs: rev1 - rev0, lat: merge(lats)}
+	c := counts{began: began, conflicts: st.Conflicts, revs: m1.rev - m0.rev, cpu: m1.cpu - m0.cpu, lat: merge(lats)}
 	c.delivered, c.duplicates, c.end = t.result()
 	res, err := r.result(SystemBaton, consumers, r.cfg.Tasks, c)
 	if err != nil {

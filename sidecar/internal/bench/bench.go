@@ -140,14 +140,23 @@ func closeEtcd(cs []*clientv3.Client) {
 	}
 }
 
-// revision returns etcd's current revision: the count of write
-// transactions so far.
-func (r *runner) revision(ctx context.Context) (int64, error) {
+// mark is a point in a measurement: etcd's revision (the count of write
+// transactions so far) and the CPU time this process has used.
+type mark struct {
+	rev int64
+	cpu time.Duration
+}
+
+func (r *runner) mark(ctx context.Context) (mark, error) {
 	resp, err := r.meta.Get(ctx, "rev", clientv3.WithCountOnly())
 	if err != nil {
-		return 0, err
+		return mark{}, err
 	}
-	return resp.Header.Revision, nil
+	cpu, err := procCPU(os.Getpid())
+	if err != nil {
+		return mark{}, err
+	}
+	return mark{rev: resp.Header.Revision, cpu: cpu}, nil
 }
 
 // cleanup deletes the keys of one measurement ("" for the whole run) and,
@@ -177,7 +186,8 @@ type counts struct {
 	began, end            time.Time
 	delivered, duplicates int
 	conflicts             int64
-	revs                  int64 // etcd revisions during the measurement
+	revs                  int64         // etcd revisions during the measurement
+	cpu                   time.Duration // CPU time of this process during it
 	lat                   latencies
 }
 
@@ -198,6 +208,7 @@ func (r *runner) result(sys string, consumers, tasks int, c counts) (Result, err
 	res.ClaimP99MS = round(c.lat.quantile(0.99), 3)
 	res.EtcdWritesPerS = round(float64(c.revs)/secs, 1)
 	res.EtcdWritesPerTask = round(float64(c.revs)/float64(c.delivered), 3)
+	res.BenchCPUMSPerTask = round(ms(c.cpu)/float64(c.delivered), 3)
 	return res, nil
 }
 

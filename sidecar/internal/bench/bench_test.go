@@ -45,8 +45,8 @@ func TestBenchCommand(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &raw); err != nil {
 		t.Fatalf("output is not JSON: %v\n%s", err, stdout.String())
 	}
-	common := []string{"system", "consumers", "tasks_per_s", "conflicts_per_task", "claim_p50_ms", "claim_p99_ms", "etcd_writes_per_s"}
-	batonOnly := []string{"dispatch_p50_ms", "dispatch_p99_ms", "sidecar_rss_mb", "sidecar_cpu_ms_per_task", "sidecars"}
+	common := []string{"system", "consumers", "tasks_per_s", "conflicts_per_task", "claim_p50_ms", "claim_p99_ms", "etcd_writes_per_s", "bench_cpu_ms_per_task"}
+	batonOnly := []string{"dispatch_p50_ms", "dispatch_p99_ms", "dispatch_conflicts_per_task", "sidecar_rss_mb", "sidecar_cpu_ms_per_task", "sidecars"}
 	for _, r := range raw.Results {
 		want := common
 		if r["system"] == bench.SystemBaton {
@@ -116,7 +116,7 @@ func TestBenchCommand(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range append(bench.Systems, "ratios", "sidecar overhead", "queue depth", "baton/naive") {
+	for _, want := range append(bench.Systems, "ratios", "sidecar overhead", "queue depth", "baton/naive", "dispatch p50 ms") {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -30,7 +30,7 @@ func (r *runner) ceiling(ctx context.Context, consumers int) (Result, error) {
 	}
 	defer closeEtcd(clis)
 	value := strings.Repeat("x", 256)
-	rev0, err := r.revision(ctx)
+	m0, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -66,11 +66,11 @@ func (r *runner) ceiling(ctx context.Context, consumers int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rev1, err := r.revision(ctx)
+	m1, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	c := counts{began: began, conflicts: failed.Load(), revs: rev1 - rev0, lat: merge(lats)}
+	c := counts{began: began, conflicts: failed.Load(), revs: m1.rev - m0.rev, cpu: m1.cpu - m0.cpu, lat: merge(lats)}
 	c.delivered, c.duplicates, c.end = t.result()
 	return r.result(SystemCeiling, consumers, total, c)
 }

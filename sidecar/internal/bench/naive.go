@@ -46,7 +46,7 @@ func (r *runner) naive(ctx context.Context, consumers int) (Result, error) {
 		}
 	}
 
-	rev0, err := r.revision(ctx)
+	m0, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -78,11 +78,11 @@ func (r *runner) naive(ctx context.Context, consumers int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	rev1, err := r.revision(ctx)
+	m1, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	c := counts{began: began, conflicts: failed.Load() - failed0, revs: rev1 - rev0, lat: merge(lats)}
+	c := counts{began: began, conflicts: failed.Load() - failed0, revs: m1.rev - m0.rev, cpu: m1.cpu - m0.cpu, lat: merge(lats)}
 	c.delivered, c.duplicates, c.end = t.result()
 	return r.result(SystemNaive, consumers, r.cfg.Tasks, c)
 }

@@ -59,7 +59,7 @@ func (r *runner) recipes(ctx context.Context, consumers int) (Result, error) {
 		}
 	}
 
-	rev0, err := r.revision(ctx)
+	m0, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
@@ -108,12 +108,12 @@ func (r *runner) recipes(ctx context.Context, consumers int) (Result, error) {
 	if err := errors.Join(ctx.Err(), err); err != nil {
 		return Result{}, err
 	}
-	rev1, err := r.revision(ctx)
+	m1, err := r.mark(ctx)
 	if err != nil {
 		return Result{}, err
 	}
 	// The stop items' deletions are not part of the measurement.
-	c := counts{began: began, conflicts: failedEnd.Load() - failed0, revs: rev1 - rev0 - int64(consumers), lat: merge(lats)}
+	c := counts{began: began, conflicts: failedEnd.Load() - failed0, revs: m1.rev - m0.rev - int64(consumers), cpu: m1.cpu - m0.cpu, lat: merge(lats)}
 	c.delivered, c.duplicates, c.end = t.result()
 	return r.result(SystemRecipes, consumers, r.cfg.Tasks, c)
 }

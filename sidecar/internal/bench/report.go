@@ -83,6 +83,10 @@ type Result struct {
 	// changed something) during the measurement.
 	EtcdWritesPerS    float64 `json:"etcd_writes_per_s"`
 	EtcdWritesPerTask float64 `json:"etcd_writes_per_task"`
+	// BenchCPUMSPerTask is the CPU time of the bench process (the
+	// consumers, and the embedded etcd unless --endpoints was given) per
+	// task.
+	BenchCPUMSPerTask float64 `json:"bench_cpu_ms_per_task"`
 	// Load1 is the 1-minute load average at the end of the measurement.
 	Load1 float64 `json:"load1"`
 
@@ -257,15 +261,33 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Settings.Tasks, r.Settings.Sidecars, etcd, m.Cores, m.Go, m.GOOS, m.GOARCH, loadString(r.LoadStart), loadString(r.LoadEnd), r.Seconds)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\tconsumers\ttasks/s\tconflicts/task\tclaim p50 ms\tclaim p99 ms\tetcd writes/s\twrites/task\tdispatch p50 ms\tdispatch p99 ms\tsidecar RSS MiB\tsidecar CPU ms/task\tload1\t")
+	fmt.Fprintln(tw, "system\tconsumers\ttasks/s\tconflicts/task\tclaim p50 ms\tclaim p99 ms\tetcd writes/s\twrites/task\tbench CPU ms/task\tload1\t")
 	for _, res := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.2f\t%.2f\t%.0f\t%.2f\t%s\t%s\t%s\t%s\t%.2f\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.2f\t%.2f\t%.0f\t%.2f\t%.3f\t%.2f\t\n",
 			res.System, res.Consumers, res.TasksPerS, res.ConflictsPerTask, res.ClaimP50MS, res.ClaimP99MS,
-			res.EtcdWritesPerS, res.EtcdWritesPerTask,
-			opt(res.DispatchP50MS, "%.2f"), opt(res.DispatchP99MS, "%.2f"), opt(res.SidecarRSSMB, "%.1f"), opt(res.SidecarCPUMSPerTask, "%.3f"), res.Load1)
+			res.EtcdWritesPerS, res.EtcdWritesPerTask, res.BenchCPUMSPerTask, res.Load1)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	var batonRows []Result
+	for _, res := range r.Results {
+		if res.Sidecars != nil {
+			batonRows = append(batonRows, res)
+		}
+	}
+	if len(batonRows) > 0 {
+		fmt.Fprintln(w, "\nbaton: sidecars, dispatch to idle workers, sidecar processes")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "consumers\tsidecars\tdispatch p50 ms\tdispatch p99 ms\tdispatch conflicts/task\tsidecar RSS MiB\tsidecar CPU ms/task\t")
+		for _, res := range batonRows {
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", res.Consumers, *res.Sidecars,
+				opt(res.DispatchP50MS, "%.2f"), opt(res.DispatchP99MS, "%.2f"), opt(res.DispatchConflictsPerTask, "%.3f"),
+				opt(res.SidecarRSSMB, "%.1f"), opt(res.SidecarCPUMSPerTask, "%.3f"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
 
 	if len(r.Ratios) > 0 {
