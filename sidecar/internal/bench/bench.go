@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "%s with %d consumers...\n", sys, n)
 			res, err := r.measure(ctx, sys, n)
 			if err != nil {
-				return nil, fmt.Errorf("%s with %d consumers: %w", sys, n, errors.Join(ctx.Err(), err))
+				return nil, failed(ctx, fmt.Sprintf("%s with %d consumers", sys, n), err)
 			}
 			fmt.Fprintf(cfg.Progress, "  %.0f tasks/s, %.3f conflicts/task\n", res.TasksPerS, res.ConflictsPerTask)
 			rep.Results = append(rep.Results, res)
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !cfg.SkipOverhead {
 		fmt.Fprintln(cfg.Progress, "sidecar overhead...")
 		if rep.Overhead, err = r.overhead(ctx); err != nil {
-			return nil, fmt.Errorf("overhead: %w", errors.Join(ctx.Err(), err))
+			return nil, failed(ctx, "overhead", err)
 		}
 	}
 	if !cfg.SkipDepth {
@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "claim cost with %d pending tasks...\n", d)
 			res, err := r.depth(ctx, d)
 			if err != nil {
-				return nil, fmt.Errorf("depth %d: %w", d, errors.Join(ctx.Err(), err))
+				return nil, failed(ctx, fmt.Sprintf("depth %d", d), err)
 			}
 			rep.Depth = append(rep.Depth, res)
 		}
@@ -89,6 +89,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Seconds = rep.Finished.Sub(rep.Started).Seconds()
 	rep.derive()
 	return rep, nil
+}
+
+// failed names the measurement that failed, and says so plainly when it
+// was interrupted (ctx ended) rather than failing by itself.
+func failed(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted during %s: %w", what, ctx.Err())
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (r *runner) measure(ctx context.Context, sys string, consumers int) (Result, error) {

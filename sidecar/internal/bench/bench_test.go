@@ -12,30 +12,45 @@ import (
 
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/internal/bench"
+	"github.com/batonhq/baton/sidecar/sidecartest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
-// TestBenchCommand runs `baton bench` end to end at a tiny size: embedded
-// etcd, sidecar processes (this test binary re-executed as baton), every
-// system at two consumer counts, the overhead and two queue depths. It
-// checks that every system delivered every task exactly once and that the
-// JSON, the table and the plot are well formed. It asserts nothing about
-// speed.
+// TestBenchCommand runs `baton bench` end to end at a tiny size on an etcd
+// of the test's: sidecar processes (this test binary re-executed as
+// baton), every system at two consumer counts, the overhead and two queue
+// depths. It checks that every system delivered every task exactly once,
+// that the JSON, the table and the plot are well formed and that nothing
+// is left in etcd. It asserts nothing about speed.
 func TestBenchCommand(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd and sidecar processes")
 	}
 	t.Setenv(roleEnv, "baton") // for the sidecar processes; this process checked it at start
-	t.Setenv("BATON_ENDPOINTS", "")
-	os.Unsetenv("BATON_ENDPOINTS") // the embedded etcd, whatever the caller's environment says
+	endpoint := sidecartest.Etcd(t)
 	plot := filepath.Join(t.TempDir(), "bench.png")
 	const tasks = 40
 	var stdout, stderr bytes.Buffer
 	app := batoncli.New(&stdout, &stderr)
-	err := app.RunContext(context.Background(), []string{"baton", "bench",
+	err := app.RunContext(context.Background(), []string{"baton", "--endpoints", endpoint, "--namespace", "bt", "bench",
 		"--consumers", "1,4", "--tasks", "40", "--sidecars", "2", "--dispatch-samples", "5",
 		"--samples", "5", "--depths", "20,200", "--json", "--plot", plot})
 	if err != nil {
 		t.Fatalf("baton bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	// Everything written (under bt.bench.<time>/) is gone.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "bt.bench.", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("after the bench etcd holds %d keys under bt.bench.; want none", resp.Count)
 	}
 
 	// The JSON has the fields the issue names, for every system.
@@ -134,6 +149,25 @@ func TestBenchCommand(t *testing.T) {
 	}
 	if b := img.Bounds(); b.Dx() < 400 || b.Dy() < 300 {
 		t.Errorf("plot is %v", b)
+	}
+}
+
+// TestBenchEmbedded: without --endpoints the bench runs on an etcd of its
+// own (here only the ceiling, which needs no sidecar).
+func TestBenchEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	t.Setenv("BATON_ENDPOINTS", "")
+	os.Unsetenv("BATON_ENDPOINTS") // whatever the caller's environment says
+	var stdout, stderr bytes.Buffer
+	err := batoncli.New(&stdout, &stderr).RunContext(context.Background(), []string{"baton", "bench",
+		"--systems", "ceiling", "--consumers", "2", "--tasks", "10", "--skip-depth", "--skip-overhead"})
+	if err != nil {
+		t.Fatalf("baton bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "embedded etcd on") || !strings.Contains(stdout.String(), "embedded etcd") {
+		t.Errorf("stdout %q, stderr %q; want the embedded etcd named", stdout.String(), stderr.String())
 	}
 }
 
