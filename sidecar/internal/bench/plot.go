@@ -24,8 +24,8 @@ var plotColors = map[string]color.RGBA{
 }
 
 const (
-	plotW, plotH                       = 880, 520
-	padLeft, padRight, padTop, padBott = 70, 160, 50, 55
+	plotW, plotH                       = 920, 520
+	padLeft, padRight, padTop, padBott = 70, 190, 50, 55
 )
 
 // WritePlot draws tasks per second against consumers for every measured
