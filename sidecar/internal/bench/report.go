@@ -207,10 +207,10 @@ func (r *Report) targets() []Target {
 	b, ok := r.Find(SystemBaton, targetConsumers)
 	ra, _ := r.ratio(targetConsumers)
 	if ok && ra.BatonOverRecipes != nil {
-		ts = append(ts, Target{"baton / recipes" + at, "≥ 10×", fmt.Sprintf("%.1f×", *ra.BatonOverRecipes), *ra.BatonOverRecipes >= 10})
+		ts = append(ts, Target{"baton / recipes" + at, "≥ 10×", fmt.Sprintf("%.2f×", *ra.BatonOverRecipes), *ra.BatonOverRecipes >= 10})
 	}
 	if ok && ra.BatonOverNaive != nil {
-		ts = append(ts, Target{"baton / naive" + at, "≥ 5×", fmt.Sprintf("%.1f×", *ra.BatonOverNaive), *ra.BatonOverNaive >= 5})
+		ts = append(ts, Target{"baton / naive" + at, "≥ 5×", fmt.Sprintf("%.2f×", *ra.BatonOverNaive), *ra.BatonOverNaive >= 5})
 	}
 	if b128, ok128 := r.Find(SystemBaton, 128); ok && ok128 {
 		// "Flat" allows for the noise of a shared machine: no more than 10%

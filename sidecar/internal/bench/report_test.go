@@ -71,7 +71,7 @@ func TestTargets(t *testing.T) {
 	if err := r.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(b.String(), "MISSED") || !strings.Contains(b.String(), "15.0×") {
+	if !strings.Contains(b.String(), "MISSED") || !strings.Contains(b.String(), "15.00×") {
 		t.Errorf("table:\n%s", b.String())
 	}
 }
