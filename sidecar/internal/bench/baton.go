@@ -200,7 +200,8 @@ func (r *runner) dispatch(ctx context.Context, name string, consumers int) (disp
 	}
 	var res dispatchResult
 	produce := func() error {
-		timeout := time.NewTimer(0)
+		const within = 10 * time.Second
+		timeout := time.NewTimer(within)
 		defer timeout.Stop()
 		for i := range warmup + r.cfg.DispatchSamples {
 			id := fmt.Sprintf("d-%05d", i)
@@ -208,7 +209,7 @@ func (r *runner) dispatch(ctx context.Context, name string, consumers int) (disp
 			if err := submit(gctx, producers[i%nsc:i%nsc+1], i, i+1, func(int) string { return id }); err != nil {
 				return err
 			}
-			timeout.Reset(10 * time.Second)
+			timeout.Reset(within)
 			select {
 			case d := <-got:
 				if d.id != id {

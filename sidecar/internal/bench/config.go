@@ -26,6 +26,7 @@ var (
 	DefaultDepths    = []int{100, 100_000}
 )
 
+// More defaults of Config, and the largest values it accepts.
 const (
 	DefaultTasks           = 1000
 	DefaultSidecars        = 4
