@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos
+.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,12 @@ CHAOSFLAGS ?=
 chaos: ## fault-injection run (< 10 min): kill/pause/partition etcd, sidecars, workers; check invariants; SEED=n replays
 	$(GO) build -o bin/baton-chaos ./cmd/baton-chaos
 	bin/baton-chaos -seed $(SEED) $(CHAOSFLAGS)
+
+# `make bench BENCHFLAGS="--plot docs/performance.png"` also draws the plot;
+# see bin/baton bench --help for the other flags.
+BENCHFLAGS ?=
+bench: build ## baton bench (< 5 min): ceiling, recipes, naive CAS and baton on an embedded etcd; prints the table and ratios
+	$(BIN) bench $(BENCHFLAGS)
 
 clean: ## remove build output and dev data
 	rm -rf bin .baton

@@ -15,8 +15,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// benchSidecar starts a sidecar on the package's etcd for a benchmark.
-func benchSidecar(b *testing.B) (*sidecartest.Sidecar, string) {
+// benchSidecarNS starts a sidecar on the package's etcd for a benchmark
+// and returns it with its namespace.
+func benchSidecarNS(b *testing.B) (*sidecartest.Sidecar, string) {
 	ns := sidecartest.Namespace(b)
 	return sidecartest.StartSidecar(b, endpoint, ns, sidecar.Config{Queues: []string{"tts"}}), ns
 }
@@ -34,7 +35,7 @@ func benchSession(b *testing.B, sc *sidecartest.Sidecar) string {
 // One worker takes and releases a free lock through the socket: the
 // uncontended Lock + Unlock round trip.
 func BenchmarkLockUnlockUncontended(b *testing.B) {
-	sc, _ := benchSidecar(b)
+	sc := benchSidecar(b)
 	s := benchSession(b, sc)
 	if _, err := lock(sc.Client, "warm", s, time.Second); err != nil {
 		b.Fatal(err)
@@ -55,7 +56,7 @@ func BenchmarkLockUnlockUncontended(b *testing.B) {
 // queued in etcd before the holder lets go, as with workers that wait for a
 // lock held through a synthesis.
 func BenchmarkLockHandoff(b *testing.B) {
-	sc, ns := benchSidecar(b)
+	sc, ns := benchSidecarNS(b)
 	cli := sidecartest.Client(b, endpoint, ns)
 	sessions := [2]string{benchSession(b, sc), benchSession(b, sc)}
 	if _, err := lock(sc.Client, "ball", sessions[0], time.Second); err != nil {
@@ -91,7 +92,7 @@ func BenchmarkLockHandoff(b *testing.B) {
 // A config change reaches a watcher over the socket: each op is one Set
 // through etcd until the Watch stream delivers it.
 func BenchmarkConfigChangeToWatcher(b *testing.B) {
-	sc, ns := benchSidecar(b)
+	sc, ns := benchSidecarNS(b)
 	cli := sidecartest.Client(b, endpoint, ns)
 	store := configdoc.NewStore(cli.KV, nil, configdoc.Config{})
 	ctx, cancel := context.WithCancel(context.Background())

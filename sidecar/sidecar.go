@@ -345,7 +345,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		log.Warn("revoking lease failed; its keys go when it expires", "err", err)
 	}
 	cancelRevoke()
-	log.Info("sidecar stopped")
+	st := d.Stats()
+	log.Info("sidecar stopped", "claims", st.Claims, "conflicts", st.Conflicts, "requeued", st.Requeued, "expired", st.Expired)
 	return err
 }
 

@@ -41,6 +41,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			workersCommand(),
 			locksCommand(),
 			configCommand(),
+			benchCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {

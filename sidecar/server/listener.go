@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -73,6 +74,11 @@ type Services struct {
 // LockService, ConfigService, gRPC reflection, and whatever extra handlers
 // are given (Health among them: reflection lists grpc.health.v1.Health).
 func Handler(svcs Services, opts []connect.HandlerOption, extra ...func(*http.ServeMux)) http.Handler {
+	// Never compress a response: on a local socket it only costs CPU and
+	// memory (a gzip writer holds about 1 MB while in use), yet clients
+	// such as connect-go ask for gzip by default. Compressed requests are
+	// still accepted.
+	opts = append([]connect.HandlerOption{connect.WithCompressMinBytes(math.MaxInt32)}, opts...)
 	mux := http.NewServeMux()
 	mux.Handle(batonv1connect.NewTaskServiceHandler(svcs.Tasks, opts...))
 	mux.Handle(batonv1connect.NewLockServiceHandler(svcs.Locks, opts...))

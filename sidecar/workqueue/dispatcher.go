@@ -37,7 +37,7 @@ type Dispatcher struct {
 	worker   string
 	tracer   trace.Tracer
 
-	orphans   chan orphan
+	orphans   chan string   // ids of tasks whose claim key vanished with its lease
 	delayHint chan struct{} // a delay entry was put; see hintDue
 	sweepNow  chan struct{}
 
@@ -119,7 +119,7 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 	return &Dispatcher{
 		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker,
 		tracer:    store.cfg.TracerProvider.Tracer(TracerName),
-		orphans:   make(chan orphan, 1024),
+		orphans:   make(chan string, 1024),
 		delayHint: make(chan struct{}, 1),
 		sweepNow:  make(chan struct{}, 1),
 		windows:   make(map[string]*window),
@@ -198,6 +198,13 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	deadline := time.Now().Add(wait)
+	var ripeTimer *time.Timer // wakes the caller when an entry of another share may be taken
+	defer func() {
+		if ripeTimer != nil {
+			ripeTimer.Stop()
+		}
+	}()
 	var sessDone <-chan struct{}
 	sessID := ""
 	if sess != nil {
@@ -235,6 +242,8 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		var cand entry
 		var win *window
 		var unloaded chan struct{}
+		var ripen time.Time
+		now := time.Now()
 		for _, q := range queues {
 			w := d.windowLocked(q)
 			w.unwait(wt)
@@ -243,8 +252,12 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				unloaded = w.ready
 			}
 			if win == nil && !d.paused[q] {
-				if e, ok := w.pick(d.trying); ok {
+				e, ok, at := w.pick(d.trying, w.share(ls.Lease(), now), now, deadline)
+				switch {
+				case ok:
 					cand, win = e, w
+				case !at.IsZero() && (ripen.IsZero() || at.Before(ripen)):
+					ripen = at
 				}
 			}
 		}
@@ -338,8 +351,18 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			}
 		}
 		cl.start = time.Time{} // the claim span covers the attempts after the last wait
+		var ripe <-chan time.Time
+		if !ripen.IsZero() {
+			if ripeTimer == nil {
+				ripeTimer = time.NewTimer(time.Until(ripen))
+			} else {
+				ripeTimer.Reset(time.Until(ripen))
+			}
+			ripe = ripeTimer.C
+		}
 		select {
 		case <-wt.ch:
+		case <-ripe:
 		case <-timer.C:
 			return nil, nil
 		case <-ctx.Done():
@@ -713,7 +736,11 @@ func (d *Dispatcher) watch(ctx context.Context) {
 		d.reloadAll(ctx, rev)
 		d.advance(rev)
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+		// No WithPrevKV: etcd would read the previous value of every
+		// event for every sidecar's watch (a quarter of its work with four
+		// sidecars, measured); the one event that needs it, a claim lost
+		// with its lease, is looked up in state/<id> instead.
+		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
 		d.follow(ctx, ch, rev)
 		cancel()
 		if ctx.Err() != nil {
@@ -796,15 +823,22 @@ func (d *Dispatcher) advance(rev int64) {
 func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 	var last int64
 	runDeleted := map[string]int64{}
+	readyDeleted := map[int64]string{} // revision → queue of a ready entry deleted then
 	for _, ev := range evs {
 		if ev.Type == mvccpb.DELETE {
-			if id, ok := strings.CutPrefix(string(ev.Kv.Key), prefixRun); ok {
+			key := string(ev.Kv.Key)
+			if id, ok := strings.CutPrefix(key, prefixRun); ok {
 				runDeleted[id] = ev.Kv.ModRevision
+			} else if rest, ok := strings.CutPrefix(key, prefixReady); ok {
+				if q, _, ok := strings.Cut(rest, "/"); ok {
+					readyDeleted[ev.Kv.ModRevision] = q
+				}
 			}
 		}
 	}
-	var lost []orphan
+	var lost []string
 	var notices []func()
+	now := time.Now()
 	d.mu.Lock()
 	for _, ev := range evs {
 		key := string(ev.Kv.Key)
@@ -841,7 +875,7 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 			if err != nil {
 				continue
 			}
-			w.put(entry{key: key, modRev: ev.Kv.ModRevision, st: st}, d.cfg.Window)
+			w.put(newEntry(key, ev.Kv.ModRevision, st, now), d.cfg.Window)
 			if !w.loaded || (!w.complete && key > w.horizon) {
 				if w.needsLoad(d.cfg.Window) {
 					w.loading = true
@@ -862,23 +896,27 @@ func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
 				default:
 				}
 			}
-		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE && ev.PrevKv != nil:
+		case strings.HasPrefix(key, prefixClaim) && ev.IsCreate() && ev.Kv.Lease != 0:
+			// The claim transaction deleted the task's ready entry in the
+			// same revision: that says which queue it claimed from.
+			if w := d.windows[readyDeleted[ev.Kv.ModRevision]]; w != nil {
+				w.claimed(clientv3.LeaseID(ev.Kv.Lease), now)
+			}
+		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE:
 			id := key[len(prefixClaim):]
 			if runDeleted[id] == ev.Kv.ModRevision {
 				continue // answered or returned in the same transaction
 			}
-			if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
-				lost = append(lost, orphan{id: id, token: ev.PrevKv.CreateRevision, st: st})
-			}
+			lost = append(lost, id)
 		}
 	}
 	d.mu.Unlock()
 	for _, f := range notices {
 		f()
 	}
-	for _, o := range lost {
+	for _, id := range lost {
 		select {
-		case d.orphans <- o:
+		case d.orphans <- id:
 		default: // the periodic sweep finds it
 		}
 	}
@@ -923,12 +961,13 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 		return err
 	}
 	entries := make([]entry, 0, len(resp.Kvs))
+	seen := time.Now()
 	for _, kv := range resp.Kvs {
 		st, err := decodeStatus(kv.Value)
 		if err != nil {
 			continue
 		}
-		entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st})
+		entries = append(entries, newEntry(string(kv.Key), kv.ModRevision, st, seen))
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -938,6 +977,12 @@ func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
 	}
 	if !w.loaded {
 		close(w.ready)
+	}
+	for i := range entries {
+		// An entry known before the reload keeps the time it was first seen.
+		if j, ok := w.find(entries[i].key); ok && w.entries[j].modRev == entries[i].modRev {
+			entries[i].seen = w.entries[j].seen
+		}
 	}
 	w.entries, w.loaded, w.loading = entries, true, false
 	w.complete = !resp.More

@@ -90,6 +90,12 @@
 // 1 (exact FIFO when nobody competes), doubles on each conflict and narrows
 // again after calm claims, so many workers rarely race for the same entry
 // while priority order holds and FIFO holds roughly within a priority.
+// Across sidecars, which do not see each other's claims in flight, each
+// prefers its share of the entries: those whose key hashes to its rank
+// among the leases seen on recent claims from the queue (see share); it
+// takes from the others' shares only when its own has nothing free, and
+// then only in its turn, so that an owner with an idle worker gets its
+// entry first.
 // Idle Next calls wait in FIFO order per queue and are woken by the watch
 // when an entry arrives; nothing polls.
 package workqueue

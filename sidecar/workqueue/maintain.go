@@ -39,8 +39,8 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 			d.sweep(ctx)
 		case <-depth:
 			d.sampleDepth(ctx)
-		case o := <-d.orphans:
-			d.recover(ctx, o)
+		case id := <-d.orphans:
+			d.recoverByState(ctx, id)
 		case <-d.delayHint:
 			d.mu.Lock()
 			due := d.hintDue
@@ -181,16 +181,31 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		if claims[id] {
 			continue
 		}
-		sresp, err := d.kv.Get(ctx, stateKey(id))
-		if err != nil || len(sresp.Kvs) == 0 {
-			continue
-		}
-		st, err := decodeStatus(sresp.Kvs[0].Value)
-		if err != nil || st.State != StateClaimed {
-			continue
-		}
-		d.recover(ctx, orphan{id: id, token: sresp.Kvs[0].ModRevision, st: st})
+		d.recoverByState(ctx, id)
 	}
+}
+
+// recoverByState recovers task id if its state still says CLAIMED while
+// its claim key is gone. The state was written by the claim transaction,
+// so its mod revision is the lost claim's fencing token; if the task was
+// recovered and claimed again meanwhile, the claim key exists and the
+// recovery changes nothing.
+func (d *Dispatcher) recoverByState(ctx context.Context, id string) {
+	sresp, err := d.kv.Get(ctx, stateKey(id))
+	if err != nil {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Warn("reading the state of an orphaned claim failed; the sweep retries", "task", id, "err", err)
+		}
+		return
+	}
+	if len(sresp.Kvs) == 0 {
+		return
+	}
+	st, err := decodeStatus(sresp.Kvs[0].Value)
+	if err != nil || st.State != StateClaimed {
+		return
+	}
+	d.recover(ctx, orphan{id: id, token: sresp.Kvs[0].ModRevision, st: st})
 }
 
 // releaseUnsure gives back the claim of task id if it is one whose

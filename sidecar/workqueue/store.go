@@ -62,7 +62,9 @@ type Config struct {
 	Retention time.Duration
 	// Window is how many ready entries per queue a sidecar keeps in memory
 	// to choose among; claimers pick at random among the top-priority ones
-	// so that they rarely race for the same task. Default 64.
+	// of their sidecar's share so that they rarely race for the same task.
+	// It must hold several entries per claimer of all sidecars together.
+	// Default 512.
 	Window int
 	// SweepInterval is how often every sidecar looks for orphaned claims,
 	// claims past their deadline and finished tasks past retention.
@@ -114,7 +116,7 @@ func (c Config) withDefaults() Config {
 		c.Retention = 24 * time.Hour
 	}
 	if c.Window == 0 {
-		c.Window = 64
+		c.Window = 512
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 10 * time.Second

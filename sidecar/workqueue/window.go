@@ -3,6 +3,9 @@ package workqueue
 import (
 	"math/rand/v2"
 	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // window is a sidecar's in-memory copy of the head of one queue's ready
@@ -23,12 +26,38 @@ type window struct {
 	waiters  []*waiter // FIFO of Next calls waiting on this queue
 	spread   int       // how many head entries a claimer picks among
 	calm     int       // claims without a conflict since the spread last changed
+	// claimers are the leases seen on new claims from this queue, with
+	// when they were last seen (see share).
+	claimers map[clientv3.LeaseID]time.Time
 }
 
 type entry struct {
 	key    string
 	modRev int64
 	st     Status
+	hash   uint32    // keyHash(key), for share
+	seen   time.Time // when this sidecar learnt of it, for fallbackDelay
+}
+
+func newEntry(key string, modRev int64, st Status, seen time.Time) entry {
+	return entry{key: key, modRev: modRev, st: st, hash: keyHash(key), seen: seen}
+}
+
+// keyHash is FNV-1a of the key with murmur3's finalizer (FNV's low bits
+// alone depend only on the parity of the bytes, so keys whose digits
+// repeat would all fall into one share). Every sidecar computes the same.
+func keyHash(key string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }
 
 func (w *window) find(key string) (int, bool) {
@@ -80,27 +109,107 @@ func (w *window) needsLoad(size int) bool {
 	return !w.loading && (!w.loaded || !w.complete && len(w.entries) < size/2)
 }
 
+// share is the part of a queue a sidecar prefers to claim from: the
+// entries whose key hashes to rank modulo n, where n is the number of
+// sidecars seen claiming from the queue lately and rank this sidecar's
+// place among them. Sidecars that agree on the membership never race for
+// an entry; while they disagree (one started or stopped claiming) they
+// race as if there were no shares. The zero value prefers every entry.
+type share struct{ rank, n int }
+
+func (s share) mine(e *entry) bool {
+	return s.n <= 1 || int(e.hash%uint32(s.n)) == s.rank
+}
+
+// turn is how many sidecars come before this one for entry e: 0 for its
+// own entries, then 1 for the entries of the share ranked just below, and
+// so on, so that the others' entries are taken over in an agreed order.
+func (s share) turn(e *entry) int {
+	if s.n <= 1 {
+		return 0
+	}
+	return (s.rank - int(e.hash%uint32(s.n)) + s.n) % s.n
+}
+
+const (
+	// claimerTTL is how long after its last new claim from a queue a
+	// sidecar still counts as claiming from it.
+	claimerTTL = 5 * time.Second
+	// fallbackDelay is how long a sidecar waits for each sidecar before it
+	// in turn (see share.turn) before it takes an entry of another's
+	// share: long enough for an owner with an idle worker to claim the
+	// entry first (and for the watch to say so), so that one new task
+	// does not set one claimer per sidecar racing for it.
+	fallbackDelay = 10 * time.Millisecond
+)
+
+// claimed records a new claim from the queue under lease.
+func (w *window) claimed(lease clientv3.LeaseID, now time.Time) {
+	if w.claimers == nil {
+		w.claimers = make(map[clientv3.LeaseID]time.Time)
+	}
+	w.claimers[lease] = now
+}
+
+// share returns the share of the sidecar holding lease own: its place
+// among the leases seen claiming within claimerTTL, its own included.
+func (w *window) share(own clientv3.LeaseID, now time.Time) share {
+	cutoff := now.Add(-claimerTTL)
+	rank, n := 0, 1
+	for l, seen := range w.claimers {
+		switch {
+		case seen.Before(cutoff):
+			delete(w.claimers, l)
+		case l < own:
+			rank++
+			n++
+		case l > own:
+			n++
+		}
+	}
+	return share{rank: rank, n: n}
+}
+
 // pick chooses an entry to claim among the first spread entries of the
-// highest priority present that no local claimer is trying already.
-func (w *window) pick(trying map[string]bool) (entry, bool) {
-	var cands []int
+// highest priority present that no local claimer is trying already,
+// preferring the entries of this sidecar's share. Only when the share has
+// none free does it choose among the others', and only among those known
+// for fallbackDelay times its turn, unless the caller will not wait that
+// long (its deadline comes first). When it finds nothing but entries of
+// others' shares too new to take, ripen says when the first becomes
+// eligible.
+func (w *window) pick(trying map[string]bool, sh share, now, deadline time.Time) (e entry, ok bool, ripen time.Time) {
+	var mine, others []int
 	var prio int32
+	spread := max(w.spread, 1)
 	for i := range w.entries {
 		e := &w.entries[i]
 		if trying[e.key] {
 			continue
 		}
-		if len(cands) == 0 {
+		if len(mine)+len(others) == 0 && ripen.IsZero() {
 			prio = e.st.Priority
-		} else if e.st.Priority != prio || len(cands) >= max(w.spread, 1) {
+		} else if e.st.Priority != prio || len(mine) >= spread {
 			break
 		}
-		cands = append(cands, i)
+		switch at := e.seen.Add(time.Duration(sh.turn(e)) * fallbackDelay); {
+		case sh.mine(e):
+			mine = append(mine, i)
+		case len(others) >= spread:
+		case !at.After(now) || deadline.Before(at):
+			others = append(others, i)
+		case ripen.IsZero() || at.Before(ripen):
+			ripen = at
+		}
+	}
+	cands := mine
+	if len(cands) == 0 {
+		cands = others
 	}
 	if len(cands) == 0 {
-		return entry{}, false
+		return entry{}, false, ripen
 	}
-	return w.entries[cands[rand.IntN(len(cands))]], true
+	return w.entries[cands[rand.IntN(len(cands))]], true, time.Time{}
 }
 
 // conflicted widens the spread after a lost race; succeeded narrows it
