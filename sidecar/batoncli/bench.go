@@ -16,7 +16,7 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
 		Usage:     "measure Baton against raw etcd, etcd's recipes.Queue and naive compare-and-swap, on one etcd",
-		UsageText: "baton bench [--consumers 1,8,32,128] [--tasks 2000] [--json] [--plot FILE.png]",
+		UsageText: "baton bench [--consumers 1,8,32,128] [--tasks 1000] [--json] [--plot FILE.png]",
 		Description: "Starts an embedded etcd (unless --endpoints is given) and, at each consumer count, measures:\n" +
 			"  ceiling  raw etcd write transactions per second (the limit for anything on this etcd)\n" +
 			"  recipes  etcd's client/v3/experimental/recipes Queue (Enqueue, Dequeue)\n" +
