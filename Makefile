@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench
+.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,7 +47,15 @@ PYTESTS := clients/python/tests examples/python-worker/tests
 test-py: ## Python client tests against a real baton
 	PYTHONPATH=$(CURDIR)/clients/python $(PYTHON) -m pytest $(PYTESTFLAGS) $(PYTESTS)
 
-test: check-generated lint test-go test-py ## everything CI runs
+# The Python test tools, pinned, installed with pip only when missing, so that
+# `make test` passes on a fresh machine with nothing but Go and Python.
+deps-py: ## install the pinned Python test tools that are missing (pytest, mypy, pyflakes, OpenTelemetry)
+	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c 'import mypy, pyflakes' 2>/dev/null || $(PYTHON) -m pip install -q mypy==2.4.1 pyflakes==4.1.0
+	@$(PYTHON) -c 'import opentelemetry.sdk' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
+	@$(PYTHON) -c 'import opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-exporter-otlp-proto-grpc==1.45.2
+
+test: deps-py check-generated lint test-go test-py ## everything CI runs
 
 # `make chaos SEED=n` replays the fault sequence of seed n; CHAOSFLAGS adds
 # flags (see bin/baton-chaos -h).

@@ -340,12 +340,12 @@ func TestDockerfiles(t *testing.T) {
 	exists(t, "../.dockerignore", ".dockerignore of the build context")
 
 	// The worker image installs the OpenTelemetry versions the tests run
-	// with (.ci/run), and runs the example worker.
+	// with (make deps-py), and runs the example worker.
 	w, err := os.ReadFile("worker.Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ci, err := os.ReadFile("../.ci/run")
+	ci, err := os.ReadFile("../Makefile")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestDockerfiles(t *testing.T) {
 	}
 	for name, v := range got {
 		if want[name] != v {
-			t.Errorf("worker.Dockerfile pins %s==%s, .ci/run %q", name, v, want[name])
+			t.Errorf("worker.Dockerfile pins %s==%s, the Makefile %q", name, v, want[name])
 		}
 	}
 	for _, p := range []string{"../clients/python", "../examples/python-worker/tts_worker"} {

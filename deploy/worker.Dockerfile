@@ -8,7 +8,7 @@ FROM python:3.11-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends espeak-ng \
  && rm -rf /var/lib/apt/lists/*
-# The same pins as .ci/run (the versions the tests run with).
+# The same pins as the Makefile's deps-py (the versions the tests run with).
 RUN pip install --no-cache-dir \
       opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-grpc==1.45.2
 COPY clients/python /app/clients/python
