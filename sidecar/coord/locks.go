@@ -114,8 +114,9 @@ type Locks struct {
 	mu       sync.Mutex
 	sessions map[*Session]*sessionLocks
 	closed   bool
-	wg       sync.WaitGroup // watchers of lock leases
+	wg       sync.WaitGroup // watchers of lock leases and retried waiter removals
 	ending   sync.WaitGroup // endSession calls revoking a lease
+	stop     chan struct{}  // closed by Close: background retries give up
 }
 
 // NewLocks returns a lock manager whose leases live ttl (rounded up to
@@ -127,7 +128,7 @@ func NewLocks(cli *clientv3.Client, ttl time.Duration, workerID string, logger *
 		logger = slog.New(slog.DiscardHandler)
 	}
 	host, _ := os.Hostname()
-	return &Locks{cli: cli, ttl: secs, workerID: workerID, host: host, logger: logger, sessions: make(map[*Session]*sessionLocks)}
+	return &Locks{cli: cli, ttl: secs, workerID: workerID, host: host, logger: logger, sessions: make(map[*Session]*sessionLocks), stop: make(chan struct{})}
 }
 
 // sessionLocks is the lock state of one worker session.
@@ -195,7 +196,10 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 	// The keepalive runs until the worker session ends (esCancel), not just
 	// for this call.
 	kaCtx, cancel := context.WithCancel(context.Background())
-	grant, err := l.cli.Grant(ctx, int64(l.ttl))
+	// Bounded: other Locks of the session wait for this grant.
+	gctx, gcancel := context.WithTimeout(ctx, grantTimeout)
+	grant, err := l.cli.Grant(gctx, int64(l.ttl))
+	gcancel()
 	if err != nil {
 		cancel()
 		return nil, err
@@ -240,22 +244,33 @@ func (l *Locks) watchLease(sl *sessionLocks, es *concurrency.Session) {
 	defer l.wg.Done()
 	<-es.Done()
 	l.mu.Lock()
-	if sl.closed || sl.es != es {
+	if sl.closed {
 		l.mu.Unlock()
 		return
 	}
-	lost := make([]LockLost, 0, len(sl.held))
+	var lost []LockLost
 	for name, m := range sl.held {
-		lost = append(lost, LockLost{Name: name, Token: m.rev})
-		delete(sl.held, name)
+		if m.lease == es.Lease() {
+			lost = append(lost, LockLost{Name: name, Token: m.rev})
+			delete(sl.held, name)
+		}
 	}
-	sl.es = nil
+	if sl.es == es {
+		sl.es = nil
+	}
 	l.mu.Unlock()
 	for _, ll := range lost {
 		l.logger.Warn("lock lost with its lease", "lock", ll.Name, "token", ll.Token, "session", sl.sess.ID)
 		sl.sess.Push(ll)
 	}
 }
+
+// grantTimeout bounds granting a lock lease; dropRetry is the pause between
+// tries to remove an abandoned waiter key.
+const (
+	grantTimeout = 10 * time.Second
+	dropRetry    = time.Second
+)
 
 func ownerKey(id clientv3.LeaseID) string { return fmt.Sprintf("%s%x", PrefixLockOwners, int64(id)) }
 
@@ -275,13 +290,15 @@ func (l *Locks) begin(sl *sessionLocks, name string) error {
 	return nil
 }
 
-func (l *Locks) end(sl *sessionLocks, name string, m *mutex) {
+// end clears the name's busy mark, unless the removal of an abandoned
+// waiter key is still being retried (retryDrop clears it then).
+func (l *Locks) end(sl *sessionLocks, name string, dropping bool) {
+	if dropping {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(sl.busy, name)
-	if m != nil {
-		sl.held[name] = m
-	}
 }
 
 // Lock takes the named lock for the worker session, waiting until it is
@@ -311,8 +328,8 @@ func (l *Locks) acquire(ctx context.Context, sess *Session, name string, try boo
 	if err := l.begin(sl, name); err != nil {
 		return 0, err
 	}
-	var got *mutex
-	defer func() { l.end(sl, name, got) }()
+	dropping := false
+	defer func() { l.end(sl, name, dropping) }()
 
 	es, err := l.etcdSession(ctx, sl)
 	if err != nil {
@@ -339,28 +356,83 @@ func (l *Locks) acquire(ctx context.Context, sess *Session, name string, try boo
 	} else {
 		err = m.lock(waitCtx)
 	}
-	if err != nil {
-		if !errors.Is(err, ErrLocked) {
-			l.dropWaiter(m)
+	if err == nil {
+		// Held, unless the lease was lost meanwhile: then watchLease has
+		// already told the worker about the locks it knew of, and this
+		// one must not be handed out.
+		l.mu.Lock()
+		ok := !sl.closed && !isDone(es)
+		if ok {
+			sl.held[name] = m
 		}
-		cause := context.Cause(waitCtx)
-		if cause != nil && (errors.Is(cause, ErrSessionClosed) || errors.Is(cause, ErrLockLeaseLost)) {
-			return 0, cause
+		l.mu.Unlock()
+		if ok {
+			return m.rev, nil
 		}
-		return 0, err
+		err = ErrLockLeaseLost
 	}
-	got = m
-	return m.rev, nil
+	if !errors.Is(err, ErrLocked) && !l.dropWaiter(m) {
+		l.mu.Lock()
+		if !l.closed { // after Close the session's lease is revoked anyway
+			dropping = true
+			l.wg.Add(1)
+			go l.retryDrop(sl, name, m, es)
+		}
+		l.mu.Unlock()
+	}
+	cause := context.Cause(waitCtx)
+	if cause != nil && (errors.Is(cause, ErrSessionClosed) || errors.Is(cause, ErrLockLeaseLost)) {
+		return 0, cause
+	}
+	return 0, err
+}
+
+func isDone(es *concurrency.Session) bool {
+	select {
+	case <-es.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // dropWaiter deletes the waiter key of a failed Lock, including a put
 // whose answer was lost, which would otherwise block every later waiter
-// until the session ends.
-func (l *Locks) dropWaiter(m *mutex) {
+// until the session ends. It reports whether the key is gone.
+func (l *Locks) dropWaiter(m *mutex) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := m.remove(ctx); err != nil {
-		l.logger.Warn("removing an abandoned lock waiter failed; it goes with its lease", "key", m.key, "err", err)
+		l.logger.Warn("removing an abandoned lock waiter failed; retrying", "key", m.key, "err", err)
+		return false
+	}
+	return true
+}
+
+// retryDrop keeps trying to remove an abandoned waiter key until it is
+// gone, its lease ends (etcd removes it then) or Locks closes. Meanwhile
+// the session's Lock calls for that name are refused (the name stays
+// busy), so that none reuses the key about to be deleted.
+func (l *Locks) retryDrop(sl *sessionLocks, name string, m *mutex, es *concurrency.Session) {
+	defer l.wg.Done()
+	defer func() {
+		l.mu.Lock()
+		delete(sl.busy, name)
+		l.mu.Unlock()
+	}()
+	t := time.NewTicker(dropRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-es.Done():
+			return
+		case <-l.stop:
+			return
+		}
+		if l.dropWaiter(m) {
+			return
+		}
 	}
 }
 
@@ -457,6 +529,9 @@ func (l *Locks) revoke(id clientv3.LeaseID) {
 // ErrSessionClosed.
 func (l *Locks) Close() {
 	l.mu.Lock()
+	if !l.closed {
+		close(l.stop)
+	}
 	l.closed = true
 	all := make([]*sessionLocks, 0, len(l.sessions))
 	for _, sl := range l.sessions {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -71,9 +72,9 @@ func (m *mutex) lock(ctx context.Context) error {
 		if len(resp.Kvs) == 0 {
 			break
 		}
-		if err := m.waitDelete(ctx, string(resp.Kvs[0].Key), resp.Header.Revision+1); err != nil {
+		if err := m.waitDelete(ctx, string(resp.Kvs[0].Key), resp.Header.Revision+1); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
 			return err
-		}
+		} // compacted: read the line again
 	}
 	resp, err := m.cli.Get(ctx, m.key)
 	if err != nil {
@@ -133,9 +134,14 @@ func (m *mutex) unlock(ctx context.Context) (bool, error) {
 	return resp.Succeeded, nil
 }
 
-// remove deletes the waiter's key whatever its revision: the cleanup of a
-// failed wait, including a put whose answer was lost.
+// remove deletes the waiter's key: the cleanup of a failed wait. When the
+// put's answer was lost (its revision unknown) the key is deleted whatever
+// its revision; Locks keeps the session from putting it again meanwhile.
 func (m *mutex) remove(ctx context.Context) error {
+	if m.rev > 0 {
+		_, err := m.cli.Txn(ctx).If(m.isOwner()).Then(clientv3.OpDelete(m.key)).Commit()
+		return err
+	}
 	_, err := m.cli.Delete(ctx, m.key)
 	return err
 }

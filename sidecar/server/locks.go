@@ -62,7 +62,9 @@ func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.Loc
 	ctx, obs := telemetry.StartLockWait(ctx, h.TracerProvider, h.Metrics, req.Msg.GetName(), sess.ID)
 	var token int64
 	if wait == 0 {
-		token, err = h.Locks.TryLock(ctx, sess, req.Msg.GetName())
+		ectx, cancel := etcdContext(ctx)
+		token, err = h.Locks.TryLock(ectx, sess, req.Msg.GetName())
+		cancel()
 		if errors.Is(err, coord.ErrLocked) {
 			err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q is held by another session (wait 0s)", req.Msg.GetName()))
 			obs.End(telemetry.LockBusy, 0, err)
@@ -78,13 +80,21 @@ func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.Loc
 			return nil, err
 		}
 	}
+	if err == nil && ctx.Err() != nil {
+		// Taken just as the caller went away: nobody would know it holds
+		// the lock, so give it back.
+		uctx, cancel := context.WithTimeout(context.Background(), EtcdTimeout)
+		_ = h.Locks.Unlock(uctx, sess, req.Msg.GetName())
+		cancel()
+		err = ctx.Err()
+	}
 	if err != nil {
 		outcome := telemetry.LockError
 		if ctx.Err() != nil || errors.Is(err, coord.ErrSessionClosed) {
 			outcome = telemetry.LockCancelled
 		}
 		obs.End(outcome, 0, err)
-		return nil, toConnect(err)
+		return nil, rpcErr(ctx, err)
 	}
 	obs.End(telemetry.LockAcquired, token, nil)
 	h.Logger.Debug("lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)

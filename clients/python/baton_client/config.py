@@ -52,7 +52,9 @@ class ConfigWatch:
         self._after = after_revision
         self._stopping = False
         self._stream: Optional[_transport.Stream] = None
-        self._mu = threading.Lock()
+        # Reentrant: stop() may run in a signal handler of a thread that
+        # holds it.
+        self._mu = threading.RLock()
         self._thread: Optional[threading.Thread] = None
 
     def __iter__(self) -> Iterator[ConfigDoc]:

@@ -69,15 +69,18 @@ class Lock:
             return self.token
 
     def release(self) -> None:
-        """Release the lock. Raises LockLost when it was no longer held."""
+        """Release the lock. Raises LockLost when it was no longer held.
+        When the sidecar cannot answer (Unavailable), the lock is still
+        held: the error propagates and release() may be called again."""
         with self._mu:
             if self.token is None:
                 return
-            session, self.token, self._session = self._session, None, ""
             try:
-                self._client._call_service(_SERVICE + "Unlock", {"name": self.name, "session": session}, 60.0)
+                self._client._call_service(_SERVICE + "Unlock", {"name": self.name, "session": self._session}, 60.0)
             except errors.FailedPrecondition as e:
+                self.token, self._session = None, ""
                 raise errors.LockLost(e.message, e.code) from None
+            self.token, self._session = None, ""
 
     def __enter__(self) -> int:
         return self.acquire()
@@ -85,6 +88,6 @@ class Lock:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self.release()
-        except errors.LockLost:
+        except errors.BatonError:
             if exc_type is None:
-                raise
+                raise  # LockLost, or Unavailable (the lock is still held)
