@@ -29,12 +29,7 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = stopSidecars(ps)
-		}
-	}()
+	defer stopSidecars(ps) // after the stop below, a no-op
 	cs := clients(ps, consumers)
 	defer closeClients(cs)
 	if err := submit(ctx, cs[:nsc], 0, r.cfg.Tasks, taskID); err != nil {
@@ -97,11 +92,7 @@ func (r *runner) baton(ctx context.Context, consumers int) (Result, error) {
 		return Result{}, err
 	}
 	sess.close()
-	stopped = true
-	if err := stopSidecars(ps); err != nil {
-		return Result{}, err
-	}
-	st, err := sumStats(ps)
+	st, err := stopAndCount(ps)
 	if err != nil {
 		return Result{}, err
 	}
@@ -155,12 +146,7 @@ func (r *runner) dispatch(ctx context.Context, name string, consumers int) (disp
 	if err != nil {
 		return dispatchResult{}, err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = stopSidecars(ps)
-		}
-	}()
+	defer stopSidecars(ps) // after the stop below, a no-op
 	cs := clients(ps, consumers)
 	defer closeClients(cs)
 	producers := clients(ps, nsc)
@@ -232,11 +218,7 @@ func (r *runner) dispatch(ctx context.Context, name string, consumers int) (disp
 		return res, err
 	}
 	sess.close()
-	stopped = true
-	if err := stopSidecars(ps); err != nil {
-		return res, err
-	}
-	st, err := sumStats(ps)
+	st, err := stopAndCount(ps)
 	if err != nil {
 		return res, err
 	}

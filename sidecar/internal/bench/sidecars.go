@@ -173,7 +173,17 @@ func (p *sidecarProc) stop() error {
 	return nil
 }
 
+// stopAndCount stops the sidecars and sums the dispatcher counters they
+// logged on the way out.
+func stopAndCount(ps []*sidecarProc) (dispatcherStats, error) {
+	if err := stopSidecars(ps); err != nil {
+		return dispatcherStats{}, err
+	}
+	return sumStats(ps)
+}
+
 // stopSidecars stops them all at once and returns their errors joined.
+// Stopping them again only reports their exit errors again.
 func stopSidecars(ps []*sidecarProc) error {
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
