@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/batonhq/baton/sidecar/internal/names"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -59,22 +60,7 @@ type Document struct {
 }
 
 // ValidateName checks a document name: 1 to 64 of [A-Za-z0-9_.-].
-func ValidateName(name string) error {
-	if name == "" {
-		return errors.New("must not be empty")
-	}
-	if len(name) > MaxNameLen {
-		return fmt.Errorf("%d bytes is longer than %d", len(name), MaxNameLen)
-	}
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("_.-", r):
-		default:
-			return fmt.Errorf("%q has %q; use letters, digits and _.-", name, r)
-		}
-	}
-	return nil
-}
+func ValidateName(name string) error { return names.Check(name, MaxNameLen, "_.-") }
 
 // ValidateObject checks that b is one JSON object of at most
 // MaxDocumentBytes and returns it compacted.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/internal/names"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -51,22 +52,7 @@ const MaxLockNameLen = 128
 // ValidateLockName checks a lock name: 1 to 128 of [A-Za-z0-9_.:-]. A slash
 // is refused because lock names are key prefixes: "a" must not contain the
 // waiters of "a/b".
-func ValidateLockName(name string) error {
-	if name == "" {
-		return errors.New("must not be empty")
-	}
-	if len(name) > MaxLockNameLen {
-		return fmt.Errorf("%d bytes is longer than %d", len(name), MaxLockNameLen)
-	}
-	for _, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("_.:-", r):
-		default:
-			return fmt.Errorf("%q has %q; use letters, digits and _.:-", name, r)
-		}
-	}
-	return nil
-}
+func ValidateLockName(name string) error { return names.Check(name, MaxLockNameLen, "_.:-") }
 
 // LockOwner is the value of lockowners/<lease hex>: who waits for or holds
 // locks under that lease.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batonhq/baton/sidecar/internal/names"
 )
 
 // Key layout, relative to the deployment's namespace prefix:
@@ -130,34 +132,17 @@ func parseDelayKey(k string) (due time.Time, id string, err error) {
 // ValidateID reports whether id can name a task: 1 to 128 bytes of ASCII
 // letters, digits and "_.:-".
 func ValidateID(id string) error {
-	return validateName(id, MaxIDLen, "_.:-")
+	return names.Check(id, MaxIDLen, "_.:-")
 }
 
 // ValidateQueue reports whether q can name a queue: 1 to 64 bytes of ASCII
 // letters, digits and "_.-".
 func ValidateQueue(q string) error {
-	return validateName(q, MaxQueueLen, "_.-")
+	return names.Check(q, MaxQueueLen, "_.-")
 }
 
 // ValidateBatch reports whether b can name a batch (same rules as task ids).
-func ValidateBatch(b string) error { return validateName(b, MaxIDLen, "_.:-") }
-
-func validateName(s string, max int, extra string) error {
-	if s == "" {
-		return fmt.Errorf("must not be empty")
-	}
-	if len(s) > max {
-		return fmt.Errorf("%d bytes, longer than %d", len(s), max)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0 {
-			continue
-		}
-		return fmt.Errorf("%q has %q at byte %d; allowed are letters, digits and %q", s, c, i, extra)
-	}
-	return nil
-}
+func ValidateBatch(b string) error { return names.Check(b, MaxIDLen, "_.:-") }
 
 // Claim handles are "<id>@<fencing token>".
 
