@@ -1,14 +1,10 @@
 package sidecar_test
 
 import (
-	"context"
 	"os"
 	"testing"
-	"time"
 
-	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/sidecartest"
-	"go.uber.org/goleak"
 )
 
 // endpoint is the etcd shared by the tests of this package; each test
@@ -32,20 +28,5 @@ func TestMain(m *testing.M) {
 		runLockSidecarRole()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	s, err := embedetcd.Start(ctx, embedetcd.Config{})
-	cancel()
-	if err != nil {
-		panic(err)
-	}
-	endpoint = s.Endpoint()
-	code := m.Run()
-	s.Close()
-	if code == 0 {
-		if err := goleak.Find(sidecartest.LeakOptions()...); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(sidecartest.RunWithEtcd(m, &endpoint))
 }

@@ -8,33 +8,15 @@ import (
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/sidecartest"
-	"go.uber.org/goleak"
 )
 
 var endpoint string
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	s, err := embedetcd.Start(ctx, embedetcd.Config{})
-	cancel()
-	if err != nil {
-		panic(err)
-	}
-	endpoint = s.Endpoint()
-	code := m.Run()
-	s.Close()
-	if code == 0 {
-		if err := goleak.Find(sidecartest.LeakOptions()...); err != nil {
-			println("goleak:", err.Error())
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(sidecartest.RunWithEtcd(m, &endpoint))
 }
 
 func newStore(t *testing.T, keep int) *configdoc.Store {

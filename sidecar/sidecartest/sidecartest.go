@@ -147,3 +147,29 @@ func LeakOptions() []goleak.Option {
 		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
 	}
 }
+
+// RunWithEtcd is a TestMain body for a package whose tests share one
+// embedded etcd: it starts the etcd, sets *endpoint, runs the tests, stops
+// the etcd and, when the tests passed, fails the run if goroutines were
+// left behind (goleak with LeakOptions). It returns the exit code:
+//
+//	func TestMain(m *testing.M) { os.Exit(sidecartest.RunWithEtcd(m, &endpoint)) }
+func RunWithEtcd(m *testing.M, endpoint *string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s, err := embedetcd.Start(ctx, embedetcd.Config{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting etcd:", err)
+		return 1
+	}
+	*endpoint = s.Endpoint()
+	code := m.Run()
+	s.Close()
+	if code == 0 {
+		if err := goleak.Find(LeakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
+}
