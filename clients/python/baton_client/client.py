@@ -107,14 +107,15 @@ class Client:
     # --- plumbing -------------------------------------------------------
 
     def _call(self, method: str, req: Dict[str, Any], timeout: Optional[float] = 60.0) -> Dict[str, Any]:
-        # Inside an OpenTelemetry span (a task's, with opentelemetry
-        # installed) the call carries its traceparent: the sidecar's span of
-        # Complete, Fail or Heartbeat becomes a child of the worker's span.
-        return _transport.unary(self.socket, _SERVICE + method, req, timeout, self.connect_timeout,
-                                _trace.current_traceparent())
+        """A TaskService method."""
+        return self._call_service(_SERVICE + method, req, timeout)
 
     def _call_service(self, method: str, req: Dict[str, Any], timeout: Optional[float]) -> Dict[str, Any]:
-        return _transport.unary(self.socket, method, req, timeout, self.connect_timeout)
+        """Any method, "package.Service/Method". Inside an OpenTelemetry span
+        (a task's, with opentelemetry installed) the call carries its
+        traceparent: the sidecar's span of Complete, Heartbeat or a lock wait
+        becomes a child of the worker's span."""
+        return _transport.unary(self.socket, method, req, timeout, self.connect_timeout, _trace.current_traceparent())
 
     def _forget_session(self) -> None:
         if self._stream is not None:
