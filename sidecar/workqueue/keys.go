@@ -165,3 +165,48 @@ func ParseClaim(c string) (id string, token int64, err error) {
 	}
 	return id, token, nil
 }
+
+// Limits on routing fields.
+const (
+	MaxAffinityLen   = 256
+	MaxRequire       = 16
+	MaxLabelKeyLen   = 63
+	MaxLabelValueLen = 256
+)
+
+// ValidateLabels reports whether m can be a task's required labels: at most
+// MaxRequire pairs, keys 1 to 63 bytes of ASCII letters, digits and "_.-/",
+// values at most 256 bytes. It names the bad key.
+func ValidateLabels(m map[string]string) error {
+	if len(m) > MaxRequire {
+		return fmt.Errorf("%d labels, over the limit of %d", len(m), MaxRequire)
+	}
+	for k, v := range m {
+		if err := names.Check(k, MaxLabelKeyLen, "_.-/"); err != nil {
+			return fmt.Errorf("label %q: %w", k, err)
+		}
+		if len(v) > MaxLabelValueLen {
+			return fmt.Errorf("label %q: value is %d bytes, over the limit of %d", k, len(v), MaxLabelValueLen)
+		}
+	}
+	return nil
+}
+
+// LabelsMatch reports whether a sidecar with labels have may receive a task
+// that requires want: every required key present with the same value.
+func LabelsMatch(want, have map[string]string) bool {
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func labelsLen(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}

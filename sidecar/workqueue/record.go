@@ -38,6 +38,12 @@ type Status struct {
 	Index       string `json:"index,omitempty"`  // its ready or delay key while PENDING or FAILED, its gc key when finished
 	UpdatedMS   int64  `json:"updated_ms"`
 
+	// Routing: the task's affinity key and the labels a sidecar needs to
+	// receive it (Spec.Affinity, Spec.Require). They travel in every
+	// record so that the scheduler matches from the ready index alone.
+	Affinity string            `json:"affinity,omitempty"`
+	Require  map[string]string `json:"require,omitempty"`
+
 	// While CLAIMED.
 	Holder     string `json:"holder,omitempty"`  // worker id of the sidecar
 	Session    string `json:"session,omitempty"` // worker session, if any

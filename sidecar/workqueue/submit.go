@@ -31,6 +31,15 @@ type Spec struct {
 	// NotBefore holds the task back until then.
 	NotBefore   time.Time
 	Traceparent string
+	// Affinity, when set, is a key such as a speaker prompt whose
+	// conditioning a GPU caches: dispatch prefers the worker that last
+	// handled a task with the same key (see the package doc). At most
+	// MaxAffinityLen bytes.
+	Affinity string
+	// Require lists labels a sidecar must have been started with (its
+	// --label KEY=VALUE flags) to receive the task. At most MaxRequire
+	// pairs.
+	Require map[string]string
 }
 
 // SubmitResult says what Submit did with each spec, in order.
@@ -131,6 +140,15 @@ func (s *Store) Normalize(sp *Spec, field string) error {
 	if len(sp.Traceparent) > 256 {
 		return invalid(field+"traceparent", "longer than 256 bytes")
 	}
+	if len(sp.Affinity) > MaxAffinityLen {
+		return invalid(field+"affinity", "is %d bytes, over the limit of %d", len(sp.Affinity), MaxAffinityLen)
+	}
+	if err := ValidateLabels(sp.Require); err != nil {
+		return &InvalidError{Field: field + "require", Err: err}
+	}
+	if len(sp.Require) == 0 {
+		sp.Require = nil
+	}
 	return nil
 }
 
@@ -220,7 +238,7 @@ func opsFor(sp *Spec) (ops, bytes int) {
 	if sp.Batch != "" {
 		ops++
 	}
-	return ops, len(sp.Payload) + 512
+	return ops, len(sp.Payload) + 512 + 2*len(sp.Affinity) + 2*labelsLen(sp.Require)
 }
 
 // batchPinning says which batches of a Submit have a pinned config.
@@ -380,6 +398,7 @@ func (s *Store) createOps(sp *Spec, now time.Time, seq int64, pinned bool) []cli
 	st := Status{
 		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
 		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: now.UnixNano() + seq, UpdatedMS: ms(now),
+		Affinity: sp.Affinity, Require: sp.Require,
 	}
 	if sp.NotBefore.After(now) {
 		st.Index = delayKey(sp.NotBefore, sp.ID)
