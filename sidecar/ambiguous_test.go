@@ -21,7 +21,9 @@ import (
 // never reached the sidecar (the network held it past the claim timeout)
 // left the task CLAIMED under the sidecar's live lease with no worker
 // knowing of it, until the task's timeout (5m by default). The sidecar
-// must find and give back such a claim.
+// must find and give back such a claim. A Next with wait 0 makes its own
+// claim transaction (the poll path); its wait key, written in the same
+// transaction, is how the sidecar's watch learns that it applied.
 func TestAmbiguousClaimIsGivenBack(t *testing.T) {
 	link, err := chaos.NewLink([]string{endpoint})
 	if err != nil {
@@ -55,7 +57,7 @@ func TestAmbiguousClaimIsGivenBack(t *testing.T) {
 	})
 	other := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}})
 	submit(t, other, &batonv1.TaskSpec{Id: "ambig", Payload: payload(t, map[string]any{})})
-	_, err = sc.Client.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Session: session, Wait: durationpb.New(30 * time.Second)}))
+	_, err = sc.Client.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Session: session}))
 	select {
 	case <-sent:
 	default:

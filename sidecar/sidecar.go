@@ -267,7 +267,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { defer bg.Done(); _ = lease.Run(leaseCtx) }()
 	defer func() { stopLease(); bg.Wait() }()
 
-	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, s.Sessions, cfg.WorkerID)
+	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, s.Sessions, cfg.WorkerID, cfg.Labels)
 	d.Track(cfg.Queues...)
 	d.Start()
 	defer d.Stop()

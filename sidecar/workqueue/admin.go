@@ -160,8 +160,11 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 				continue // the claim is being recovered; look again
 			}
 			token := ckvs[0].CreateRevision
-			r, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).
-				Then(clientv3.OpPut(cancelKey(id), strconv.FormatInt(token, 10))).Commit()
+			ops := []clientv3.Op{clientv3.OpPut(cancelKey(id), strconv.FormatInt(token, 10))}
+			if st.Wait != "" {
+				ops = append(ops, cancelNoticeOp(st.Wait, id))
+			}
+			r, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).Then(ops...).Commit()
 			if err != nil {
 				return CancelResult{}, err
 			}

@@ -53,7 +53,7 @@ func TestFailRacingCancelEndsCancelled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := s.claim(ctx, string(resp.Kvs[0].Key), resp.Kvs[0].ModRevision, st, Holder{Worker: "w", Lease: lease.ID})
+		c, err := s.claim(ctx, string(resp.Kvs[0].Key), resp.Kvs[0].ModRevision, st, Holder{Worker: "w", Lease: lease.ID}, waitKey(lease.ID, 1))
 		if err != nil {
 			t.Fatal(err)
 		}

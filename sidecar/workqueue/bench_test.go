@@ -61,7 +61,7 @@ func readyEntries(b *testing.B, store *Store, cli *clientv3.Client, n int) []ent
 		if err != nil {
 			b.Fatal(err)
 		}
-		es[i] = newEntry(string(kv.Key), kv.ModRevision, st, time.Now())
+		es[i] = entry{key: string(kv.Key), modRev: kv.ModRevision, st: st, seen: time.Now()}
 	}
 	return es
 }
@@ -85,7 +85,7 @@ func BenchmarkClaimTxn(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := store.claim(ctx, es[i].key, es[i].modRev, es[i].st, h); err != nil {
+		if _, err := store.claim(ctx, es[i].key, es[i].modRev, es[i].st, h, waitKey(h.Lease, uint64(i+1))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -99,7 +99,7 @@ func BenchmarkCompleteTxn(b *testing.B) {
 	ctx := context.Background()
 	claims := make([]*Claimed, b.N)
 	for i := range claims {
-		c, err := store.claim(ctx, es[i].key, es[i].modRev, es[i].st, h)
+		c, err := store.claim(ctx, es[i].key, es[i].modRev, es[i].st, h, waitKey(h.Lease, uint64(i+1)))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -138,17 +138,6 @@ func BenchmarkParseClaim(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkKeyHash is the share hash computed for every ready entry a
-// sidecar's watch sees.
-func BenchmarkKeyHash(b *testing.B) {
-	k := readyKey("tts", 10, 1_763_000_000_000_000_000, "utt_000123")
-	var h uint32
-	for b.Loop() {
-		h += keyHash(k)
-	}
-	_ = h
 }
 
 // BenchmarkStatusCodec is the record written three times per claim and

@@ -8,19 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Track makes the dispatcher follow queues before any Next asks for them:
-// their ready windows are loaded (so the first claim needs no read) and
-// their depth is sampled for the Observer from the start.
-func (d *Dispatcher) Track(queues ...string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, q := range queues {
-		if ValidateQueue(q) == nil {
-			d.windowLocked(q)
-		}
-	}
-}
-
 // depthQueuesPerTxn bounds the count ranges of one sampling transaction
 // (two more ops read the claim and delay indexes).
 const depthQueuesPerTxn = 100
@@ -31,16 +18,19 @@ const depthQueuesPerTxn = 100
 // number of ready entries of each queue this sidecar follows (counted by
 // etcd, no keys returned). Queues reported before and now empty are
 // reported as zero, so a gauge never keeps a stale value.
-func (d *Dispatcher) sampleDepth(ctx context.Context) {
+//
+// Only the scheduler samples, so the fleet reports one value per queue;
+// seen holds the queues reported during this term.
+func (d *Dispatcher) sampleDepth(ctx context.Context, seen map[string]bool) {
 	d.mu.Lock()
-	known := make(map[string]bool, len(d.windows)+len(d.depthSeen))
-	for q := range d.windows {
-		known[q] = true
-	}
-	for q := range d.depthSeen {
+	known := make(map[string]bool, len(d.queues)+len(seen))
+	for _, q := range d.queues {
 		known[q] = true
 	}
 	d.mu.Unlock()
+	for q := range seen {
+		known[q] = true
+	}
 	names := make([]string, 0, len(known))
 	for q := range known {
 		names = append(names, q)
@@ -95,15 +85,22 @@ func (d *Dispatcher) sampleDepth(ctx context.Context) {
 			break
 		}
 	}
-	d.mu.Lock()
 	for q := range counts {
-		d.depthSeen[q] = true
+		seen[q] = true
 	}
-	d.mu.Unlock()
 	for _, q := range names {
 		get(q)
 	}
 	for q, c := range counts {
 		d.cfg.Observer.QueueDepth(q, c.pending, c.delayed, c.claimed)
+	}
+}
+
+// clearDepth reports the queues sampled during a term that ended as empty,
+// so that the gauges of a sidecar that is no longer the scheduler do not
+// add to the new scheduler's.
+func (d *Dispatcher) clearDepth(seen map[string]bool) {
+	for q := range seen {
+		d.cfg.Observer.QueueDepth(q, 0, 0, 0)
 	}
 }

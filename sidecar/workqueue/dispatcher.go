@@ -2,31 +2,25 @@ package workqueue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batonhq/baton/sidecar/coord"
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // Dispatcher is one sidecar's side of the work queue: it hands tasks to the
 // sidecar's workers (Next), answers for the claims it made (Complete, Fail,
-// Release, Heartbeat), and takes part in recovering everyone's lost claims.
+// Release, Heartbeat), and stands for election as the fleet's scheduler.
 //
-// It runs two goroutines between Start and Stop: the watcher follows the
-// sidecar's single etcd watch on q/ (new work wakes waiting Next calls, the
-// ready windows stay current, a claim key deleted by lease expiry is an
-// orphan to recover), and the maintainer promotes delayed tasks when due,
-// recovers orphans, expires claims past their deadline and removes finished
-// tasks past retention.
+// It runs two goroutines between Start and Stop: the follower watches the
+// sidecar's own wait keys (q/w/<lease>/) and hands each assignment to the
+// Next call that waits for it; the candidate campaigns to be the
+// scheduler and, while elected, runs it (scheduler.go).
 type Dispatcher struct {
 	store    *Store
 	cfg      Config
@@ -35,29 +29,23 @@ type Dispatcher struct {
 	lease    *coord.LeaseKeeper
 	sessions *coord.Sessions
 	worker   string
+	labels   map[string]string
 	tracer   trace.Tracer
-
-	orphans   chan string   // ids of tasks whose claim key vanished with its lease
-	delayHint chan struct{} // a delay entry was put; see hintDue
-	sweepNow  chan struct{}
+	leading  atomic.Bool // written by the candidate goroutine
 
 	mu        sync.Mutex
-	windows   map[string]*window
-	trying    map[string]bool // ready keys a local claimer is trying
 	held      map[string]*held
-	paused    map[string]bool        // queues paused by an operator (q/pause/<queue>)
-	unsure    map[string]unsureClaim // claims whose transaction may have applied unseen
-	depthSeen map[string]bool        // queues whose depth was reported (see sampleDepth)
-	heldEmpty chan struct{}          // closed when held becomes empty while draining
+	waits     map[uint64]*localWait // Next calls waiting, by wait key sequence
+	seq       uint64                // the last wait key sequence used
+	taken     map[int64]bool        // tokens of assignments handed to a Next call
+	affinity  map[string]string     // worker session ("" for none) → affinity key of its last task
+	queues    []string              // queues followed for depth (Track)
+	heldEmpty chan struct{}         // closed when held becomes empty while draining
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
-	loadReq   chan struct{} // buffered 1: some window needs a load
 	heldCh    chan struct{} // buffered 1: the number of claims held changed
 	stats     Stats
-	hintDue   time.Time     // earliest due time put since the maintainer last looked
-	applied   int64         // revision the windows reflect
-	advanced  chan struct{} // closed and replaced when applied rises
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -70,80 +58,51 @@ const claimTimeout = 10 * time.Second
 
 // Stats counts what the dispatcher did; read it with Stats.
 type Stats struct {
-	Claims, Conflicts, Requeued, Expired, Promoted, Removed int64
+	// Claims: tasks handed to this sidecar's workers.
+	Claims int64
+	// Conflicts: claim or assignment transactions of this sidecar that
+	// failed their compare (another claimer won, the waiter left).
+	Conflicts int64
+	// Assigned: assignments this sidecar made as the scheduler.
+	Assigned int64
+	// Terms: times this sidecar was elected scheduler.
+	Terms                                int64
+	Requeued, Expired, Promoted, Removed int64
 }
 
-type held struct {
-	c       *Claimed
-	unhook  func()
-	timer   *time.Timer
-	session *coord.Session
-	claimed time.Time         // when this sidecar claimed it
-	span    trace.SpanContext // the claim span: parent of what follows in the task's trace
+// localWait is one Next call waiting for an assignment.
+type localWait struct {
+	ch chan int64 // buffered 1: the token of the assignment
+	id string     // the assigned task, once ch was sent to
+	// poll: the wait key of a claim Next makes itself (poll.go): the
+	// watch only records the claim's token in polled.
+	poll   bool
+	polled int64
 }
 
-// unsureClaim is a claim transaction that failed with an error that does
-// not say whether etcd applied it (the answer timed out or the connection
-// broke). If it was applied, the claim key is bound to this sidecar's
-// live lease but no worker knows of it; the sweep finds and releases it.
-type unsureClaim struct {
-	session string
-	lease   int64
-	at      time.Time
-}
-
-// unsureKeep is how long the sweep keeps looking for an unsure claim that
-// it has not seen in etcd (its transaction may still be on the way).
-const unsureKeep = time.Minute
-
-func (d *Dispatcher) noteUnsure(readyKey, session string, lease clientv3.LeaseID) {
-	e, err := parseReadyKey(readyKey)
-	if err != nil {
-		return
-	}
-	d.mu.Lock()
-	d.unsure[e.ID] = unsureClaim{session: session, lease: int64(lease), at: time.Now()}
-	d.mu.Unlock()
-	d.requestSweep()
-}
-
-type orphan struct {
-	id    string
-	token int64
-	st    Status
-}
-
-// NewDispatcher returns a dispatcher for the sidecar named worker. kv and
-// watcher must be wrapped in the deployment's namespace.
-func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease *coord.LeaseKeeper, sessions *coord.Sessions, worker string) *Dispatcher {
+// NewDispatcher returns a dispatcher for the sidecar named worker with
+// labels (matched against tasks' Require). kv and watcher must be wrapped
+// in the deployment's namespace.
+func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease *coord.LeaseKeeper, sessions *coord.Sessions, worker string, labels map[string]string) *Dispatcher {
 	return &Dispatcher{
-		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker,
-		tracer:    store.cfg.TracerProvider.Tracer(TracerName),
-		orphans:   make(chan string, 1024),
-		delayHint: make(chan struct{}, 1),
-		sweepNow:  make(chan struct{}, 1),
-		windows:   make(map[string]*window),
-		trying:    make(map[string]bool),
-		held:      make(map[string]*held),
-		paused:    make(map[string]bool),
-		unsure:    make(map[string]unsureClaim),
-		depthSeen: make(map[string]bool),
-		drainCh:   make(chan struct{}),
-		loadReq:   make(chan struct{}, 1),
-		heldCh:    make(chan struct{}, 1),
-		advanced:  make(chan struct{}),
+		store: store, cfg: store.cfg, kv: kv, watcher: watcher, lease: lease, sessions: sessions, worker: worker, labels: labels,
+		tracer:   store.cfg.TracerProvider.Tracer(TracerName),
+		held:     make(map[string]*held),
+		waits:    make(map[uint64]*localWait),
+		taken:    make(map[int64]bool),
+		affinity: make(map[string]string),
+		drainCh:  make(chan struct{}),
+		heldCh:   make(chan struct{}, 1),
 	}
 }
 
-// Start starts the watcher and maintainer. It does not wait for etcd: the
-// watcher reads the start revision (retrying until etcd answers) and the
-// maintainer sweeps for orphaned and expired claims first thing.
+// Start starts the follower and the candidate. It does not wait for etcd.
 func (d *Dispatcher) Start() {
 	runCtx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.wg.Add(2)
-	go func() { defer d.wg.Done(); d.watch(runCtx) }()
-	go func() { defer d.wg.Done(); d.maintain(runCtx) }()
+	go func() { defer d.wg.Done(); d.follow(runCtx) }()
+	go func() { defer d.wg.Done(); d.campaign(runCtx) }()
 }
 
 // Stop ends the goroutines and timers. Claims still held stay in etcd
@@ -171,6 +130,9 @@ func (d *Dispatcher) Stats() Stats {
 	return d.stats
 }
 
+// Leading reports whether this sidecar is the fleet's scheduler now.
+func (d *Dispatcher) Leading() bool { return d.leading.Load() }
+
 // HeldCount returns the number of claims this sidecar holds.
 func (d *Dispatcher) HeldCount() int {
 	d.mu.Lock()
@@ -178,15 +140,31 @@ func (d *Dispatcher) HeldCount() int {
 	return len(d.held)
 }
 
+// Track names the queues this sidecar serves: while it is the scheduler,
+// their depth is sampled for the Observer even before a task arrives.
+func (d *Dispatcher) Track(queues ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range queues {
+		if ValidateQueue(q) == nil {
+			d.queues = append(d.queues, q)
+		}
+	}
+}
+
 // Next claims a task from the first of queues that has one, waiting up to
 // wait for one to arrive. It returns (nil, nil) when the wait ends without
 // a task. With a session, the claim is given back with its attempt counted
 // when the session closes. Cancelling ctx abandons the wait.
 //
+// With wait 0 Next claims from the head of the ready index itself (one
+// read and one transaction: see poll.go). Otherwise it registers a wait
+// key and the scheduler assigns it a task; no other sidecar sees either.
+//
 // A successful claim is traced as a span (SpanClaim) in the task's trace,
-// child of the context stored at submit, linked to ctx's span, with the
-// conflicts this call met as events; the returned Claimed's Traceparent is
-// that span's, so the worker's span becomes its child.
+// child of the context stored at submit, linked to ctx's span; the
+// returned Claimed's Traceparent is that span's, so the worker's span
+// becomes its child.
 func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Duration, sess *coord.Session) (*Claimed, error) {
 	for i, q := range queues {
 		if err := ValidateQueue(q); err != nil {
@@ -196,24 +174,20 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	if len(queues) == 0 {
 		return nil, invalid("queues", "at least one queue is required")
 	}
+	if d.isDraining() {
+		return nil, ErrDraining
+	}
+	if wait <= 0 {
+		return d.poll(ctx, queues, sess)
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	deadline := time.Now().Add(wait)
-	var ripeTimer *time.Timer // wakes the caller when an entry of another share may be taken
-	defer func() {
-		if ripeTimer != nil {
-			ripeTimer.Stop()
-		}
-	}()
 	var sessDone <-chan struct{}
 	sessID := ""
 	if sess != nil {
 		sessDone, sessID = sess.Done(), sess.ID
 	}
-	wt := &waiter{ch: make(chan struct{}, 1), queues: queues}
-	defer d.unwait(wt)
-	var catchUp *time.Timer
-	var cl claimTrace
+	start := time.Now()
 	for {
 		ls, leaseChanged, err := d.lease.Session()
 		if err != nil {
@@ -228,897 +202,242 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				return nil, ErrDraining
 			}
 		}
-		d.mu.Lock()
-		if d.draining {
-			d.mu.Unlock()
-			return nil, ErrDraining
-		}
-		// Register before looking, so a put after the look wakes us.
-		wt.fired = ""
-		select {
-		case <-wt.ch:
-		default:
-		}
-		var cand entry
-		var win *window
-		var unloaded chan struct{}
-		var ripen time.Time
-		now := time.Now()
-		for _, q := range queues {
-			w := d.windowLocked(q)
-			w.unwait(wt)
-			w.waiters = append(w.waiters, wt)
-			if !w.loaded && unloaded == nil {
-				unloaded = w.ready
-			}
-			if win == nil && !d.paused[q] {
-				e, ok, at := w.pick(d.trying, w.share(ls.Lease(), now), now, deadline)
-				switch {
-				case ok:
-					cand, win = e, w
-				case !at.IsZero() && (ripen.IsZero() || at.Before(ripen)):
-					ripen = at
-				}
-			}
-		}
-		if win != nil {
-			d.trying[cand.key] = true
-		}
-		var behind chan struct{}
-		if win == nil && d.applied < d.store.written.Load() {
-			behind = d.advanced
-		}
-		d.mu.Unlock()
-
-		if win == nil && unloaded == nil && behind != nil && catchUp == nil {
-			catchUp = time.NewTimer(claimTimeout)
-			defer catchUp.Stop()
-		}
-		if win == nil && unloaded == nil && behind != nil {
-			// This sidecar wrote a ready entry the watch has not shown
-			// yet (a submit or release just now): do not answer "empty"
-			// before seeing it, but do not wait for a stuck watch forever.
-			select {
-			case <-behind:
-				continue
-			case <-catchUp.C:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-d.drainCh:
-				return nil, ErrDraining
-			}
-		}
-
-		if win == nil && unloaded != nil {
-			// Do not answer "empty" before the window was read once.
-			select {
-			case <-unloaded:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-d.drainCh:
-				return nil, ErrDraining
-			}
-		}
-
-		if win != nil {
-			if cl.start.IsZero() {
-				cl.start = time.Now()
-			}
-			cctx, cancel := context.WithTimeout(ctx, claimTimeout)
-			c, err := d.store.claim(cctx, cand.key, cand.modRev, cand.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()})
-			cancel()
-			d.mu.Lock()
-			delete(d.trying, cand.key)
-			switch {
-			case err == nil:
-				win.remove(cand.key)
-				win.succeeded()
-				d.stats.Claims++
-				delete(d.unsure, c.ID)
-			case errors.Is(err, errConflict), errors.Is(err, errZombie):
-				win.removeStale(cand.key, cand.modRev)
-				win.conflicted(d.cfg.Window)
-				d.stats.Conflicts++
-			}
-			d.mu.Unlock()
-			switch {
-			case err == nil:
-				d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(cand.st.UpdatedMS)), 0))
-				sc := d.traceClaim(ctx, c, &cl)
-				return c, d.hold(c, sess, sc)
-			case errors.Is(err, errConflict):
-				d.conflict(ctx, cand, &cl)
-				continue
-			case errors.Is(err, errZombie):
-				d.conflict(ctx, cand, &cl)
-				d.cfg.Logger.WarnContext(ctx, "dropping ready entry of a claimed task", "key", cand.key)
-				_ = d.store.dropZombie(ctx, cand.key, cand.modRev)
-				continue
-			case c != nil:
-				// Claimed, but the spec is unreadable: it can never run.
-				d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
-				state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
-				if ferr == nil {
-					d.ended(c.Status.Queue, ReasonError, state)
-				}
-				continue
-			default:
-				// The transaction may have been applied although its
-				// answer was lost: the sweep gives such a claim back.
-				d.noteUnsure(cand.key, sessID, ls.Lease())
-				return nil, fmt.Errorf("claim: %w", err)
-			}
-		}
-		cl.start = time.Time{} // the claim span covers the attempts after the last wait
-		var ripe <-chan time.Time
-		if !ripen.IsZero() {
-			if ripeTimer == nil {
-				ripeTimer = time.NewTimer(time.Until(ripen))
-			} else {
-				ripeTimer.Reset(time.Until(ripen))
-			}
-			ripe = ripeTimer.C
-		}
-		select {
-		case <-wt.ch:
-		case <-ripe:
-		case <-timer.C:
-			return nil, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-sessDone:
-			return nil, coord.ErrUnknownSession
-		case <-d.drainCh:
-			return nil, ErrDraining
-		}
-	}
-}
-
-// windowLocked returns the window of queue q, asking the watcher to load
-// it when needed.
-func (d *Dispatcher) windowLocked(q string) *window {
-	w := d.windows[q]
-	if w == nil {
-		w = &window{name: q, spread: minSpread, ready: make(chan struct{})}
-		d.windows[q] = w
-	}
-	if w.needsLoad(d.cfg.Window) {
-		w.loading = true
-		select {
-		case d.loadReq <- struct{}{}:
-		default:
-		}
-	}
-	return w
-}
-
-// unwait removes a waiter from its queues; a wake-up it took but did not
-// use passes on to the next waiter of that queue.
-func (d *Dispatcher) unwait(wt *waiter) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, q := range wt.queues {
-		if w := d.windows[q]; w != nil {
-			w.unwait(wt)
-		}
-	}
-	if wt.fired != "" && len(wt.ch) == 1 {
-		if w := d.windows[wt.fired]; w != nil {
-			w.wake()
-		}
-	}
-}
-
-// hold records a new claim: its deadline timer and its session hook. sc
-// is the claim's span.
-func (d *Dispatcher) hold(c *Claimed, sess *coord.Session, sc trace.SpanContext) error {
-	h := &held{c: c, session: sess, claimed: time.Now(), span: sc}
-	d.mu.Lock()
-	d.held[c.ID] = h
-	d.armLocked(h)
-	d.mu.Unlock()
-	d.heldChanged()
-	if sess != nil {
-		id, token := c.ID, c.Token
-		unhook, ok := sess.OnClose(func() { d.abandon(id, token, ReasonSessionClosed) })
-		if !ok {
-			d.abandon(id, token, ReasonSessionClosed)
-			return coord.ErrUnknownSession
-		}
-		d.mu.Lock()
-		h.unhook = unhook
-		d.mu.Unlock()
-	}
-	return nil
-}
-
-// armLocked (re)starts the claim's deadline timer.
-func (d *Dispatcher) armLocked(h *held) {
-	if h.timer != nil {
-		h.timer.Stop()
-	}
-	id, token := h.c.ID, h.c.Token
-	h.timer = time.AfterFunc(time.Until(h.c.Deadline()), func() {
-		d.mu.Lock()
-		if d.stopped {
-			d.mu.Unlock()
-			return
-		}
-		d.timerWG.Add(1)
-		d.mu.Unlock()
-		defer d.timerWG.Done()
-		d.abandon(id, token, ReasonTimeout)
-	})
-}
-
-// forget drops a claim from the held table, reporting to the observer
-// that it ended with outcome.
-func (d *Dispatcher) forget(id string, token int64, outcome Outcome) {
-	d.mu.Lock()
-	h := d.held[id]
-	if h == nil || h.c.Token != token {
-		d.mu.Unlock()
-		return
-	}
-	d.cfg.Observer.ClaimEnded(h.c.Status.Queue, outcome, time.Since(h.claimed))
-	delete(d.held, id)
-	if h.timer != nil {
-		h.timer.Stop()
-	}
-	unhook := h.unhook
-	if len(d.held) == 0 && d.heldEmpty != nil {
-		close(d.heldEmpty)
-		d.heldEmpty = nil
-	}
-	d.mu.Unlock()
-	d.heldChanged()
-	if unhook != nil {
-		unhook()
-	}
-}
-
-func (d *Dispatcher) heldChanged() {
-	select {
-	case d.heldCh <- struct{}{}:
-	default:
-	}
-}
-
-// HeldChanged receives a value after the number of claims held changed
-// (several changes may be reported by one value). One reader only: the
-// registry.
-func (d *Dispatcher) HeldChanged() <-chan struct{} { return d.heldCh }
-
-// lostMessage is the error recorded for a claim lost for reason.
-func lostMessage(reason Reason) string {
-	switch reason {
-	case ReasonSessionClosed:
-		return "worker session closed while holding the task"
-	case ReasonTimeout:
-		return "no heartbeat within the task's timeout"
-	case ReasonLeaseExpired:
-		return "claim lost: the holding sidecar's lease expired"
-	}
-	return string(reason)
-}
-
-// abandon returns a held claim to the queue with its attempt counted.
-func (d *Dispatcher) abandon(id string, token int64, reason Reason) {
-	d.mu.Lock()
-	h := d.held[id]
-	d.mu.Unlock()
-	if h == nil || h.c.Token != token {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ctx, span := d.startInTrace(ctx, h.span, SpanRequeue, trace.WithAttributes(append(taskAttrs(id, h.c.Status, token), AttrReason.String(string(reason)))...))
-	state, err := d.store.abandon(ctx, id, token, 0, h.c.Status, lostMessage(reason))
-	endSpan(span, state, err)
-	if err != nil && !errors.Is(err, ErrClaimLost) {
-		// etcd is unreachable. If the lease survives the outage nothing
-		// else returns the task before its timeout, so try again; keep the
-		// claim meanwhile so that a late Complete can still win. Losing
-		// the lease forgets the claim and ends the retries.
-		d.cfg.Logger.WarnContext(ctx, "returning claim failed; retrying", "task", id, "err", err)
-		d.retryAbandon(id, token, reason)
-		return
-	}
-	d.forget(id, token, OutcomeLost)
-	if err == nil {
-		d.ended(h.c.Status.Queue, reason, state)
-		d.mu.Lock()
-		d.stats.Requeued++
-		d.mu.Unlock()
-		d.cfg.Logger.InfoContext(ctx, "claim returned", "task", id, "reason", reason, "state", state)
-	}
-}
-
-// abandonRetry is how long abandon waits before trying again.
-const abandonRetry = time.Second
-
-// retryAbandon calls abandon again after abandonRetry unless the
-// dispatcher stops or the claim is gone meanwhile.
-func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	h := d.held[id]
-	if d.stopped || h == nil || h.c.Token != token {
-		return
-	}
-	if h.timer != nil {
-		h.timer.Stop()
-	}
-	h.timer = time.AfterFunc(abandonRetry, func() {
-		d.mu.Lock()
-		if d.stopped {
-			d.mu.Unlock()
-			return
-		}
-		d.timerWG.Add(1)
-		d.mu.Unlock()
-		defer d.timerWG.Done()
-		d.abandon(id, token, reason)
-	})
-}
-
-// lookup finds the status of a live claim: from the held table, or from
-// etcd for a claim this sidecar does not hold. span is the claim's span
-// when this sidecar holds it.
-func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token int64, st Status, span trace.SpanContext, err error) {
-	id, token, err = ParseClaim(claim)
-	if err != nil {
-		return "", 0, st, span, &InvalidError{Field: "claim", Err: err}
-	}
-	d.mu.Lock()
-	h := d.held[id]
-	d.mu.Unlock()
-	if h != nil && h.c.Token == token {
-		return id, token, h.c.Status, h.span, nil
-	}
-	resp, err := d.kv.Get(ctx, claimKey(id))
-	if err != nil {
-		return id, token, st, span, err
-	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
-		return id, token, st, span, ErrClaimLost
-	}
-	st, err = decodeStatus(resp.Kvs[0].Value)
-	return id, token, st, span, err
-}
-
-// Complete finishes the claimed task with its result. It is traced as a
-// span (SpanComplete) in the task's trace.
-func (d *Dispatcher) Complete(ctx context.Context, claim string, result json.RawMessage) error {
-	id, token, st, sc, err := d.lookup(ctx, claim)
-	if err != nil {
-		return err
-	}
-	ctx, span := d.startInTrace(ctx, sc, SpanComplete, trace.WithAttributes(taskAttrs(id, st, token)...))
-	err = d.store.Complete(ctx, id, token, st, result)
-	switch {
-	case err == nil:
-		endSpan(span, StateDone, nil)
-		d.cfg.Observer.TaskCompleted(st.Queue)
-		d.forget(id, token, OutcomeCompleted)
-		d.cfg.Logger.DebugContext(ctx, "task completed", "task", id, "queue", st.Queue, "attempt", st.Attempt)
-	case errors.Is(err, ErrClaimLost):
-		endSpan(span, "", err)
-		d.forget(id, token, OutcomeLost)
-	default:
-		endSpan(span, "", err)
-	}
-	return err
-}
-
-// Fail records a failed attempt (see Store.Fail). It is traced as a span
-// (SpanFail) in the task's trace.
-func (d *Dispatcher) Fail(ctx context.Context, claim, msg string, permanent bool, retryAfter time.Duration) (bool, time.Time, error) {
-	id, token, st, sc, err := d.lookup(ctx, claim)
-	if err != nil {
-		return false, time.Time{}, err
-	}
-	ctx, span := d.startInTrace(ctx, sc, SpanFail, trace.WithAttributes(taskAttrs(id, st, token)...))
-	state, at, err := d.store.fail(ctx, id, token, st, msg, permanent, retryAfter)
-	switch {
-	case err == nil:
-		endSpan(span, state, nil)
-		d.ended(st.Queue, ReasonError, state)
-		d.forget(id, token, OutcomeFailed)
-		d.cfg.Logger.DebugContext(ctx, "task failed", "task", id, "queue", st.Queue, "attempt", st.Attempt, "state", state)
-	case errors.Is(err, ErrClaimLost):
-		endSpan(span, "", err)
-		d.forget(id, token, OutcomeLost)
-	default:
-		endSpan(span, "", err)
-	}
-	return state == StateFailed, at, err
-}
-
-// Release gives the claimed task back without using an attempt. It is
-// traced as a span (SpanRelease) in the task's trace.
-func (d *Dispatcher) Release(ctx context.Context, claim string) error {
-	id, token, st, sc, err := d.lookup(ctx, claim)
-	if err != nil {
-		return err
-	}
-	ctx, span := d.startInTrace(ctx, sc, SpanRelease, trace.WithAttributes(taskAttrs(id, st, token)...))
-	state, err := d.store.release(ctx, id, token, st)
-	switch {
-	case err == nil:
-		endSpan(span, state, nil)
-		d.ended(st.Queue, ReasonReleased, state)
-		d.forget(id, token, OutcomeReleased)
-	case errors.Is(err, ErrClaimLost):
-		endSpan(span, "", err)
-		d.forget(id, token, OutcomeLost)
-	default:
-		endSpan(span, "", err)
-	}
-	return err
-}
-
-// Heartbeat extends the claim's deadline and reports whether cancelling
-// the task was requested.
-func (d *Dispatcher) Heartbeat(ctx context.Context, claim string) (Status, error) {
-	id, token, st, _, err := d.lookup(ctx, claim)
-	if err != nil {
-		return st, err
-	}
-	st, err = d.store.Heartbeat(ctx, id, token, st)
-	if errors.Is(err, ErrClaimLost) {
-		d.forget(id, token, OutcomeLost)
-	}
-	if err != nil {
-		return st, err
-	}
-	d.mu.Lock()
-	if h := d.held[id]; h != nil && h.c.Token == token {
-		h.c.Status = st
-		d.armLocked(h)
-	}
-	d.mu.Unlock()
-	return st, nil
-}
-
-// Drain stops handing out tasks, waits until the claims in hand are
-// answered or ctx ends, and then gives back the rest without using their
-// attempts.
-func (d *Dispatcher) Drain(ctx context.Context) {
-	d.mu.Lock()
-	if !d.draining {
-		d.draining = true
-		close(d.drainCh)
-	}
-	var empty chan struct{}
-	if len(d.held) > 0 {
-		empty = make(chan struct{})
-		d.heldEmpty = empty
-	}
-	d.mu.Unlock()
-	if empty != nil {
-		select {
-		case <-empty:
-		case <-ctx.Done():
-		}
-	}
-	d.mu.Lock()
-	rest := make([]*held, 0, len(d.held))
-	for _, h := range d.held {
-		rest = append(rest, h)
-	}
-	d.mu.Unlock()
-	for _, h := range rest {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rctx, span := d.startInTrace(rctx, h.span, SpanRequeue, trace.WithAttributes(append(taskAttrs(h.c.ID, h.c.Status, h.c.Token), AttrReason.String(string(ReasonShutdown)))...))
-		state, err := d.store.release(rctx, h.c.ID, h.c.Token, h.c.Status)
-		endSpan(span, state, err)
+		seq, lw := d.addWait()
+		key := waitKey(ls.Lease(), seq)
+		rec := waitRecord{Queues: queues, Session: sessID, Holder: d.worker, Labels: d.labels, Affinity: d.lastAffinity(sessID)}
+		pctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		rev, err := d.store.putWait(pctx, key, rec, ls.Lease())
 		cancel()
-		switch {
-		case err == nil:
-			d.ended(h.c.Status.Queue, ReasonShutdown, state)
-			d.forget(h.c.ID, h.c.Token, OutcomeReleased)
-		case errors.Is(err, ErrClaimLost):
-			d.forget(h.c.ID, h.c.Token, OutcomeLost)
-		default:
-			d.cfg.Logger.WarnContext(rctx, "releasing claim at shutdown failed; it returns when the lease is revoked or expires", "task", h.c.ID, "err", err)
-			d.forget(h.c.ID, h.c.Token, OutcomeLost)
-		}
-	}
-}
-
-// watch follows q/ until ctx ends, resynchronising after errors (for
-// example when the revision it needs was compacted).
-func (d *Dispatcher) watch(ctx context.Context) {
-	rev := d.currentRevision(ctx)
-	for ctx.Err() == nil {
-		d.reloadAll(ctx, rev)
-		d.advance(rev)
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		// No WithPrevKV: etcd would read the previous value of every
-		// event for every sidecar's watch (a quarter of its work with four
-		// sidecars, measured); the one event that needs it, a claim lost
-		// with its lease, is looked up in state/<id> instead.
-		ch := d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
-		d.follow(ctx, ch, rev)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		// Start again from the current revision; the sweep catches what
-		// happened in between.
-		rev = d.currentRevision(ctx)
-		d.requestSweep()
-	}
-}
-
-// currentRevision reads etcd's current revision, retrying until etcd
-// answers or ctx ends.
-func (d *Dispatcher) currentRevision(ctx context.Context) int64 {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := d.kv.Get(rctx, prefixQ, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		cancel()
-		if err == nil {
-			return resp.Header.Revision
-		}
-		d.cfg.Logger.Warn("etcd not answering; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-	return 0
-}
-
-// follow applies watch responses until the watch fails or ctx ends; it
-// returns the last revision applied. The caller reloads the window from a
-// fresh revision afterwards, so the return value is informational.
-func (d *Dispatcher) follow(ctx context.Context, ch clientv3.WatchChan, rev int64) int64 {
-	for {
-		select {
-		case <-ctx.Done():
-			return rev
-		case <-d.loadReq:
-			if err := d.loadPending(ctx, rev); err != nil {
-				d.cfg.Logger.Warn("loading ready window failed", "err", err)
-				if errors.Is(err, rpctypes.ErrCompacted) {
-					return rev
-				}
-			}
-		case resp, ok := <-ch:
-			if !ok {
-				return rev
-			}
-			if err := resp.Err(); err != nil {
-				d.cfg.Logger.Warn("watch failed; resynchronising", "err", err)
-				return rev
-			}
-			if resp.IsProgressNotify() {
-				rev = max(rev, resp.Header.Revision)
-			} else {
-				rev = max(rev, d.apply(resp.Events))
-			}
-			d.advance(rev)
-		}
-	}
-}
-
-// advance records that the windows reflect etcd up to rev and wakes Next
-// calls waiting for the watch to catch up.
-func (d *Dispatcher) advance(rev int64) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if rev > d.applied {
-		d.applied = rev
-		close(d.advanced)
-		d.advanced = make(chan struct{})
-	}
-}
-
-// apply updates the windows from one watch response and reports orphans.
-func (d *Dispatcher) apply(evs []*clientv3.Event) int64 {
-	var last int64
-	runDeleted := map[string]int64{}
-	readyDeleted := map[int64]string{} // revision → queue of a ready entry deleted then
-	for _, ev := range evs {
-		if ev.Type == mvccpb.DELETE {
-			key := string(ev.Kv.Key)
-			if id, ok := strings.CutPrefix(key, prefixRun); ok {
-				runDeleted[id] = ev.Kv.ModRevision
-			} else if rest, ok := strings.CutPrefix(key, prefixReady); ok {
-				if q, _, ok := strings.Cut(rest, "/"); ok {
-					readyDeleted[ev.Kv.ModRevision] = q
-				}
-			}
-		}
-	}
-	var lost []string
-	var notices []func()
-	now := time.Now()
-	d.mu.Lock()
-	for _, ev := range evs {
-		key := string(ev.Kv.Key)
-		last = max(last, ev.Kv.ModRevision)
-		switch {
-		case strings.HasPrefix(key, prefixPause):
-			q := key[len(prefixPause):]
-			if ev.Type == mvccpb.DELETE {
-				delete(d.paused, q)
-				if w := d.windows[q]; w != nil {
-					w.wakeAll()
-				}
-			} else {
-				d.paused[q] = true
-			}
-		case strings.HasPrefix(key, prefixCancel) && ev.Type == mvccpb.PUT:
-			if f := d.cancelRequestedLocked(key[len(prefixCancel):], string(ev.Kv.Value)); f != nil {
-				notices = append(notices, f)
-			}
-		case strings.HasPrefix(key, prefixReady):
-			e, err := parseReadyKey(key)
-			if err != nil {
-				continue
-			}
-			w := d.windows[e.Queue]
-			if w == nil {
-				continue
-			}
-			if ev.Type == mvccpb.DELETE {
-				w.remove(key)
-				continue
-			}
-			st, err := decodeStatus(ev.Kv.Value)
-			if err != nil {
-				continue
-			}
-			w.put(newEntry(key, ev.Kv.ModRevision, st, now), d.cfg.Window)
-			if !w.loaded || (!w.complete && key > w.horizon) {
-				if w.needsLoad(d.cfg.Window) {
-					w.loading = true
-					select {
-					case d.loadReq <- struct{}{}:
-					default:
-					}
-				}
-			}
-			w.wake()
-		case strings.HasPrefix(key, prefixDelay) && ev.Type == mvccpb.PUT:
-			if due, _, err := parseDelayKey(key); err == nil {
-				if d.hintDue.IsZero() || due.Before(d.hintDue) {
-					d.hintDue = due
-				}
-				select {
-				case d.delayHint <- struct{}{}:
-				default:
-				}
-			}
-		case strings.HasPrefix(key, prefixClaim) && ev.IsCreate() && ev.Kv.Lease != 0:
-			// The claim transaction deleted the task's ready entry in the
-			// same revision: that says which queue it claimed from.
-			if w := d.windows[readyDeleted[ev.Kv.ModRevision]]; w != nil {
-				w.claimed(clientv3.LeaseID(ev.Kv.Lease), now)
-			}
-		case strings.HasPrefix(key, prefixClaim) && ev.Type == mvccpb.DELETE:
-			id := key[len(prefixClaim):]
-			if runDeleted[id] == ev.Kv.ModRevision {
-				continue // answered or returned in the same transaction
-			}
-			lost = append(lost, id)
-		}
-	}
-	d.mu.Unlock()
-	for _, f := range notices {
-		f()
-	}
-	for _, id := range lost {
-		select {
-		case d.orphans <- id:
-		default: // the periodic sweep finds it
-		}
-	}
-	return last
-}
-
-// loadPending reads every window that asked for a load, at revision rev so
-// that the watch events that follow apply on top of it.
-func (d *Dispatcher) loadPending(ctx context.Context, rev int64) error {
-	d.mu.Lock()
-	var names []string
-	for name, w := range d.windows {
-		if w.loading {
-			names = append(names, name)
-		}
-	}
-	d.mu.Unlock()
-	for i, name := range names {
-		if err := d.load(ctx, name, rev); err != nil {
-			// Let the next Next on these queues ask again.
-			d.mu.Lock()
-			for _, n := range names[i:] {
-				if w := d.windows[n]; w != nil {
-					w.loading = false
-				}
-			}
-			d.mu.Unlock()
-			return err
-		}
-	}
-	return nil
-}
-
-func (d *Dispatcher) load(ctx context.Context, name string, rev int64) error {
-	p := readyPrefix(name)
-	opts := []clientv3.OpOption{clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithLimit(int64(d.cfg.Window)), clientv3.WithSerializable()}
-	if rev > 0 {
-		opts = append(opts, clientv3.WithRev(rev))
-	}
-	resp, err := d.kv.Get(ctx, p, opts...)
-	if err != nil {
-		return err
-	}
-	entries := make([]entry, 0, len(resp.Kvs))
-	seen := time.Now()
-	for _, kv := range resp.Kvs {
-		st, err := decodeStatus(kv.Value)
 		if err != nil {
+			// The put may have been applied: an assignment to it then
+			// finds no caller and is given back.
+			d.leaveWait(seq)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("waiting for a task: %w", err)
+		}
+		var gone string // why the caller stops waiting, "" while it waits
+		select {
+		case token := <-lw.ch:
+			if c, err := d.take(ctx, seq, lw.id, token, sess, start); c != nil || err != nil {
+				return c, err
+			}
+			continue // the claim was lost before it could be read; wait again
+		case <-ls.Done():
+			d.leaveWait(seq) // the wait key went with the lease
 			continue
+		case <-timer.C:
+			gone = "timeout"
+		case <-ctx.Done():
+			gone = "cancelled"
+		case <-sessDone:
+			gone = "session"
+		case <-d.drainCh:
+			gone = "draining"
 		}
-		entries = append(entries, newEntry(string(kv.Key), kv.ModRevision, st, seen))
+		// Withdraw the wait key unless a task was assigned meanwhile.
+		dctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+		dropped, err := d.store.dropWait(dctx, key, rev)
+		cancel()
+		if err == nil && !dropped && gone == "timeout" {
+			// Assigned (or gone with the lease) just as the wait ended:
+			// take the task if the assignment arrives.
+			select {
+			case token := <-lw.ch:
+				if c, err := d.take(ctx, seq, lw.id, token, sess, start); c != nil || err != nil {
+					return c, err
+				}
+			case <-ls.Done():
+			case <-time.After(claimTimeout):
+			case <-ctx.Done():
+			}
+		}
+		d.leaveWait(seq)
+		switch gone {
+		case "timeout":
+			return nil, nil
+		case "cancelled":
+			return nil, ctx.Err()
+		case "session":
+			return nil, coord.ErrUnknownSession
+		default:
+			return nil, ErrDraining
+		}
 	}
+}
+
+func (d *Dispatcher) isDraining() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	w := d.windows[name]
-	if w == nil {
-		return nil
-	}
-	if !w.loaded {
-		close(w.ready)
-	}
-	for i := range entries {
-		// An entry known before the reload keeps the time it was first seen.
-		if j, ok := w.find(entries[i].key); ok && w.entries[j].modRev == entries[i].modRev {
-			entries[i].seen = w.entries[j].seen
-		}
-	}
-	w.entries, w.loaded, w.loading = entries, true, false
-	w.complete = !resp.More
-	w.horizon = ""
-	if len(entries) > 0 {
-		w.horizon = entries[len(entries)-1].key
-	}
-	for range entries {
-		if !w.wake() {
-			break
-		}
-	}
-	return nil
+	return d.draining
 }
 
-// reloadAll reloads the paused queues and every window at rev (after a
-// resync) and wakes all waiters so they look again.
-func (d *Dispatcher) reloadAll(ctx context.Context, rev int64) {
-	if err := d.loadPaused(ctx, rev); err != nil && ctx.Err() == nil {
-		d.cfg.Logger.Warn("reading paused queues failed", "err", err)
-	}
+// addWait records a new waiting Next call and returns its sequence.
+func (d *Dispatcher) addWait() (uint64, *localWait) {
 	d.mu.Lock()
-	for _, w := range d.windows {
-		w.loading = true
-	}
-	d.mu.Unlock()
-	if err := d.loadPending(ctx, rev); err != nil && ctx.Err() == nil {
-		d.cfg.Logger.Warn("reloading ready windows failed", "err", err)
-	}
-	d.mu.Lock()
-	for _, w := range d.windows {
-		w.wakeAll()
-	}
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	d.seq++
+	lw := &localWait{ch: make(chan int64, 1)}
+	d.waits[d.seq] = lw
+	return d.seq, lw
 }
 
-// loadPaused reads the paused queues at rev.
-func (d *Dispatcher) loadPaused(ctx context.Context, rev int64) error {
-	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
-	if rev > 0 {
-		opts = append(opts, clientv3.WithRev(rev))
+// leaveWait forgets a Next call's wait. An assignment it was sent and did
+// not take goes back to the queue.
+func (d *Dispatcher) leaveWait(seq uint64) {
+	d.mu.Lock()
+	lw := d.waits[seq]
+	delete(d.waits, seq)
+	var token int64
+	var id string
+	if lw != nil && lw.id != "" {
+		select {
+		case token = <-lw.ch:
+			id = lw.id
+			delete(d.taken, token)
+		default:
+		}
 	}
-	resp, err := d.kv.Get(ctx, prefixPause, opts...)
+	d.mu.Unlock()
+	if id != "" {
+		d.giveBack(id, token)
+	}
+}
+
+// deliver hands the assignment of task id (token) to the Next call waiting
+// on seq, or gives it back when none waits for it.
+func (d *Dispatcher) deliver(seq uint64, id string, token int64) {
+	d.mu.Lock()
+	if d.taken[token] {
+		d.mu.Unlock()
+		return // seen before a resync of the watch
+	}
+	d.taken[token] = true
+	lw := d.waits[seq]
+	if lw != nil && lw.poll {
+		lw.polled = token
+		d.mu.Unlock()
+		return
+	}
+	if lw != nil && lw.id == "" {
+		lw.id = id
+		lw.ch <- token
+		d.mu.Unlock()
+		return
+	}
+	delete(d.taken, token)
+	d.mu.Unlock()
+	d.giveBack(id, token)
+}
+
+// giveBack releases, without using an attempt, a claim that was assigned
+// to this sidecar but reached no worker. It runs in the background; the
+// sidecar's lease bounds how long the task stays away if it cannot.
+func (d *Dispatcher) giveBack(id string, token int64) {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.timerWG.Add(1)
+	d.mu.Unlock()
+	go func() {
+		defer d.timerWG.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+		defer cancel()
+		resp, err := d.kv.Get(ctx, claimKey(id))
+		if err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
+			return
+		}
+		st, err := decodeStatus(resp.Kvs[0].Value)
+		if err != nil {
+			return
+		}
+		state, err := d.store.release(ctx, id, token, st)
+		if err == nil {
+			d.ended(st.Queue, ReasonUnknownOutcome, state)
+			d.cfg.Logger.Info("assignment that reached no worker given back", "task", id)
+		}
+	}()
+}
+
+// take reads the task assigned to the Next call on seq and holds its
+// claim. It returns (nil, nil) when the claim ended before it was read.
+func (d *Dispatcher) take(ctx context.Context, seq uint64, id string, token int64, sess *coord.Session, start time.Time) (*Claimed, error) {
+	d.mu.Lock()
+	delete(d.waits, seq)
+	d.mu.Unlock()
+	rctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	c, err := d.store.readClaim(rctx, id, token)
+	cancel()
+	if c == nil {
+		d.mu.Lock()
+		delete(d.taken, token)
+		d.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrClaimLost) {
+			d.giveBack(id, token)
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		return nil, nil
+	}
 	if err != nil {
-		return err
-	}
-	paused := make(map[string]bool, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		paused[strings.TrimPrefix(string(kv.Key), prefixPause)] = true
-	}
-	d.mu.Lock()
-	d.paused = paused
-	d.mu.Unlock()
-	return nil
-}
-
-// CancelNotice is pushed to a worker session (coord.Session.Push) when an
-// operator asks to cancel a task the session holds.
-type CancelNotice struct {
-	TaskID string
-	Claim  string
-}
-
-// cancelRequestedLocked marks a held claim as cancel-requested and returns
-// the push to its worker session, if it has one.
-func (d *Dispatcher) cancelRequestedLocked(id, tokenStr string) func() {
-	token, err := strconv.ParseInt(tokenStr, 10, 64)
-	h := d.held[id]
-	if err != nil || h == nil || h.c.Token != token || h.c.Status.CancelRequested {
-		return nil
-	}
-	h.c.Status.CancelRequested = true
-	d.cfg.Logger.Info("cancel requested", "task", id)
-	if h.session == nil {
-		return nil
-	}
-	sess, n := h.session, CancelNotice{TaskID: id, Claim: h.c.Claim()}
-	return func() {
-		if !sess.Push(n) {
-			d.cfg.Logger.Warn("worker session's push queue is full; the worker learns of the cancel through Heartbeat", "task", id)
+		// Claimed, but the spec is unreadable: it can never run.
+		d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", id, "err", err)
+		state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+		if ferr == nil {
+			d.ended(c.Status.Queue, ReasonError, state)
 		}
+		d.mu.Lock()
+		delete(d.taken, token)
+		d.mu.Unlock()
+		return nil, nil
 	}
+	if ctx.Err() != nil {
+		d.mu.Lock()
+		delete(d.taken, token)
+		d.mu.Unlock()
+		d.giveBack(id, token)
+		return nil, ctx.Err()
+	}
+	return d.claimed(ctx, c, sess, claimTrace{start: start})
 }
 
-// Paused reports whether this sidecar's watch has seen queue q paused.
-func (d *Dispatcher) Paused(q string) bool {
+// claimed records a claim made for a Next call and returns it.
+func (d *Dispatcher) claimed(ctx context.Context, c *Claimed, sess *coord.Session, cl claimTrace) (*Claimed, error) {
+	d.mu.Lock()
+	d.stats.Claims++
+	first := false
+	if c.Status.Affinity != "" {
+		sessID := ""
+		if sess != nil {
+			sessID = sess.ID
+		}
+		_, had := d.affinity[sessID]
+		first = !had && sess != nil
+		d.affinity[sessID] = c.Status.Affinity
+	}
+	d.mu.Unlock()
+	if first {
+		id := sess.ID
+		sess.OnClose(func() { d.forgetSession(id) })
+	}
+	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(c.Status.UpdatedMS)), 0))
+	sc := d.traceClaim(ctx, c, &cl)
+	return c, d.hold(c, sess, sc)
+}
+
+// lastAffinity returns the affinity key of the last task handed to the
+// worker session.
+func (d *Dispatcher) lastAffinity(sessID string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.paused[q]
+	return d.affinity[sessID]
 }
 
-// claimTrace collects what one Next call met before its claim succeeded.
-type claimTrace struct {
-	start     time.Time // first claim attempt since the call last waited
-	conflicts []conflictEvent
-	n         int // conflicts met, including those not kept as events
-}
-
-type conflictEvent struct {
-	at time.Time
-	id string
-}
-
-// maxConflictEvents bounds the events kept for one claim span.
-const maxConflictEvents = 16
-
-// conflict records a claim transaction that lost to another claimer.
-func (d *Dispatcher) conflict(ctx context.Context, cand entry, cl *claimTrace) {
-	d.cfg.Observer.ClaimConflict(cand.st.Queue)
-	id := ""
-	if e, err := parseReadyKey(cand.key); err == nil {
-		id = e.ID
-	}
-	cl.n++
-	if len(cl.conflicts) < maxConflictEvents {
-		cl.conflicts = append(cl.conflicts, conflictEvent{at: time.Now(), id: id})
-	}
-	trace.SpanFromContext(ctx).AddEvent("claim conflict", trace.WithAttributes(AttrTaskID.String(id), AttrTaskQueue.String(cand.st.Queue)))
-}
-
-// traceClaim records the span of a successful claim and points c's
-// Traceparent at it. It returns the span's context.
-func (d *Dispatcher) traceClaim(ctx context.Context, c *Claimed, cl *claimTrace) trace.SpanContext {
-	_, span := d.startInTrace(ctx, ParseTraceparent(c.Traceparent), SpanClaim,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithTimestamp(cl.start),
-		trace.WithAttributes(append(taskAttrs(c.ID, c.Status, c.Token), AttrConflicts.Int(cl.n))...))
-	for _, e := range cl.conflicts {
-		span.AddEvent("claim conflict", trace.WithTimestamp(e.at), trace.WithAttributes(AttrTaskID.String(e.id)))
-	}
-	sctx := trace.ContextWithSpan(ctx, span)
-	d.cfg.Logger.DebugContext(sctx, "task claimed", "task", c.ID, "queue", c.Status.Queue, "attempt", c.Status.Attempt, "fencing_token", c.Token, "conflicts", cl.n)
-	span.End()
-	sc := span.SpanContext()
-	if sc.IsValid() {
-		c.Traceparent = FormatTraceparent(sc)
-	}
-	return sc
+// forgetSession drops what the dispatcher remembers of a closed session.
+func (d *Dispatcher) forgetSession(sessID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.affinity, sessID)
 }

@@ -42,23 +42,25 @@ func (s *Store) commitOwned(ctx context.Context, id string, token int64, ops ...
 // operator's retry can remove it.
 func finishOps(id string, st Status, now time.Time) []clientv3.Op {
 	st.Index = gcKey(now, id)
-	return []clientv3.Op{
+	wait := waitOps(&st)
+	return append(wait,
 		clientv3.OpDelete(claimKey(id)),
 		clientv3.OpDelete(runKey(id)),
 		clientv3.OpDelete(cancelKey(id)),
 		clientv3.OpPut(stateKey(id), st.encode()),
 		clientv3.OpPut(st.Index, st.Batch),
-	}
+	)
 }
 
 // pendingOps are the writes that put a task back into its ready index.
 func pendingOps(id string, st Status) (Status, []clientv3.Op) {
 	st.Index = readyKey(st.Queue, st.Priority, st.Order, id)
+	wait := waitOps(&st)
 	enc := st.encode()
-	return st, []clientv3.Op{
+	return st, append(wait,
 		clientv3.OpPut(stateKey(id), enc),
 		clientv3.OpPut(st.Index, enc),
-	}
+	)
 }
 
 // Complete finishes a claimed task as DONE with its result. It returns
@@ -122,14 +124,15 @@ func (s *Store) fail(ctx context.Context, id string, token int64, st Status, msg
 	retryAt := now.Add(retryAfter)
 	next := released(st, StateFailed, now)
 	next.Index = delayKey(retryAt, id)
+	wait := waitOps(&next)
 	enc := next.encode()
-	err := s.commitUnlessCancelled(ctx, id, token, []clientv3.Op{
+	err := s.commitUnlessCancelled(ctx, id, token, append(wait,
 		clientv3.OpDelete(claimKey(id)),
 		clientv3.OpDelete(runKey(id)),
 		clientv3.OpPut(stateKey(id), enc),
 		clientv3.OpPut(next.Index, enc),
 		errOp,
-	}, cancelled)
+	), cancelled)
 	if errors.Is(err, errWasCancelled) {
 		return StateCancelled, time.Time{}, nil
 	}

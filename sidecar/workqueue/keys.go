@@ -22,12 +22,15 @@ import (
 //	q/run/<id>                              durable marker of a CLAIMED task (no lease)
 //	q/cancel/<id>                           an operator asked to cancel the CLAIMED task; value: token
 //	q/pause/<queue>                         the queue is paused: nothing is handed out
+//	q/w/<lease>/<seq>                       a waiting Next call of the sidecar holding lease, and
+//	                                        then the task assigned to it (see wait.go)
+//	elect/scheduler/<lease>                 candidates for the fleet's scheduler (see scheduler.go)
 //	gc/<finished>/<id>                      retention index of finished tasks; value: batch
 //	pin/<batch>                             the config document pinned with a batch (Pin)
 //	workers/<worker id>                     registry entry of a live sidecar, under its lease
 //
-// Everything a sidecar watches lives under q/, so one watch per sidecar sees
-// new work, claims and their loss. Index keys sort in the order work is
+// The scheduler watches q/; every other sidecar watches only its own
+// q/w/<lease>/. Index keys sort in the order work is
 // handed out: <prio> is 1000-priority in four digits (higher priority
 // first), <order> and <due> are Unix nanoseconds in 19 digits.
 const (
@@ -43,6 +46,7 @@ const (
 	prefixRun    = "q/run/"
 	prefixCancel = "q/cancel/"
 	prefixPause  = "q/pause/"
+	prefixWait   = "q/w/"
 	prefixGC     = "gc/"
 	prefixPin    = "pin/"
 )

@@ -2,7 +2,6 @@ package workqueue
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"time"
 
@@ -10,43 +9,41 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// maintain runs the dispatcher's periodic and event-driven upkeep until
-// ctx ends: promoting delayed tasks, recovering orphaned claims, expiring
-// claims past their deadline, removing finished tasks past retention, and
-// forgetting claims of a lease that was lost.
-func (d *Dispatcher) maintain(ctx context.Context) {
+// maintain runs the scheduler's background duties until ctx ends (the
+// term ends): promoting delayed tasks when due, recovering orphaned
+// claims, expiring claims past their deadline, removing finished tasks
+// past retention and sampling queue depth. Only the scheduler runs them,
+// so each costs O(1) per fleet. orphans carries ids of tasks whose claim
+// key vanished with its lease; hints the due times of delay entries put.
+func (d *Dispatcher) maintain(ctx context.Context, orphans <-chan string, hints <-chan time.Time) {
 	sweep := time.NewTicker(d.cfg.SweepInterval)
 	defer sweep.Stop()
 	var depth <-chan time.Time
+	depthSeen := map[string]bool{}
 	if _, nop := d.cfg.Observer.(nopObserver); !nop {
 		t := time.NewTicker(d.cfg.DepthInterval)
 		defer t.Stop()
 		depth = t.C
+		defer d.clearDepth(depthSeen)
 	}
 	delay := time.NewTimer(0) // fires at once: promote what is due at start
 	defer delay.Stop()
 	next := time.Time{}
 	d.sweep(ctx)
+	d.collect(ctx)
 	for {
-		leaseDone, leaseChanged := d.leaseSignals()
 		select {
 		case <-ctx.Done():
 			return
 		case <-sweep.C:
 			d.sweep(ctx)
 			d.collect(ctx)
-		case <-d.sweepNow:
-			d.sweep(ctx)
 		case <-depth:
-			d.sampleDepth(ctx)
-		case id := <-d.orphans:
+			d.sampleDepth(ctx, depthSeen)
+		case id := <-orphans:
 			d.recoverByState(ctx, id)
-		case <-d.delayHint:
-			d.mu.Lock()
-			due := d.hintDue
-			d.hintDue = time.Time{}
-			d.mu.Unlock()
-			if !due.IsZero() && (next.IsZero() || due.Before(next)) {
+		case due := <-hints:
+			if next.IsZero() || due.Before(next) {
 				next = due
 				delay.Reset(max(time.Until(due), 0))
 			}
@@ -55,25 +52,13 @@ func (d *Dispatcher) maintain(ctx context.Context) {
 			if !next.IsZero() {
 				delay.Reset(max(time.Until(next), 0))
 			}
-		case <-leaseDone:
-			d.dropLostLease()
-		case <-leaseChanged:
-			d.dropLostLease()
 		}
 	}
 }
 
-func (d *Dispatcher) leaseSignals() (done, changed <-chan struct{}) {
-	s, changed, err := d.lease.Session()
-	if err == nil {
-		done = s.Done()
-	}
-	return done, changed
-}
-
 // dropLostLease forgets held claims bound to a lease other than the
 // current one: etcd deleted their claim keys when the lease expired, and
-// whichever sidecar sees the deletion first returns the tasks.
+// the scheduler returns the tasks when it sees the deletion.
 func (d *Dispatcher) dropLostLease() {
 	var cur int64
 	if s, _, err := d.lease.Session(); err == nil {
@@ -90,13 +75,6 @@ func (d *Dispatcher) dropLostLease() {
 	for _, h := range lost {
 		d.cfg.Logger.Warn("claim lost with the sidecar's lease", "task", h.c.ID)
 		d.forget(h.c.ID, h.c.Token, OutcomeLost)
-	}
-}
-
-func (d *Dispatcher) requestSweep() {
-	select {
-	case d.sweepNow <- struct{}{}:
-	default:
 	}
 }
 
@@ -143,9 +121,6 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 		id := strings.TrimPrefix(string(kv.Key), prefixClaim)
 		claims[id] = true
 		st, err := decodeStatus(kv.Value)
-		if err == nil && d.releaseUnsure(ctx, id, kv.CreateRevision, st) {
-			continue
-		}
 		if err != nil || st.DeadlineMS == 0 || now.Before(time.UnixMilli(st.DeadlineMS).Add(d.cfg.ExpiryGrace)) {
 			continue
 		}
@@ -169,13 +144,6 @@ func (d *Dispatcher) sweep(ctx context.Context) {
 			d.cfg.Logger.InfoContext(sctx, "expired claim returned to the queue", "task", id, "state", state)
 		}
 	}
-	d.mu.Lock()
-	for id, u := range d.unsure {
-		if !claims[id] && time.Since(u.at) > unsureKeep {
-			delete(d.unsure, id) // never applied
-		}
-	}
-	d.mu.Unlock()
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		id := strings.TrimPrefix(string(kv.Key), prefixRun)
 		if claims[id] {
@@ -206,33 +174,6 @@ func (d *Dispatcher) recoverByState(ctx context.Context, id string) {
 		return
 	}
 	d.recover(ctx, orphan{id: id, token: sresp.Kvs[0].ModRevision, st: st})
-}
-
-// releaseUnsure gives back the claim of task id if it is one whose
-// transaction this sidecar made without learning the outcome: bound to
-// the same lease and session, and not held. The worker never saw it, so
-// its attempt is refunded. It reports whether the claim was such a one.
-func (d *Dispatcher) releaseUnsure(ctx context.Context, id string, token int64, st Status) bool {
-	d.mu.Lock()
-	u, ok := d.unsure[id]
-	h := d.held[id]
-	d.mu.Unlock()
-	if !ok || st.Lease != u.lease || st.Session != u.session || st.Holder != d.worker || (h != nil && h.c.Token == token) {
-		return false
-	}
-	state, err := d.store.release(ctx, id, token, st)
-	if err != nil && !errors.Is(err, ErrClaimLost) {
-		d.cfg.Logger.Warn("giving back a claim of unknown outcome failed; the sweep retries", "task", id, "err", err)
-		return true
-	}
-	d.mu.Lock()
-	delete(d.unsure, id)
-	d.mu.Unlock()
-	if err == nil {
-		d.ended(st.Queue, ReasonUnknownOutcome, state)
-		d.cfg.Logger.Info("claim whose answer was lost given back", "task", id)
-	}
-	return true
 }
 
 // promote moves delayed tasks that are due into their ready index and
@@ -353,4 +294,12 @@ func (d *Dispatcher) unpin(ctx context.Context, batch string) {
 	if err != nil && ctx.Err() == nil {
 		d.cfg.Logger.Warn("removing the pin of a collected batch failed", "batch", batch, "err", err)
 	}
+}
+
+// orphan is a task whose claim key is gone while its status still names
+// the claim.
+type orphan struct {
+	id    string
+	token int64
+	st    Status
 }

@@ -49,6 +49,7 @@ type Status struct {
 	Session    string `json:"session,omitempty"` // worker session, if any
 	Lease      int64  `json:"lease,omitempty"`
 	DeadlineMS int64  `json:"deadline_ms,omitempty"`
+	Wait       string `json:"wait,omitempty"` // the wait key the task was assigned through (deleted with the claim)
 
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 }

@@ -60,13 +60,15 @@ type Config struct {
 	// Retention is how long DONE, DEAD and CANCELLED tasks are kept.
 	// Default 24h.
 	Retention time.Duration
-	// Window is how many ready entries per queue a sidecar keeps in memory
-	// to choose among; claimers pick at random among the top-priority ones
-	// of their sidecar's share so that they rarely race for the same task.
-	// It must hold several entries per claimer of all sidecars together.
-	// Default 512.
+	// Window is how many ready entries per queue the scheduler keeps in
+	// memory to choose among (for priority, labels and affinity). Default
+	// 512.
 	Window int
-	// SweepInterval is how often every sidecar looks for orphaned claims,
+	// AffinityWait is the longest a task waits because the workers free
+	// to take it prefer tasks whose affinity key they hold: past it, the
+	// oldest task of the highest priority goes first. Default 5s.
+	AffinityWait time.Duration
+	// SweepInterval is how often the scheduler looks for orphaned claims,
 	// claims past their deadline and finished tasks past retention.
 	// Default 10s.
 	SweepInterval time.Duration
@@ -118,6 +120,9 @@ func (c Config) withDefaults() Config {
 	if c.Window == 0 {
 		c.Window = 512
 	}
+	if c.AffinityWait == 0 {
+		c.AffinityWait = 5 * time.Second
+	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 10 * time.Second
 	}
@@ -161,6 +166,8 @@ func (c Config) Validate() error {
 		return invalid("Retention", "must not be negative")
 	case c.Window < 0:
 		return invalid("Window", "must not be negative")
+	case c.AffinityWait < 0:
+		return invalid("AffinityWait", "must not be negative")
 	case c.DepthInterval < 0:
 		return invalid("DepthInterval", "must not be negative")
 	}

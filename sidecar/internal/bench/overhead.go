@@ -211,7 +211,7 @@ func startLibrary(ctx context.Context, cli *clientv3.Client) (*library, error) {
 		return nil, fmt.Errorf("direct: lease: %w", err)
 	}
 	sessions := coord.NewSessions()
-	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, sessions, "bench-direct")
+	d := workqueue.NewDispatcher(store, cli.KV, cli.Watcher, lease, sessions, "bench-direct", nil)
 	d.Start()
 	s := sessions.Open("bench-direct")
 	return &library{store: store, d: d, sess: s, stop: func() {

@@ -1,0 +1,129 @@
+package workqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/batonhq/baton/sidecar/coord"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// pollAttempts bounds the claim transactions of one Next with wait 0.
+const pollAttempts = 8
+
+// pollScan is how many head entries of a queue a poll reads.
+const pollScan = 32
+
+// poll is Next with wait 0: it reads the head of each queue's ready index
+// and claims the first entry this sidecar may take, without the
+// scheduler. Racing claimers are resolved by the claim transaction's
+// compare, so polls are for workers that check for work now and then, not
+// for a fleet waiting for work (which registers wait keys instead).
+func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Session) (*Claimed, error) {
+	ls, _, err := d.lease.Session()
+	if err != nil {
+		return nil, err
+	}
+	sessID := ""
+	if sess != nil {
+		sessID = sess.ID
+	}
+	cl := claimTrace{start: d.cfg.Now()}
+	for range pollAttempts {
+		e, ok, err := d.store.head(ctx, queues, d.labels)
+		if err != nil || !ok {
+			return nil, err
+		}
+		seq := d.addPollWait()
+		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		c, err := d.store.claim(cctx, e.key, e.modRev, e.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()}, waitKey(ls.Lease(), seq))
+		cancel()
+		d.endPollWait(seq, e.key, c, err)
+		switch {
+		case err == nil:
+			return d.claimed(ctx, c, sess, cl)
+		case errors.Is(err, errConflict), errors.Is(err, errZombie):
+			d.mu.Lock()
+			d.stats.Conflicts++
+			d.mu.Unlock()
+			d.conflict(ctx, e, &cl)
+			if errors.Is(err, errZombie) {
+				d.cfg.Logger.WarnContext(ctx, "dropping ready entry of a claimed task", "key", e.key)
+				_ = d.store.dropZombie(ctx, e.key, e.modRev)
+			}
+		case c != nil:
+			// Claimed, but the spec is unreadable: it can never run.
+			d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
+			state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+			if ferr == nil {
+				d.ended(c.Status.Queue, ReasonError, state)
+			}
+		default:
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+	}
+	return nil, nil
+}
+
+// addPollWait reserves a wait key for a claim Next makes itself.
+func (d *Dispatcher) addPollWait() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seq++
+	d.waits[d.seq] = &localWait{poll: true}
+	return d.seq
+}
+
+// endPollWait forgets the wait key of a poll's claim transaction. When the
+// transaction failed without saying whether etcd applied it, and the watch
+// showed that it did, the claim reached no worker and goes back; if the
+// watch shows it later, deliver finds no wait and gives it back then.
+func (d *Dispatcher) endPollWait(seq uint64, readyKey string, c *Claimed, err error) {
+	d.mu.Lock()
+	lw := d.waits[seq]
+	delete(d.waits, seq)
+	var back int64
+	switch {
+	case c != nil:
+		d.taken[c.Token] = true
+	case err != nil && lw != nil && lw.polled != 0 && !errors.Is(err, errConflict) && !errors.Is(err, errZombie):
+		back = lw.polled
+		delete(d.taken, back)
+	}
+	d.mu.Unlock()
+	if back != 0 {
+		if e, perr := parseReadyKey(readyKey); perr == nil {
+			d.giveBack(e.ID, back)
+		}
+	}
+}
+
+// head returns the first entry that a sidecar with labels may claim from
+// the first of queues that is not paused and has one, in one read.
+func (s *Store) head(ctx context.Context, queues []string, labels map[string]string) (entry, bool, error) {
+	ops := make([]clientv3.Op, 0, 2*len(queues))
+	for _, q := range queues {
+		p := readyPrefix(q)
+		ops = append(ops,
+			clientv3.OpGet(pauseKey(q), clientv3.WithCountOnly()),
+			clientv3.OpGet(p, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithLimit(pollScan)))
+	}
+	resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return entry{}, false, err
+	}
+	for i := range queues {
+		if resp.Responses[2*i].GetResponseRange().Count > 0 {
+			continue
+		}
+		for _, kv := range resp.Responses[2*i+1].GetResponseRange().Kvs {
+			st, err := decodeStatus(kv.Value)
+			if err != nil || !LabelsMatch(st.Require, labels) {
+				continue
+			}
+			return entry{key: string(kv.Key), modRev: kv.ModRevision, st: st}, true, nil
+		}
+	}
+	return entry{}, false, nil
+}
