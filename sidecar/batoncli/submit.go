@@ -32,12 +32,19 @@ func submitCommand() *cli.Command {
 			"{\"uttid\": \"...\", \"prompt_text\": \"...\", \"prompt_speech\": \"...\", \"syn_text\": \"...\"}.\n" +
 			"The task id is the --id-field of the line (default: \"id\", else \"uttid\", else a hash of the line),\n" +
 			"so submitting the same file twice creates nothing new. Every line is checked first; any bad\n" +
-			"line is reported as FILE:LINE: reason and nothing is written.",
+			"line is reported as FILE:LINE: reason and nothing is written.\n\n" +
+			"Routing: --affinity-field prompt_speech gives each task the speaker prompt of its line as its\n" +
+			"affinity key, so that tasks of one speaker prefer the worker whose GPU has that speaker's\n" +
+			"conditioning cached. A line without the field (or with null) has no affinity; a value that is\n" +
+			"not a string is a bad line. --require model=indextts2 (repeatable) sends every task of the file\n" +
+			"only to sidecars started with --label model=indextts2.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: "default", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue to submit to"},
 			&cli.StringFlag{Name: "batch", Usage: "batch id to group the tasks under"},
 			&cli.StringFlag{Name: "pin-config", Usage: "hand every task of the batch this config document as it is now (needs --batch)"},
 			&cli.StringFlag{Name: "id-field", Usage: "payload field holding the task id (default: id, else uttid, else a hash)"},
+			&cli.StringFlag{Name: "affinity-field", Usage: "payload field holding each task's affinity key, a string (e.g. prompt_speech); a line without it has none"},
+			&cli.StringSliceFlag{Name: "require", Usage: "KEY=VALUE label a sidecar must have (its --label) to receive the tasks (repeatable), e.g. model=indextts2"},
 			&cli.IntFlag{Name: "priority", Usage: "priority, -1000 to 1000; higher runs first"},
 			&cli.IntFlag{Name: "max-attempts", Usage: "attempts before a task is DEAD (default 3)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "how long a claim may go without a heartbeat (default 5m)"},
@@ -51,6 +58,10 @@ func submitCommand() *cli.Command {
 			}
 			if c.String("pin-config") != "" && c.String("batch") == "" {
 				return cli.Exit("submit: --pin-config needs --batch: the config is pinned to a batch", 2)
+			}
+			require, err := parseRequire(c.StringSlice("require"))
+			if err != nil {
+				return cli.Exit("submit: "+err.Error(), 2)
 			}
 			name := c.Args().First()
 			var in io.Reader = os.Stdin
@@ -73,7 +84,7 @@ func submitCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			specs, badSpecs := buildSpecs(c, store, recs, name)
+			specs, badSpecs := buildSpecs(c, store, recs, name, require)
 			if bad = append(bad, badSpecs...); len(bad) > 0 {
 				sort.Slice(bad, func(i, j int) bool { return bad[i].Line < bad[j].Line })
 				return cli.Exit(fmt.Sprintf("%s\n%d bad lines; nothing was written", bad.Error(), len(bad)), 1)
@@ -82,14 +93,18 @@ func submitCommand() *cli.Command {
 				fmt.Fprintf(c.App.ErrWriter, "%s: no tasks\n", name)
 				return nil
 			}
+			if f := c.String("affinity-field"); f != "" && countAffinity(specs) == 0 {
+				fmt.Fprintf(c.App.ErrWriter, "%s: no line has a value in --affinity-field %q; the tasks have no affinity\n", name, f)
+			}
 			return doSubmit(c, specs, name)
 		},
 	}
 }
 
 // buildSpecs turns lines into specs and checks each, so that every bad
-// line is reported before anything is written.
-func buildSpecs(c *cli.Context, store *workqueue.Store, recs []jsonl.Record, file string) ([]workqueue.Spec, jsonl.Errors) {
+// line is reported before anything is written. Every spec requires the
+// labels require.
+func buildSpecs(c *cli.Context, store *workqueue.Store, recs []jsonl.Record, file string, require map[string]string) ([]workqueue.Spec, jsonl.Errors) {
 	var bad jsonl.Errors
 	seen := map[string]int{}
 	specs := make([]workqueue.Spec, 0, len(recs))
@@ -102,9 +117,18 @@ func buildSpecs(c *cli.Context, store *workqueue.Store, recs []jsonl.Record, fil
 			MaxAttempts: int32(c.Int("max-attempts")),
 			Timeout:     c.Duration("timeout"),
 			Batch:       c.String("batch"),
+			Require:     require,
 		}
 		if t := c.Timestamp("not-before"); t != nil {
 			sp.NotBefore = *t
+		}
+		if f := c.String("affinity-field"); f != "" {
+			aff, err := affinityOf(r.Payload, f)
+			if err != nil {
+				bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: err})
+				continue
+			}
+			sp.Affinity = aff
 		}
 		if err := store.Normalize(&sp, ""); err != nil {
 			bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: err})
@@ -188,8 +212,9 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 		}
 		return fmt.Errorf("submit %s: %w (tasks written before the failure stay; submitting again writes the rest)", name, err)
 	}
-	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s in %v\n",
-		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(res.Pin), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s%s%s in %v\n",
+		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(res.Pin),
+		affinityNote(c.String("affinity-field"), specs), requireNote(specs[0].Require), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -29,7 +29,7 @@ func tasksCommand() *cli.Command {
 			},
 			{
 				Name:      "get",
-				Usage:     "show one task: payload, attempts, last error, holder, result",
+				Usage:     "show one task: payload, attempts, routing (affinity, require), last error, holder, result",
 				ArgsUsage: "ID",
 				Flags:     []cli.Flag{outputFlag()},
 				Action:    tasksGet,
@@ -161,6 +161,12 @@ func tasksGet(c *cli.Context) error {
 	fmt.Fprintf(w, "priority:  %d\n", st.Priority)
 	if st.Batch != "" {
 		fmt.Fprintf(w, "batch:     %s\n", st.Batch)
+	}
+	if st.Affinity != "" {
+		fmt.Fprintf(w, "affinity:  %s\n", st.Affinity)
+	}
+	if len(st.Require) > 0 {
+		fmt.Fprintf(w, "require:   %s\n", labels(st.Require))
 	}
 	if t.CreatedMS != 0 {
 		fmt.Fprintf(w, "created:   %s\n", time.UnixMilli(t.CreatedMS).UTC().Format(time.RFC3339Nano))

@@ -128,6 +128,7 @@ func taskProto(c *workqueue.Claimed) (*batonv1.Task, error) {
 		Traceparent:  c.Traceparent,
 		Priority:     c.Status.Priority,
 		Timeout:      durationpb.New(c.Status.Timeout()),
+		Affinity:     c.Status.Affinity,
 	}
 	if p := c.Pin; p != nil {
 		doc := &structpb.Struct{}
@@ -268,6 +269,9 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 	sp := workqueue.Spec{
 		ID: t.GetId(), Queue: t.GetQueue(), Priority: t.GetPriority(), MaxAttempts: t.GetMaxAttempts(),
 		Batch: t.GetBatch(), Traceparent: t.GetTraceparent(),
+		// Checked by Store.Normalize, which names tasks[i].affinity and
+		// tasks[i].require.
+		Affinity: t.GetAffinity(), Require: t.GetRequire(),
 	}
 	if t.GetPayload() == nil {
 		return sp, invalidArg(field+".payload", "is required")

@@ -33,7 +33,16 @@ if hasattr(os, "register_at_fork"):  # registering a hook opens nothing
 
 @dataclass
 class TaskSpec:
-    """A task to submit. Durations are seconds; not_before is a datetime."""
+    """A task to submit. Durations are seconds; not_before is a datetime.
+
+    Routing: ``affinity`` is a key such as a speaker prompt whose
+    conditioning the GPU caches; tasks with the same key prefer the worker
+    that last handled one (at most 256 bytes; "" for none). ``require``
+    lists the labels a sidecar must have been started with (``baton sidecar
+    --label model=indextts2``) to receive the task (at most 16 pairs; None
+    or empty for any sidecar). The sidecar checks both and answers
+    InvalidArgument naming ``tasks[i].affinity`` or ``tasks[i].require``.
+    """
 
     payload: Mapping[str, Any]
     id: str = ""
@@ -44,12 +53,19 @@ class TaskSpec:
     batch: str = ""
     not_before: Optional[datetime.datetime] = None
     traceparent: str = ""
+    affinity: str = ""
+    require: Optional[Mapping[str, str]] = None
 
     def to_json(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {"payload": dict(self.payload)}
-        for k, v in (("id", self.id), ("queue", self.queue), ("batch", self.batch), ("traceparent", self.traceparent)):
+        if not isinstance(self.affinity, str):
+            raise TypeError("affinity: %r is not a str" % (self.affinity,))
+        for k, v in (("id", self.id), ("queue", self.queue), ("batch", self.batch), ("traceparent", self.traceparent),
+                     ("affinity", self.affinity)):
             if v:
                 d[k] = v
+        if self.require:
+            d["require"] = _labels(self.require)
         if self.priority:
             d["priority"] = self.priority
         if self.max_attempts:
@@ -62,6 +78,16 @@ class TaskSpec:
                 nb = nb.replace(tzinfo=datetime.timezone.utc)
             d["notBefore"] = nb.isoformat()
         return d
+
+
+def _labels(m: Mapping[str, str]) -> Dict[str, str]:
+    """m as a JSON map<string, string>; a non-str key or value is a
+    TypeError naming it (JSON would carry it, and the sidecar's answer would
+    not name the field)."""
+    for k, v in m.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("require: %r: %r: labels are str keys and str values" % (k, v))
+    return dict(m)
 
 
 @dataclass
@@ -209,12 +235,17 @@ class Client:
         tasks: Iterable[Union[TaskSpec, Mapping[str, Any]]],
         queue: str = "",
         batch: str = "",
+        require: Optional[Mapping[str, str]] = None,
     ) -> SubmitResult:
         """Enqueue tasks: TaskSpec objects, or payload dicts (the id comes
-        from the payload's "id", else "uttid", else a hash). queue and batch
-        apply to the tasks that do not set their own. Idempotent by id. The
-        current OpenTelemetry span's context is stored with each task."""
+        from the payload's "id", else "uttid", else a hash). queue, batch
+        and require (labels a sidecar needs to receive the task, like
+        ``baton submit --require``) apply to the tasks that do not set
+        their own; a task's affinity key is set with TaskSpec(affinity=...).
+        Idempotent by id: a task that exists keeps its fields. The current
+        OpenTelemetry span's context is stored with each task."""
         tp = _trace.current_traceparent()
+        req = _labels(require) if require else None
         specs = []
         for t in tasks:
             spec = t if isinstance(t, TaskSpec) else TaskSpec(payload=t)
@@ -223,6 +254,8 @@ class Client:
                 d["queue"] = queue
             if batch and "batch" not in d:
                 d["batch"] = batch
+            if req and "require" not in d:
+                d["require"] = req
             if tp and "traceparent" not in d:
                 d["traceparent"] = tp
             specs.append(d)

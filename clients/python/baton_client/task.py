@@ -24,7 +24,8 @@ class Task:
     ``payload`` (dict), ``attempt``, ``max_attempts``, ``claim``,
     ``fencing_token`` (int), ``deadline`` (RFC 3339 string), ``batch``,
     ``config_revision`` (int), ``config`` (dict or None), ``traceparent``,
-    ``priority``.
+    ``priority``, ``affinity`` (the task's affinity key, "" when none; key
+    a per-speaker cache on it).
 
     Finish it exactly once with complete(), fail() or release(); or use it
     as a context manager (see __exit__). ``outcome`` says how it ended:
@@ -49,6 +50,7 @@ class Task:
         self.traceparent: str = doc.get("traceparent", "")
         self.priority: int = int(doc.get("priority", 0))
         self.timeout: str = doc.get("timeout", "")
+        self.affinity: str = doc.get("affinity", "")
         #: Set inside ``with task:`` to the result that __exit__ completes with.
         self.result: Optional[Dict[str, Any]] = None
         self.outcome: Optional[str] = None

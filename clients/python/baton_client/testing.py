@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from typing import List, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from . import _transport
 
@@ -108,13 +108,16 @@ class BatonDev:
             self.log, self.socket)
         return self
 
-    def sidecar(self, name: str) -> str:
-        """Start another sidecar on the same etcd; return its socket path."""
+    def sidecar(self, name: str, labels: Optional[Mapping[str, str]] = None) -> str:
+        """Start another sidecar on the same etcd, started with ``--label
+        KEY=VALUE`` for each of labels (the labels a task's ``require``
+        matches); return its socket path."""
         sock = os.path.join(self.dir, name + ".sock")
         qs = [a for q in self.queues for a in ("--queue", q)]
+        ls = [a for k, v in sorted((labels or {}).items()) for a in ("--label", "%s=%s" % (k, v))]
         self._start(
             [self.baton, "--endpoints", self.endpoint, "sidecar", "--socket", sock, "--ttl", self.ttl,
-             "--grace", self.grace, "--worker-id", name, "--admin-addr", "127.0.0.1:0"] + qs,
+             "--grace", self.grace, "--worker-id", name, "--admin-addr", "127.0.0.1:0"] + qs + ls,
             os.path.join(self.dir, name + ".log"), sock)
         return sock
 

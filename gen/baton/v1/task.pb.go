@@ -53,7 +53,10 @@ type Task struct {
 	Timeout     *durationpb.Duration `protobuf:"bytes,14,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	// Name of the pinned configuration document (`baton submit
 	// --pin-config`), empty when none is pinned.
-	ConfigName    string `protobuf:"bytes,15,opt,name=config_name,json=configName,proto3" json:"config_name,omitempty"`
+	ConfigName string `protobuf:"bytes,15,opt,name=config_name,json=configName,proto3" json:"config_name,omitempty"`
+	// The task's affinity key (TaskSpec.affinity), empty when it has none. A
+	// worker may key its cache of per-speaker conditioning on it.
+	Affinity      string `protobuf:"bytes,16,opt,name=affinity,proto3" json:"affinity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -193,6 +196,13 @@ func (x *Task) GetConfigName() string {
 	return ""
 }
 
+func (x *Task) GetAffinity() string {
+	if x != nil {
+		return x.Affinity
+	}
+	return ""
+}
+
 // TaskSpec describes a task to submit.
 type TaskSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -213,7 +223,20 @@ type TaskSpec struct {
 	// The task is not handed out before this time.
 	NotBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	// W3C trace context to store with the task.
-	Traceparent   string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Traceparent string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	// Tasks with the same affinity key prefer the worker that last handled
+	// one: for a TTS fleet, a speaker prompt (such as the path in a GLM-TTS
+	// line's prompt_speech) whose conditioning an IndexTTS2 GPU keeps cached,
+	// so that a speaker change does not recompute it. A preference, not a
+	// guarantee: it does not override priority, and a task is not starved
+	// waiting for one worker. Empty: no affinity. At most 256 bytes.
+	Affinity string `protobuf:"bytes,10,opt,name=affinity,proto3" json:"affinity,omitempty"`
+	// Labels a sidecar must have been started with (`baton sidecar --label
+	// KEY=VALUE`) to receive the task, for example {"model": "indextts2"}:
+	// every key present with the same value. Empty: any sidecar. At most 16
+	// pairs; keys 1 to 63 bytes of letters, digits and "_.-/", values at most
+	// 256 bytes.
+	Require       map[string]string `protobuf:"bytes,11,rep,name=require,proto3" json:"require,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -309,6 +332,20 @@ func (x *TaskSpec) GetTraceparent() string {
 		return x.Traceparent
 	}
 	return ""
+}
+
+func (x *TaskSpec) GetAffinity() string {
+	if x != nil {
+		return x.Affinity
+	}
+	return ""
+}
+
+func (x *TaskSpec) GetRequire() map[string]string {
+	if x != nil {
+		return x.Require
+	}
+	return nil
 }
 
 type AttachRequest struct {
@@ -1150,7 +1187,7 @@ var File_baton_v1_task_proto protoreflect.FileDescriptor
 
 const file_baton_v1_task_proto_rawDesc = "" +
 	"\n" +
-	"\x13baton/v1/task.proto\x12\bbaton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n" +
+	"\x13baton/v1/task.proto\x12\bbaton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x04\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x121\n" +
@@ -1168,7 +1205,8 @@ const file_baton_v1_task_proto_rawDesc = "" +
 	"\bpriority\x18\r \x01(\x05R\bpriority\x123\n" +
 	"\atimeout\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x1f\n" +
 	"\vconfig_name\x18\x0f \x01(\tR\n" +
-	"configName\"\xca\x02\n" +
+	"configName\x12\x1a\n" +
+	"\baffinity\x18\x10 \x01(\tR\baffinity\"\xdd\x03\n" +
 	"\bTaskSpec\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x121\n" +
@@ -1179,7 +1217,13 @@ const file_baton_v1_task_proto_rawDesc = "" +
 	"\x05batch\x18\a \x01(\tR\x05batch\x129\n" +
 	"\n" +
 	"not_before\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x12 \n" +
-	"\vtraceparent\x18\t \x01(\tR\vtraceparent\"'\n" +
+	"\vtraceparent\x18\t \x01(\tR\vtraceparent\x12\x1a\n" +
+	"\baffinity\x18\n" +
+	" \x01(\tR\baffinity\x129\n" +
+	"\arequire\x18\v \x03(\v2\x1f.baton.v1.TaskSpec.RequireEntryR\arequire\x1a:\n" +
+	"\fRequireEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
 	"\rAttachRequest\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\"\x8e\x01\n" +
 	"\x0eAttachResponse\x12\x18\n" +
@@ -1250,7 +1294,7 @@ func file_baton_v1_task_proto_rawDescGZIP() []byte {
 	return file_baton_v1_task_proto_rawDescData
 }
 
-var file_baton_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_baton_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_baton_v1_task_proto_goTypes = []any{
 	(*Task)(nil),                  // 0: baton.v1.Task
 	(*TaskSpec)(nil),              // 1: baton.v1.TaskSpec
@@ -1270,46 +1314,48 @@ var file_baton_v1_task_proto_goTypes = []any{
 	(*ReleaseResponse)(nil),       // 15: baton.v1.ReleaseResponse
 	(*SubmitRequest)(nil),         // 16: baton.v1.SubmitRequest
 	(*SubmitResponse)(nil),        // 17: baton.v1.SubmitResponse
-	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	nil,                           // 18: baton.v1.TaskSpec.RequireEntry
+	(*structpb.Struct)(nil),       // 19: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
 }
 var file_baton_v1_task_proto_depIdxs = []int32{
-	18, // 0: baton.v1.Task.payload:type_name -> google.protobuf.Struct
-	19, // 1: baton.v1.Task.deadline:type_name -> google.protobuf.Timestamp
-	18, // 2: baton.v1.Task.config:type_name -> google.protobuf.Struct
-	20, // 3: baton.v1.Task.timeout:type_name -> google.protobuf.Duration
-	18, // 4: baton.v1.TaskSpec.payload:type_name -> google.protobuf.Struct
-	20, // 5: baton.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
-	19, // 6: baton.v1.TaskSpec.not_before:type_name -> google.protobuf.Timestamp
-	5,  // 7: baton.v1.AttachResponse.cancel:type_name -> baton.v1.CancelRequested
-	4,  // 8: baton.v1.AttachResponse.lock_lost:type_name -> baton.v1.LockLost
-	20, // 9: baton.v1.NextRequest.wait:type_name -> google.protobuf.Duration
-	0,  // 10: baton.v1.NextResponse.task:type_name -> baton.v1.Task
-	19, // 11: baton.v1.HeartbeatResponse.deadline:type_name -> google.protobuf.Timestamp
-	18, // 12: baton.v1.CompleteRequest.result:type_name -> google.protobuf.Struct
-	20, // 13: baton.v1.FailRequest.retry_after:type_name -> google.protobuf.Duration
-	19, // 14: baton.v1.FailResponse.retry_at:type_name -> google.protobuf.Timestamp
-	1,  // 15: baton.v1.SubmitRequest.tasks:type_name -> baton.v1.TaskSpec
-	2,  // 16: baton.v1.TaskService.Attach:input_type -> baton.v1.AttachRequest
-	6,  // 17: baton.v1.TaskService.Next:input_type -> baton.v1.NextRequest
-	8,  // 18: baton.v1.TaskService.Heartbeat:input_type -> baton.v1.HeartbeatRequest
-	10, // 19: baton.v1.TaskService.Complete:input_type -> baton.v1.CompleteRequest
-	12, // 20: baton.v1.TaskService.Fail:input_type -> baton.v1.FailRequest
-	14, // 21: baton.v1.TaskService.Release:input_type -> baton.v1.ReleaseRequest
-	16, // 22: baton.v1.TaskService.Submit:input_type -> baton.v1.SubmitRequest
-	3,  // 23: baton.v1.TaskService.Attach:output_type -> baton.v1.AttachResponse
-	7,  // 24: baton.v1.TaskService.Next:output_type -> baton.v1.NextResponse
-	9,  // 25: baton.v1.TaskService.Heartbeat:output_type -> baton.v1.HeartbeatResponse
-	11, // 26: baton.v1.TaskService.Complete:output_type -> baton.v1.CompleteResponse
-	13, // 27: baton.v1.TaskService.Fail:output_type -> baton.v1.FailResponse
-	15, // 28: baton.v1.TaskService.Release:output_type -> baton.v1.ReleaseResponse
-	17, // 29: baton.v1.TaskService.Submit:output_type -> baton.v1.SubmitResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	19, // 0: baton.v1.Task.payload:type_name -> google.protobuf.Struct
+	20, // 1: baton.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	19, // 2: baton.v1.Task.config:type_name -> google.protobuf.Struct
+	21, // 3: baton.v1.Task.timeout:type_name -> google.protobuf.Duration
+	19, // 4: baton.v1.TaskSpec.payload:type_name -> google.protobuf.Struct
+	21, // 5: baton.v1.TaskSpec.timeout:type_name -> google.protobuf.Duration
+	20, // 6: baton.v1.TaskSpec.not_before:type_name -> google.protobuf.Timestamp
+	18, // 7: baton.v1.TaskSpec.require:type_name -> baton.v1.TaskSpec.RequireEntry
+	5,  // 8: baton.v1.AttachResponse.cancel:type_name -> baton.v1.CancelRequested
+	4,  // 9: baton.v1.AttachResponse.lock_lost:type_name -> baton.v1.LockLost
+	21, // 10: baton.v1.NextRequest.wait:type_name -> google.protobuf.Duration
+	0,  // 11: baton.v1.NextResponse.task:type_name -> baton.v1.Task
+	20, // 12: baton.v1.HeartbeatResponse.deadline:type_name -> google.protobuf.Timestamp
+	19, // 13: baton.v1.CompleteRequest.result:type_name -> google.protobuf.Struct
+	21, // 14: baton.v1.FailRequest.retry_after:type_name -> google.protobuf.Duration
+	20, // 15: baton.v1.FailResponse.retry_at:type_name -> google.protobuf.Timestamp
+	1,  // 16: baton.v1.SubmitRequest.tasks:type_name -> baton.v1.TaskSpec
+	2,  // 17: baton.v1.TaskService.Attach:input_type -> baton.v1.AttachRequest
+	6,  // 18: baton.v1.TaskService.Next:input_type -> baton.v1.NextRequest
+	8,  // 19: baton.v1.TaskService.Heartbeat:input_type -> baton.v1.HeartbeatRequest
+	10, // 20: baton.v1.TaskService.Complete:input_type -> baton.v1.CompleteRequest
+	12, // 21: baton.v1.TaskService.Fail:input_type -> baton.v1.FailRequest
+	14, // 22: baton.v1.TaskService.Release:input_type -> baton.v1.ReleaseRequest
+	16, // 23: baton.v1.TaskService.Submit:input_type -> baton.v1.SubmitRequest
+	3,  // 24: baton.v1.TaskService.Attach:output_type -> baton.v1.AttachResponse
+	7,  // 25: baton.v1.TaskService.Next:output_type -> baton.v1.NextResponse
+	9,  // 26: baton.v1.TaskService.Heartbeat:output_type -> baton.v1.HeartbeatResponse
+	11, // 27: baton.v1.TaskService.Complete:output_type -> baton.v1.CompleteResponse
+	13, // 28: baton.v1.TaskService.Fail:output_type -> baton.v1.FailResponse
+	15, // 29: baton.v1.TaskService.Release:output_type -> baton.v1.ReleaseResponse
+	17, // 30: baton.v1.TaskService.Submit:output_type -> baton.v1.SubmitResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_baton_v1_task_proto_init() }
@@ -1323,7 +1369,7 @@ func file_baton_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_baton_v1_task_proto_rawDesc), len(file_baton_v1_task_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
