@@ -371,4 +371,3 @@ func (d *Dispatcher) cancelRequestedLocked(id, wait string) func() {
 		}
 	}
 }
-
