@@ -36,6 +36,13 @@ type FleetResult struct {
 	// Drain is the cost per task of the backlog phase, submit included.
 	Drain PhaseCost `json:"drain"`
 
+	// Unavailable counts Next calls refused as Unavailable (a sidecar
+	// between leases) and LostClaims Completes refused because the claim
+	// was lost, over both phases; the consumers retry, as workers do.
+	// Both are 0 on a machine that keeps up.
+	Unavailable int64 `json:"unavailable"`
+	LostClaims  int64 `json:"lost_claims"`
+
 	// EtcdWatchers is etcd's count of watchers with the fleet up.
 	EtcdWatchers int `json:"etcd_watchers"`
 	// BenchRSSMB is the bench process's resident set (the fleet, its
@@ -185,6 +192,12 @@ func (r *Report) writeFleetTable(w io.Writer) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		for _, f := range r.Fleet {
+			if f.Unavailable > 0 || f.LostClaims > 0 {
+				fmt.Fprintf(w, "  %d sidecars: workers were told %d times that their sidecar had no lease (Unavailable) and lost %d claims; they retried\n",
+					f.Sidecars, f.Unavailable, f.LostClaims)
+			}
 		}
 		fmt.Fprintln(w, "\nfleet: dispatch to idle workers (one task at a time; per task)")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

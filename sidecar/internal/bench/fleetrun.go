@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
@@ -54,6 +56,7 @@ func (r *runner) fleetSweep(ctx context.Context, n int) (FleetResult, error) {
 		res.Seconds, res.TasksPerS = d.seconds, d.tasksPerS
 		res.ConflictsPerTask = d.cost.ClaimConflictsPerTask
 		res.Drain = d.cost
+		res.Unavailable, res.LostClaims = w.h.unavailable.Load(), w.h.lostClaims.Load()
 		if m, err := scrapeEtcd(ctx, r.cfg.EtcdMetrics); err == nil {
 			res.EtcdWatchers = int(m.Watchers)
 		}
@@ -73,6 +76,7 @@ type workers struct {
 	cs   []*client.Client
 	sess *sessions
 	prod *workqueue.Store
+	h    hiccups
 }
 
 // onFleet attaches one consumer to each sidecar of f, runs measure, then
@@ -119,11 +123,34 @@ func speakerOf(t *batonv1.Task) string {
 	return t.GetPayload().GetFields()["speaker"].GetStringValue()
 }
 
+// hiccups count the answers a worker is told to retry: Next refused as
+// Unavailable (the sidecar is between leases) and Complete refused as
+// FailedPrecondition (the claim was lost, the task goes back to the
+// queue). A worker retries both; so do the bench's consumers, and the
+// report shows how often.
+type hiccups struct {
+	unavailable, lostClaims atomic.Int64
+}
+
+// retryAfter is how long a consumer waits after an Unavailable answer, as
+// a worker backs off before asking again.
+const retryAfter = 50 * time.Millisecond
+
 // consume loops Next → Complete over c under session until ctx ends, and
 // calls done after each Complete with when Next returned the task.
-func consume(ctx context.Context, c *client.Client, session string, wait time.Duration, done func(t *batonv1.Task, at time.Time) error) error {
+func consume(ctx context.Context, c *client.Client, session string, wait time.Duration, h *hiccups, done func(t *batonv1.Task, at time.Time) error) error {
 	for {
 		task, err := next(ctx, c, session, wait)
+		if err != nil && ctx.Err() == nil && connect.CodeOf(err) == connect.CodeUnavailable {
+			h.unavailable.Add(1)
+			t := time.NewTimer(retryAfter)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			continue
+		}
 		if err != nil {
 			return ignoreDone(ctx, err)
 		}
@@ -132,6 +159,10 @@ func consume(ctx context.Context, c *client.Client, session string, wait time.Du
 		}
 		at := time.Now()
 		if err := complete(ctx, c, task); err != nil {
+			if ctx.Err() == nil && connect.CodeOf(err) == connect.CodeFailedPrecondition {
+				h.lostClaims.Add(1)
+				continue
+			}
 			return ignoreDone(ctx, err)
 		}
 		if err := done(task, at); err != nil {
@@ -215,7 +246,7 @@ func (r *runner) idleDispatch(ctx context.Context, w *workers) (idleResult, erro
 	g, gctx := errgroup.WithContext(pctx)
 	for i, c := range w.cs {
 		g.Go(func() error {
-			return consume(gctx, c, w.sess.ids[i], 30*time.Second, func(t *batonv1.Task, at time.Time) error {
+			return consume(gctx, c, w.sess.ids[i], 30*time.Second, &w.h, func(t *batonv1.Task, at time.Time) error {
 				select {
 				case got <- delivery{id: t.GetId(), at: at}:
 				case <-gctx.Done():
@@ -307,7 +338,7 @@ func (r *runner) drain(ctx context.Context, w *workers, prefix string, tasks int
 	defer stop()
 	t := newTally(tasks, stop)
 	began, err := race(wctx, n, func(ctx context.Context, i int) error {
-		return consume(ctx, w.cs[i], w.sess.ids[i], 2*time.Second, func(task *batonv1.Task, _ time.Time) error {
+		return consume(ctx, w.cs[i], w.sess.ids[i], 2*time.Second, &w.h, func(task *batonv1.Task, _ time.Time) error {
 			if k := speakerOf(task); k != "" {
 				if last[i] != "" {
 					followers[i]++
