@@ -65,10 +65,13 @@ chaos: ## fault-injection run (< 10 min): kill/pause/partition etcd, sidecars, w
 	$(GO) build -o bin/baton-chaos ./cmd/baton-chaos
 	bin/baton-chaos -seed $(SEED) $(CHAOSFLAGS)
 
-# `make bench BENCHFLAGS="--plot docs/performance.png"` also draws the plot;
-# see bin/baton bench --help for the other flags.
-BENCHFLAGS ?=
-bench: build ## baton bench (< 5 min): ceiling, recipes, naive CAS and baton on an embedded etcd; prints the table and ratios
+# `make bench` runs the fleet sweep and the affinity run (baton bench's
+# default, under a minute on 2 cores), then the comparison with raw etcd,
+# recipes.Queue and naive CAS (--systems all, 2-3 minutes).
+# BENCHFLAGS= (empty) leaves the comparison out; add "--plot FILE.png" to draw
+# the plot; see bin/baton bench --help for the other flags.
+BENCHFLAGS ?= --systems all
+bench: build ## baton bench (< 5 min): fleet sweep of 8, 64, 256 sidecars (one worker each), affinity run, then baton vs raw etcd, recipes, naive CAS; tables and targets
 	$(BIN) bench $(BENCHFLAGS)
 
 clean: ## remove build output and dev data

@@ -42,6 +42,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			locksCommand(),
 			configCommand(),
 			benchCommand(),
+			benchEtcdCommand(),
 			versionCommand(),
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {

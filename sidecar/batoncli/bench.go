@@ -1,13 +1,11 @@
 package batoncli
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/internal/bench"
 	"github.com/urfave/cli/v2"
 )
@@ -15,23 +13,40 @@ import (
 func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "bench",
-		Usage:     "measure Baton against raw etcd, etcd's recipes.Queue and naive compare-and-swap, on one etcd",
-		UsageText: "baton bench [--consumers 1,8,32,128] [--tasks 1000] [--json] [--plot FILE.png]",
-		Description: "Starts an embedded etcd (unless --endpoints is given) and, at each consumer count, measures:\n" +
+		Usage:     "measure Baton as deployed (one sidecar per worker, fleets of them) and against the alternatives, on one etcd",
+		UsageText: "baton bench [--fleet 8,64,256] [--fleet-tasks 1000] [--systems all] [--json] [--plot FILE.png]",
+		Description: "Starts etcd in a process of its own (unless --endpoints is given), then by default:\n" +
+			"  fleet     at each --fleet size N, N sidecars inside this process (each with its own etcd client,\n" +
+			"            lease, watch and socket) and one consumer per sidecar: dispatch to N idle workers\n" +
+			"            (--dispatch-samples tasks one at a time), then a --fleet-tasks backlog drained by the N\n" +
+			"            workers. Per task: etcd write txns (failed compares included), watch events and bytes\n" +
+			"            etcd sent (from etcd's /metrics), CPU of this process (the fleet AND its consumers)\n" +
+			"            and of etcd. Use a single-member etcd: its metrics are read from the first endpoint.\n" +
+			"  affinity  16 sidecars, 32 speakers: the share of tasks whose speaker was the worker's previous\n" +
+			"            one, and tasks/s, with and without affinity keys.\n" +
+			"The targets of issue 12 are reported as met or missed. --fleet 1000 runs on 2 cores.\n\n" +
+			"The older comparison is opt-in (--systems all, or a list): at each --consumers count,\n" +
 			"  ceiling  raw etcd write transactions per second (the limit for anything on this etcd)\n" +
 			"  recipes  etcd's client/v3/experimental/recipes Queue (Enqueue, Dequeue)\n" +
 			"  naive    every consumer reads the first pending task and compare-and-swaps it\n" +
 			"  baton    `baton sidecar` processes; consumers attach, then Next and Complete over the socket\n" +
 			"each with the same consumers and --tasks tasks, under its own key prefix. Then the sidecar's\n" +
 			"overhead (claim and lock through the socket against the same done directly) and the claim\n" +
-			"cost at each --depths queue depth. The table (or --json) goes to stdout, progress to stderr.\n" +
+			"cost at each --depths queue depth (--skip-overhead, --skip-depth). The old default run is\n" +
+			"`baton bench --systems all --skip-fleet --skip-affinity`.\n" +
+			"The table (or --json) goes to stdout, progress to stderr.\n" +
 			"With --endpoints, everything is written under NAMESPACE.bench.<time>/ and deleted afterwards;\n" +
 			"do not point it at a production cluster: it loads etcd as hard as it can.",
 		Flags: []cli.Flag{
+			&cli.IntSliceFlag{Name: "fleet", Value: cli.NewIntSlice(bench.DefaultFleet...), EnvVars: []string{"BATON_BENCH_FLEET"}, Usage: "fleet sizes to sweep: sidecars, one worker each (comma separated)"},
+			&cli.IntFlag{Name: "fleet-tasks", Value: bench.DefaultTasks, EnvVars: []string{"BATON_BENCH_FLEET_TASKS"}, Usage: "backlog each fleet drains, and the tasks of each affinity run"},
+			&cli.BoolFlag{Name: "skip-fleet", Usage: "leave out the fleet sweep"},
+			&cli.BoolFlag{Name: "skip-affinity", Usage: "leave out the affinity run"},
+			&cli.StringFlag{Name: "etcd-metrics", Usage: "URL of etcd's Prometheus metrics (default: http://FIRST-ENDPOINT/metrics)"},
 			&cli.IntSliceFlag{Name: "consumers", Value: cli.NewIntSlice(bench.DefaultConsumers...), EnvVars: []string{"BATON_BENCH_CONSUMERS"}, Usage: "consumer counts to sweep (comma separated)"},
 			&cli.IntFlag{Name: "tasks", Value: bench.DefaultTasks, EnvVars: []string{"BATON_BENCH_TASKS"}, Usage: "tasks each system delivers at each consumer count (the ceiling writes 5 × as many transactions)"},
 			&cli.IntFlag{Name: "sidecars", Value: bench.DefaultSidecars, EnvVars: []string{"BATON_BENCH_SIDECARS"}, Usage: "sidecar processes for baton (fewer with fewer consumers), and etcd connections for the others"},
-			&cli.StringSliceFlag{Name: "systems", Value: cli.NewStringSlice(bench.Systems...), Usage: "systems to measure: " + strings.Join(bench.Systems, ", ")},
+			&cli.StringSliceFlag{Name: "systems", Usage: "systems to compare at each --consumers count (default none): " + strings.Join(bench.Systems, ", ") + ", or " + bench.SystemsAll},
 			&cli.IntFlag{Name: "dispatch-samples", Value: bench.DefaultDispatchSamples, Usage: "tasks submitted one at a time to idle workers, for baton's dispatch latency"},
 			&cli.IntFlag{Name: "samples", Value: bench.DefaultSamples, Usage: "round trips timed for the overhead and queue depth measurements"},
 			&cli.IntSliceFlag{Name: "depths", Value: cli.NewIntSlice(bench.DefaultDepths...), Usage: "queue depths (pending tasks) at which to time claims"},
@@ -39,7 +54,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "skip-overhead", Usage: "leave out the sidecar overhead measurement"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (same as -o json)"},
 			outputFlag(),
-			&cli.StringFlag{Name: "plot", Usage: "also draw tasks/s against consumers into this PNG file"},
+			&cli.StringFlag{Name: "plot", Usage: "also draw the fleet sweep (and the systems, when compared) into this PNG file"},
 		},
 		Action: runBench,
 	}
@@ -64,6 +79,11 @@ func runBench(c *cli.Context) error {
 		Depths:          c.IntSlice("depths"),
 		SkipDepth:       c.Bool("skip-depth"),
 		SkipOverhead:    c.Bool("skip-overhead"),
+		Fleet:           c.IntSlice("fleet"),
+		FleetTasks:      c.Int("fleet-tasks"),
+		SkipFleet:       c.Bool("skip-fleet"),
+		SkipAffinity:    c.Bool("skip-affinity"),
+		EtcdMetrics:     c.String("etcd-metrics"),
 		Progress:        c.App.ErrWriter,
 	}
 	if err := cfg.Validate(); err != nil {
@@ -80,16 +100,15 @@ func runBench(c *cli.Context) error {
 	cfg.Etcd = etcdConfig(c)
 	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
 	if !c.IsSet("endpoints") {
-		startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		etcd, err := embedetcd.Start(startCtx, embedetcd.Config{})
-		cancel()
+		etcd, err := bench.StartEtcd(ctx, cfg.Sidecar)
 		if err != nil {
 			return fmt.Errorf("embedded etcd: %w", err)
 		}
-		defer etcd.Close()
+		defer etcd.Stop()
 		cfg.Etcd.Endpoints = []string{etcd.Endpoint()}
 		cfg.Embedded = true
-		fmt.Fprintf(c.App.ErrWriter, "embedded etcd on %s\n", etcd.Endpoint())
+		cfg.EtcdPID = etcd.PID()
+		fmt.Fprintf(c.App.ErrWriter, "embedded etcd on %s (pid %d)\n", etcd.Endpoint(), etcd.PID())
 	} else {
 		fmt.Fprintf(c.App.ErrWriter, "etcd at %s, keys under %s/\n", strings.Join(cfg.Etcd.Endpoints, ","), cfg.Etcd.Namespace)
 	}
@@ -107,6 +126,21 @@ func runBench(c *cli.Context) error {
 		return rep.WriteJSON(c.App.Writer)
 	}
 	return rep.WriteTable(c.App.Writer)
+}
+
+// benchEtcdCommand is the etcd process of `baton bench` (bench.StartEtcd
+// starts it); hidden, as it serves nothing else.
+func benchEtcdCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "bench-etcd",
+		Usage:  "run the etcd of baton bench (started by baton bench)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			ctx, stop := signalContext(c.Context)
+			defer stop()
+			return bench.ServeEtcd(ctx, c.App.Reader, c.App.Writer)
+		},
+	}
 }
 
 func writePlot(rep *bench.Report, path string) error {

@@ -54,6 +54,45 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.LoadStart = loadAvg()
 	defer func() { r.cleanup(context.Background(), "") }()
 
+	if !cfg.SkipFleet {
+		for _, n := range cfg.Fleet {
+			fmt.Fprintf(cfg.Progress, "fleet of %d sidecars...\n", n)
+			res, err := r.fleetSweep(ctx, n)
+			if err != nil {
+				return nil, failed(ctx, fmt.Sprintf("fleet of %d sidecars", n), err)
+			}
+			fmt.Fprintf(cfg.Progress, "  %.0f tasks/s, %.2f etcd txns/task, %.1f watch events/task, dispatch p50 %.1f ms\n",
+				res.TasksPerS, res.Drain.TxnsPerTask, res.Drain.WatchEventsPerTask, res.DispatchP50MS)
+			rep.Fleet = append(rep.Fleet, res)
+		}
+	}
+	if !cfg.SkipAffinity {
+		fmt.Fprintf(cfg.Progress, "affinity: %d speakers, %d sidecars...\n", AffinitySpeakers, AffinitySidecars)
+		res, err := r.affinity(ctx)
+		if err != nil {
+			return nil, failed(ctx, "affinity", err)
+		}
+		fmt.Fprintf(cfg.Progress, "  hit share %.2f (without keys %.2f), %.0f tasks/s (without keys %.0f)\n",
+			res.HitShare, res.HitShareWithout, res.TasksPerS, res.TasksPerSWithout)
+		rep.Affinity = &res
+	}
+	if cfg.compares() {
+		if err := r.compare(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	rep.LoadEnd = loadAvg()
+	rep.Finished = time.Now()
+	rep.Seconds = rep.Finished.Sub(rep.Started).Seconds()
+	rep.derive()
+	return rep, nil
+}
+
+// compare measures every configured system at every consumer count, then
+// the sidecar overhead and the queue depth.
+func (r *runner) compare(ctx context.Context, rep *Report) error {
+	cfg := r.cfg
+	var err error
 	for _, n := range cfg.Consumers {
 		for _, sys := range Systems {
 			if !cfg.has(sys) {
@@ -62,7 +101,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "%s with %d consumers...\n", sys, n)
 			res, err := r.measure(ctx, sys, n)
 			if err != nil {
-				return nil, failed(ctx, fmt.Sprintf("%s with %d consumers", sys, n), err)
+				return failed(ctx, fmt.Sprintf("%s with %d consumers", sys, n), err)
 			}
 			fmt.Fprintf(cfg.Progress, "  %.0f tasks/s, %.3f conflicts/task\n", res.TasksPerS, res.ConflictsPerTask)
 			rep.Results = append(rep.Results, res)
@@ -71,7 +110,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if !cfg.SkipOverhead {
 		fmt.Fprintln(cfg.Progress, "sidecar overhead...")
 		if rep.Overhead, err = r.overhead(ctx); err != nil {
-			return nil, failed(ctx, "overhead", err)
+			return failed(ctx, "overhead", err)
 		}
 	}
 	if !cfg.SkipDepth {
@@ -79,16 +118,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			fmt.Fprintf(cfg.Progress, "claim cost with %d pending tasks...\n", d)
 			res, err := r.depth(ctx, d)
 			if err != nil {
-				return nil, failed(ctx, fmt.Sprintf("depth %d", d), err)
+				return failed(ctx, fmt.Sprintf("depth %d", d), err)
 			}
 			rep.Depth = append(rep.Depth, res)
 		}
 	}
-	rep.LoadEnd = loadAvg()
-	rep.Finished = time.Now()
-	rep.Seconds = rep.Finished.Sub(rep.Started).Seconds()
-	rep.derive()
-	return rep, nil
+	return nil
 }
 
 // failed names the measurement that failed, and says so plainly when it

@@ -34,7 +34,7 @@ func TestBenchCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	app := batoncli.New(&stdout, &stderr)
 	err := app.RunContext(context.Background(), []string{"baton", "--endpoints", endpoint, "--namespace", "bt", "bench",
-		"--consumers", "1,4", "--tasks", "40", "--sidecars", "2", "--dispatch-samples", "5",
+		"--systems", "all", "--skip-fleet", "--skip-affinity", "--consumers", "1,4", "--tasks", "40", "--sidecars", "2", "--dispatch-samples", "5",
 		"--samples", "5", "--depths", "20,200", "--json", "--plot", plot})
 	if err != nil {
 		t.Fatalf("baton bench: %v\nstderr:\n%s", err, stderr.String())
@@ -153,16 +153,19 @@ func TestBenchCommand(t *testing.T) {
 }
 
 // TestBenchEmbedded: without --endpoints the bench runs on an etcd of its
-// own (here only the ceiling, which needs no sidecar).
+// own, in a process of its own (here only the ceiling, which needs no
+// sidecar).
 func TestBenchEmbedded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts etcd")
 	}
 	t.Setenv("BATON_ENDPOINTS", "")
 	os.Unsetenv("BATON_ENDPOINTS") // whatever the caller's environment says
+	t.Setenv(roleEnv, "baton")     // for the etcd process
 	var stdout, stderr bytes.Buffer
 	err := batoncli.New(&stdout, &stderr).RunContext(context.Background(), []string{"baton", "bench",
-		"--systems", "ceiling", "--consumers", "2", "--tasks", "10", "--skip-depth", "--skip-overhead"})
+		"--systems", "ceiling", "--consumers", "2", "--tasks", "10", "--skip-depth", "--skip-overhead",
+		"--skip-fleet", "--skip-affinity"})
 	if err != nil {
 		t.Fatalf("baton bench: %v\nstderr:\n%s", err, stderr.String())
 	}
@@ -182,6 +185,9 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--tasks", "-1"}, "tasks:"},
 		{[]string{"--systems", "kafka"}, "systems:"},
 		{[]string{"--sidecars", "1000"}, "sidecars:"},
+		{[]string{"--fleet", "0"}, "fleet:"},
+		{[]string{"--fleet", "3000"}, "fleet:"},
+		{[]string{"--fleet-tasks", "-1"}, "fleet-tasks:"},
 		{[]string{"--depths", "0"}, "depths:"},
 		{[]string{"--plot", "out.jpg"}, "plot:"},
 		{[]string{"-o", "yaml"}, "output:"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 )
@@ -20,10 +21,14 @@ const (
 // Systems lists every system.
 var Systems = []string{SystemCeiling, SystemRecipes, SystemNaive, SystemBaton}
 
+// SystemsAll stands for every system in Config.Systems.
+const SystemsAll = "all"
+
 // Defaults of Config.
 var (
 	DefaultConsumers = []int{1, 8, 32, 128}
 	DefaultDepths    = []int{100, 100_000}
+	DefaultFleet     = []int{8, 64, 256}
 )
 
 // More defaults of Config, and the largest values it accepts.
@@ -35,6 +40,7 @@ const (
 	maxConsumers           = 1024
 	maxSidecars            = 64
 	maxDepth               = 1_000_000
+	maxFleet               = 2000
 )
 
 // Exe says how to start `baton`: the program, arguments that go before
@@ -61,7 +67,29 @@ type Config struct {
 	// Sidecar starts `baton`; the bench runs `baton sidecar` processes
 	// with it. Required when baton, overhead or depth is measured.
 	Sidecar Exe
-	// Systems to measure. Default: all of Systems.
+	// EtcdPID is the etcd process's id when the bench started it
+	// (StartEtcd), so that etcd's CPU time is measured apart; 0 when etcd
+	// is elsewhere.
+	EtcdPID int
+	// EtcdMetrics is the URL of etcd's Prometheus metrics, which the fleet
+	// sweep reads. Default http://ENDPOINT/metrics of the first endpoint
+	// (https when Etcd has a CA certificate).
+	EtcdMetrics string
+
+	// Fleet is the fleet sweep: at each size, that many in-process
+	// sidecars, one consumer each (fleetrun.go). Default 8, 64, 256.
+	Fleet []int
+	// FleetTasks is the backlog the fleet drains at each size, and the
+	// tasks of each affinity run. Default 1000.
+	FleetTasks int
+	// SkipFleet and SkipAffinity leave out the fleet sweep and the
+	// affinity run.
+	SkipFleet, SkipAffinity bool
+
+	// Systems to compare at each consumer count, with a few sidecar
+	// processes serving many consumers each (the anchors, then the
+	// sidecar's overhead and claim cost by queue depth). Default: none;
+	// SystemsAll stands for all of Systems.
 	Systems []string
 	// Consumers is the sweep of consumer counts. Default 1, 8, 32, 128.
 	Consumers []int
@@ -73,7 +101,8 @@ type Config struct {
 	// anchors use as many etcd client connections. Default 4.
 	Sidecars int
 	// DispatchSamples is how many tasks are submitted one at a time to
-	// idle workers to measure baton's dispatch latency. Default 200.
+	// idle workers to measure baton's dispatch latency, in the systems
+	// comparison and at each fleet size. Default 200.
 	DispatchSamples int
 	// Samples is how many round trips the overhead and depth measurements
 	// time. Default 300.
@@ -81,7 +110,8 @@ type Config struct {
 	// Depths are the queue depths at which claim cost is measured; none
 	// skips it. Default 100 and 100,000.
 	Depths []int
-	// SkipDepth and SkipOverhead leave those measurements out.
+	// SkipDepth and SkipOverhead leave those measurements out of the
+	// systems comparison.
 	SkipDepth, SkipOverhead bool
 	// Progress receives a line as each measurement starts and ends; nil
 	// discards them.
@@ -89,8 +119,25 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if len(c.Systems) == 0 {
+	if slices.Contains(c.Systems, SystemsAll) {
 		c.Systems = slices.Clone(Systems)
+	}
+	if len(c.Fleet) == 0 {
+		c.Fleet = slices.Clone(DefaultFleet)
+	}
+	if c.FleetTasks == 0 {
+		c.FleetTasks = DefaultTasks
+	}
+	if c.EtcdMetrics == "" && len(c.Etcd.Endpoints) > 0 {
+		scheme := "http://"
+		if c.Etcd.CACert != "" {
+			scheme = "https://"
+		}
+		ep := c.Etcd.Endpoints[0]
+		if i := strings.Index(ep, "://"); i >= 0 {
+			ep = ep[i+3:]
+		}
+		c.EtcdMetrics = scheme + ep + "/metrics"
 	}
 	if len(c.Consumers) == 0 {
 		c.Consumers = slices.Clone(DefaultConsumers)
@@ -126,8 +173,16 @@ func (c Config) Validate() error {
 func (c *Config) validate() error {
 	for _, s := range c.Systems {
 		if !slices.Contains(Systems, s) {
-			return fmt.Errorf("systems: %q is not one of %v", s, Systems)
+			return fmt.Errorf("systems: %q is not one of %v or %q", s, Systems, SystemsAll)
 		}
+	}
+	for _, n := range c.Fleet {
+		if n < 1 || n > maxFleet {
+			return fmt.Errorf("fleet: %d is outside 1..%d", n, maxFleet)
+		}
+	}
+	if c.FleetTasks < 1 {
+		return fmt.Errorf("fleet-tasks: %d must be at least 1", c.FleetTasks)
 	}
 	for _, n := range c.Consumers {
 		if n < 1 || n > maxConsumers {
@@ -166,7 +221,11 @@ func (c *Config) validateRun() error {
 }
 
 func (c *Config) needsSidecar() bool {
-	return slices.Contains(c.Systems, SystemBaton) || !c.SkipOverhead || !c.SkipDepth && len(c.Depths) > 0
+	return slices.Contains(c.Systems, SystemBaton) || c.compares() && (!c.SkipOverhead || !c.SkipDepth && len(c.Depths) > 0)
 }
+
+// compares says whether the systems comparison (and with it the overhead
+// and depth measurements) runs.
+func (c *Config) compares() bool { return len(c.Systems) > 0 }
 
 func (c *Config) has(system string) bool { return slices.Contains(c.Systems, system) }

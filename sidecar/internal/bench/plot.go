@@ -2,182 +2,250 @@ package bench
 
 import (
 	"fmt"
-	"image"
 	"image/color"
-	"image/draw"
-	"image/png"
 	"io"
-	"math"
 	"strconv"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/basicfont"
-	"golang.org/x/image/math/fixed"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
-// Colours of the systems in the plot.
-var plotColors = map[string]color.RGBA{
-	SystemCeiling: {0x80, 0x80, 0x80, 0xff},
-	SystemRecipes: {0xe0, 0x8a, 0x00, 0xff},
-	SystemNaive:   {0xc0, 0x20, 0x20, 0xff},
-	SystemBaton:   {0x1f, 0x5f, 0xd0, 0xff},
+// The plot is a grid of panels, each plotPanelW × plotPanelH pixels: the
+// fleet sweep's throughput, per-task costs and dispatch latency against
+// sidecars, then, when the systems were compared, tasks/s against
+// consumers for each system.
+const (
+	plotPanelW, plotPanelH = 520, 340
+	plotDPI                = 96
+	plotTitleH             = 36 // pixels above the panels for the run's title
+)
+
+// Colours of the systems in the plot, and of the fleet's series.
+var (
+	plotColors = map[string]color.RGBA{
+		SystemCeiling: {0x80, 0x80, 0x80, 0xff},
+		SystemRecipes: {0xe0, 0x8a, 0x00, 0xff},
+		SystemNaive:   {0xc0, 0x20, 0x20, 0xff},
+		SystemBaton:   {0x1f, 0x5f, 0xd0, 0xff},
+	}
+	colBacklog = color.RGBA{0x1f, 0x5f, 0xd0, 0xff}
+	colIdle    = color.RGBA{0xe0, 0x8a, 0x00, 0xff}
+	colExtra   = color.RGBA{0xc0, 0x20, 0x20, 0xff}
+)
+
+// series is one line of a panel.
+type series struct {
+	name   string
+	color  color.RGBA
+	dashed bool
+	xy     plotter.XYs
 }
 
-const (
-	plotW, plotH                       = 920, 520
-	padLeft, padRight, padTop, padBott = 70, 190, 50, 55
-)
-
-// WritePlot draws tasks per second against consumers for every measured
-// system as a PNG: consumer counts evenly spaced on the x axis, a log
-// scale on the y axis.
+// WritePlot draws the report as a PNG: a panel for each fleet figure
+// (x: sidecars, log scale) and one for the systems comparison (x:
+// consumers, y: tasks/s, log scales), whichever were measured.
 func (r *Report) WritePlot(w io.Writer) error {
-	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
-	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
-	ns := r.Settings.Consumers
-	if len(ns) == 0 || len(r.Results) == 0 {
+	var panels []*plot.Plot
+	if len(r.Fleet) > 0 {
+		ps, err := r.fleetPanels()
+		if err != nil {
+			return err
+		}
+		panels = append(panels, ps...)
+	}
+	if len(r.Results) > 0 {
+		p, err := r.systemsPanel()
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
+	}
+	if len(panels) == 0 {
 		return fmt.Errorf("plot: nothing measured")
 	}
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, res := range r.Results {
-		if res.TasksPerS > 0 {
-			lo, hi = math.Min(lo, res.TasksPerS), math.Max(hi, res.TasksPerS)
-		}
-	}
-	if math.IsInf(lo, 0) {
-		return fmt.Errorf("plot: no throughput measured")
-	}
-	dLo, dHi := math.Floor(math.Log10(lo)-0.02), math.Ceil(math.Log10(hi)+0.02)
-	if dHi == dLo {
-		dHi++
-	}
-	x0, x1 := float64(padLeft), float64(plotW-padRight)
-	y0, y1 := float64(plotH-padBott), float64(padTop)
-	xOf := func(i int) float64 {
-		if len(ns) == 1 {
-			return (x0 + x1) / 2
-		}
-		return x0 + 30 + float64(i)*(x1-x0-60)/float64(len(ns)-1)
-	}
-	yOf := func(v float64) float64 { return y0 + (math.Log10(v)-dLo)/(dHi-dLo)*(y1-y0) }
+	cols := min(len(panels), 3)
+	rows := (len(panels) + cols - 1) / cols
+	width := vg.Length(cols*plotPanelW) * vg.Inch / plotDPI
+	height := vg.Length(rows*plotPanelH+plotTitleH) * vg.Inch / plotDPI
+	img := vgimg.NewWith(vgimg.UseWH(width, height), vgimg.UseDPI(plotDPI), vgimg.UseBackgroundColor(color.White))
+	dc := draw.New(img)
 
-	grid := color.RGBA{0xe4, 0xe4, 0xe4, 0xff}
-	axis := color.RGBA{0x30, 0x30, 0x30, 0xff}
-	for d := dLo; d <= dHi; d++ {
-		for _, m := range []float64{1, 2, 5} {
-			v := m * math.Pow(10, d)
-			if d == dHi && m > 1 {
-				break
-			}
-			y := yOf(v)
-			hline(img, x0, x1, y, grid)
-			if m == 1 {
-				label(img, int(x0)-8-7*len(short(v)), int(y)+4, short(v), axis)
+	title := text.Style{Color: color.Black, Font: font.From(plot.DefaultFont, 15), XAlign: draw.XCenter, YAlign: draw.YTop, Handler: plot.DefaultTextHandler}
+	dc.FillText(title, vg.Point{X: width / 2, Y: height - 8}, r.plotTitle())
+	body := draw.Crop(dc, 0, 0, 0, -vg.Length(plotTitleH)*vg.Inch/plotDPI)
+
+	grid := make([][]*plot.Plot, rows)
+	for i := range grid {
+		grid[i] = make([]*plot.Plot, cols)
+	}
+	for i, p := range panels {
+		grid[i/cols][i%cols] = p
+	}
+	t := draw.Tiles{Rows: rows, Cols: cols, PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 6,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 3}
+	canvases := plot.Align(grid, t, body)
+	for i := range grid {
+		for j, p := range grid[i] {
+			if p != nil {
+				p.Draw(canvases[i][j])
 			}
 		}
 	}
-	for i, n := range ns {
-		x := xOf(i)
-		vline(img, x, y0, y1, grid)
-		s := strconv.Itoa(n)
-		label(img, int(x)-7*len(s)/2, int(y0)+18, s, axis)
-	}
-	hline(img, x0, x1, y0, axis)
-	vline(img, x0, y0, y1, axis)
-	label(img, int((x0+x1)/2)-28, plotH-12, "consumers", axis)
-	label(img, 10, padTop-14, "tasks/s (log scale)", axis)
-	title := fmt.Sprintf("baton bench: %d tasks per run, %d cores, etcd %s", r.Settings.Tasks, r.Machine.Cores, r.Machine.Etcd)
-	label(img, padLeft, 20, title, axis)
+	_, err := vgimg.PngCanvas{Canvas: img}.WriteTo(w)
+	return err
+}
 
-	row := 0
+func (r *Report) plotTitle() string {
+	m := r.Machine
+	s := fmt.Sprintf("baton bench: etcd %s, %d cores", m.Etcd, m.Cores)
+	if len(r.Fleet) > 0 {
+		s += fmt.Sprintf("; fleet: one in-process sidecar per worker, %d-task backlog, %d tasks to idle workers",
+			r.Settings.FleetTasks, r.Settings.DispatchSamples)
+	}
+	return s
+}
+
+// fleetPanels draws each fleet figure against the number of sidecars.
+func (r *Report) fleetPanels() ([]*plot.Plot, error) {
+	xs := make([]float64, len(r.Fleet))
+	for i, f := range r.Fleet {
+		xs[i] = float64(f.Sidecars)
+	}
+	of := func(v func(FleetResult) float64) plotter.XYs {
+		xy := make(plotter.XYs, len(r.Fleet))
+		for i, f := range r.Fleet {
+			xy[i] = plotter.XY{X: xs[i], Y: v(f)}
+		}
+		return xy
+	}
+	backlog := func(name string, v func(PhaseCost) float64) series {
+		return series{name: name, color: colBacklog, xy: of(func(f FleetResult) float64 { return v(f.Drain) })}
+	}
+	idle := func(name string, v func(PhaseCost) float64) series {
+		return series{name: name, color: colIdle, dashed: true, xy: of(func(f FleetResult) float64 { return v(f.Idle) })}
+	}
+	specs := []struct {
+		title, y string
+		ss       []series
+	}{
+		{"throughput, draining a backlog", "tasks/s", []series{
+			{name: "tasks/s", color: colBacklog, xy: of(func(f FleetResult) float64 { return f.TasksPerS })}}},
+		{"dispatch to idle workers", "ms from submit to Next", []series{
+			{name: "p50", color: colBacklog, xy: of(func(f FleetResult) float64 { return f.DispatchP50MS })},
+			{name: "p99", color: colExtra, dashed: true, xy: of(func(f FleetResult) float64 { return f.DispatchP99MS })}}},
+		{"etcd write txns per task", "txns/task (failed included)", []series{
+			backlog("backlog", func(c PhaseCost) float64 { return c.TxnsPerTask }),
+			idle("idle workers", func(c PhaseCost) float64 { return c.TxnsPerTask }),
+			{name: "failed, idle workers", color: colExtra, dashed: true, xy: of(func(f FleetResult) float64 { return f.Idle.FailedTxnsPerTask })}}},
+		{"watch events etcd sent per task", "events/task", []series{
+			backlog("backlog", func(c PhaseCost) float64 { return c.WatchEventsPerTask }),
+			idle("idle workers", func(c PhaseCost) float64 { return c.WatchEventsPerTask })}},
+		{"bytes etcd sent to clients per task", "KB/task", []series{
+			backlog("backlog", func(c PhaseCost) float64 { return c.SentBytesPerTask / 1000 }),
+			idle("idle workers", func(c PhaseCost) float64 { return c.SentBytesPerTask / 1000 })}},
+		{"CPU per task (fleet = sidecars + consumers)", "CPU ms/task", []series{
+			backlog("fleet, backlog", func(c PhaseCost) float64 { return c.CPUMSPerTask }),
+			idle("fleet, idle workers", func(c PhaseCost) float64 { return c.CPUMSPerTask }),
+			{name: "etcd, backlog", color: colExtra, xy: of(func(f FleetResult) float64 { return deref(f.Drain.EtcdCPUMSPerTask) })}}},
+	}
+	ticks := make([]plot.Tick, len(xs))
+	for i, x := range xs {
+		ticks[i] = plot.Tick{Value: x, Label: strconv.Itoa(int(x))}
+	}
+	var ps []*plot.Plot
+	for _, s := range specs {
+		if s.ss[len(s.ss)-1].name == "etcd, backlog" && r.Fleet[0].Drain.EtcdCPUMSPerTask == nil {
+			s.ss = s.ss[:len(s.ss)-1]
+		}
+		p, err := panel(s.title, "sidecars (one worker each)", s.y, s.ss)
+		if err != nil {
+			return nil, err
+		}
+		if len(xs) > 1 {
+			p.X.Scale = plot.LogScale{}
+		}
+		p.X.Tick.Marker = plot.ConstantTicks(ticks)
+		p.X.Min, p.X.Max = xs[0]/1.25, xs[len(xs)-1]*1.25
+		p.Y.Min = 0
+		p.Y.Max *= 1.25 // room for the legend
+		ps = append(ps, p)
+	}
+	return ps, nil
+}
+
+// systemsPanel draws tasks/s against consumers for each system compared.
+func (r *Report) systemsPanel() (*plot.Plot, error) {
+	var ss []series
 	for _, sys := range Systems {
-		c := plotColors[sys]
-		var px, py float64
-		have := false
-		for i, n := range ns {
-			res, ok := r.Find(sys, n)
-			if !ok || res.TasksPerS <= 0 {
-				have = false
-				continue
-			}
-			x, y := xOf(i), yOf(res.TasksPerS)
-			if have {
-				line(img, px, py, x, y, 1.5, c)
-			}
-			square(img, x, y, 4, c)
-			px, py, have = x, y, true
-		}
-		if !r.measured(sys) {
-			continue
-		}
-		ly := float64(padTop + 20 + 22*row)
-		line(img, x1+20, ly, x1+50, ly, 1.5, c)
-		square(img, x1+35, ly, 4, c)
-		name := sys
-		if sys == SystemCeiling {
-			name += " (txns/s)"
-		}
-		label(img, int(x1)+58, int(ly)+4, name, axis)
-		row++
-	}
-	return png.Encode(w, img)
-}
-
-func (r *Report) measured(sys string) bool {
-	for _, res := range r.Results {
-		if res.System == sys {
-			return true
-		}
-	}
-	return false
-}
-
-// short formats an axis value: 10, 100, 1k, 10k.
-func short(v float64) string {
-	if v >= 1000 {
-		return strconv.FormatFloat(v/1000, 'f', -1, 64) + "k"
-	}
-	return strconv.FormatFloat(v, 'f', -1, 64)
-}
-
-func label(img *image.RGBA, x, y int, s string, c color.Color) {
-	d := font.Drawer{Dst: img, Src: image.NewUniform(c), Face: basicfont.Face7x13, Dot: fixed.P(x, y)}
-	d.DrawString(s)
-}
-
-func hline(img *image.RGBA, xa, xb, y float64, c color.RGBA) {
-	for x := int(xa); x <= int(xb); x++ {
-		img.SetRGBA(x, int(y), c)
-	}
-}
-
-func vline(img *image.RGBA, x, ya, yb float64, c color.RGBA) {
-	for y := int(math.Min(ya, yb)); y <= int(math.Max(ya, yb)); y++ {
-		img.SetRGBA(int(x), y, c)
-	}
-}
-
-func square(img *image.RGBA, x, y float64, half int, c color.RGBA) {
-	for dx := -half; dx <= half; dx++ {
-		for dy := -half; dy <= half; dy++ {
-			img.SetRGBA(int(x)+dx, int(y)+dy, c)
-		}
-	}
-}
-
-// line draws a segment of the given half-width by stamping discs along it.
-func line(img *image.RGBA, xa, ya, xb, yb, half float64, c color.RGBA) {
-	n := int(math.Hypot(xb-xa, yb-ya)*2) + 1
-	r := int(math.Ceil(half))
-	for i := 0; i <= n; i++ {
-		t := float64(i) / float64(n)
-		x, y := xa+t*(xb-xa), ya+t*(yb-ya)
-		for dx := -r; dx <= r; dx++ {
-			for dy := -r; dy <= r; dy++ {
-				if float64(dx*dx+dy*dy) <= half*half+0.5 {
-					img.SetRGBA(int(math.Round(x))+dx, int(math.Round(y))+dy, c)
-				}
+		var xy plotter.XYs
+		for _, n := range r.Settings.Consumers {
+			if res, ok := r.Find(sys, n); ok && res.TasksPerS > 0 {
+				xy = append(xy, plotter.XY{X: float64(n), Y: res.TasksPerS})
 			}
 		}
+		if len(xy) > 0 {
+			name := sys
+			if sys == SystemCeiling {
+				name += " (txns/s)"
+			}
+			ss = append(ss, series{name: name, color: plotColors[sys], xy: xy})
+		}
 	}
+	if len(ss) == 0 {
+		return nil, fmt.Errorf("plot: no throughput measured")
+	}
+	p, err := panel(fmt.Sprintf("systems: %d tasks, %d sidecar processes", r.Settings.Tasks, r.Settings.Sidecars), "consumers", "tasks/s", ss)
+	if err != nil {
+		return nil, err
+	}
+	var ticks []plot.Tick
+	for _, n := range r.Settings.Consumers {
+		ticks = append(ticks, plot.Tick{Value: float64(n), Label: strconv.Itoa(n)})
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	if len(r.Settings.Consumers) > 1 {
+		p.X.Scale = plot.LogScale{}
+	}
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.X.Min, p.X.Max = float64(r.Settings.Consumers[0])/1.25, float64(r.Settings.Consumers[len(r.Settings.Consumers)-1])*1.25
+	p.Y.Max *= 3 // room for the legend on a log scale
+	return p, nil
+}
+
+// panel is one plot with a line and points per series and a legend.
+func panel(title, x, y string, ss []series) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.ThumbnailWidth = vg.Points(24)
+	for _, s := range ss {
+		l, pts, err := plotter.NewLinePoints(s.xy)
+		if err != nil {
+			return nil, fmt.Errorf("plot: %s: %w", s.name, err)
+		}
+		l.Color, l.Width = s.color, vg.Points(1.8)
+		if s.dashed {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
+		pts.Color, pts.Shape, pts.Radius = s.color, draw.CircleGlyph{}, vg.Points(3)
+		p.Add(l, pts)
+		p.Legend.Add(s.name, l, pts)
+	}
+	return p, nil
+}
+
+func deref(v *float64) float64 {
+	if v == nil {
+		return 0
+	}
+	return *v
 }

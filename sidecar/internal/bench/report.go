@@ -19,6 +19,13 @@ type Report struct {
 	Seconds   float64    `json:"seconds"`
 	LoadStart [3]float64 `json:"load_start"`
 	LoadEnd   [3]float64 `json:"load_end"`
+	// Fleet has one entry per fleet size of the fleet sweep.
+	Fleet []FleetResult `json:"fleet"`
+	// Affinity is the affinity run, when measured.
+	Affinity *AffinityResult `json:"affinity,omitempty"`
+	// FleetTargets are the goals of issue 12, checked against Fleet and
+	// Affinity.
+	FleetTargets []Target `json:"fleet_targets"`
 	// Results has one entry per system and consumer count.
 	Results []Result `json:"results"`
 	// Ratios compares baton with the others at each consumer count.
@@ -50,13 +57,26 @@ type Settings struct {
 	DispatchSamples int      `json:"dispatch_samples"`
 	Samples         int      `json:"samples"`
 	Depths          []int    `json:"depths"`
+	Fleet           []int    `json:"fleet"`
+	FleetTasks      int      `json:"fleet_tasks"`
+	Affinity        bool     `json:"affinity"`
 }
 
 func settingsOf(c Config) Settings {
 	s := Settings{Systems: c.Systems, Consumers: c.Consumers, Tasks: c.Tasks, Sidecars: c.Sidecars,
 		DispatchSamples: c.DispatchSamples, Samples: c.Samples, Depths: c.Depths}
-	if c.SkipDepth {
+	if c.SkipDepth || !c.compares() {
 		s.Depths = nil
+	}
+	if !c.compares() {
+		s.Consumers, s.Sidecars, s.Samples = nil, 0, 0
+	}
+	if !c.SkipFleet {
+		s.Fleet, s.FleetTasks = c.Fleet, c.FleetTasks
+	}
+	s.Affinity = !c.SkipAffinity
+	if !c.SkipAffinity {
+		s.FleetTasks = c.FleetTasks
 	}
 	return s
 }
@@ -189,6 +209,7 @@ func (r *Report) derive() {
 		r.Ratios = append(r.Ratios, ra)
 	}
 	r.Targets = r.targets()
+	r.FleetTargets = r.fleetTargets()
 }
 
 func (r *Report) ratio(n int) (Ratio, bool) {
@@ -257,8 +278,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if m.EmbeddedEtcd {
 		etcd = "embedded etcd " + m.Etcd
 	}
-	fmt.Fprintf(w, "baton bench: %d tasks per run, up to %d sidecars; %s; %d cores, %s %s/%s; load %s -> %s; %.0fs\n\n",
-		r.Settings.Tasks, r.Settings.Sidecars, etcd, m.Cores, m.Go, m.GOOS, m.GOARCH, loadString(r.LoadStart), loadString(r.LoadEnd), r.Seconds)
+	fmt.Fprintf(w, "baton bench: %s; %d cores, %s %s/%s; load %s -> %s; %.0fs\n\n",
+		etcd, m.Cores, m.Go, m.GOOS, m.GOARCH, loadString(r.LoadStart), loadString(r.LoadEnd), r.Seconds)
+	if err := r.writeFleetTable(w); err != nil {
+		return err
+	}
+	if len(r.Results) == 0 {
+		return nil
+	}
+	if len(r.Fleet) > 0 || r.Affinity != nil {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "systems: %d tasks per run, up to %d sidecar processes serving the consumers\n", r.Settings.Tasks, r.Settings.Sidecars)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "system\tconsumers\ttasks/s\tconflicts/task\tclaim p50 ms\tclaim p99 ms\tetcd writes/s\twrites/task\tbench CPU ms/task\tload1\t")
@@ -302,19 +333,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 	}
 
-	if len(r.Targets) > 0 {
-		fmt.Fprintln(w, "\ntargets (issue 4)")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, t := range r.Targets {
-			verdict := "met"
-			if !t.Met {
-				verdict = "MISSED"
-			}
-			fmt.Fprintf(tw, "%s\t%s\tgot %s\t%s\n", t.Name, t.Want, t.Got, verdict)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+	if err := writeTargets(w, "targets (issue 4)", r.Targets); err != nil {
+		return err
 	}
 
 	if len(r.Overhead) > 0 {
