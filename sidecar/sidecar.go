@@ -278,6 +278,14 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		SessionsOpened:     s.Sessions.Opened,
 		LeaseLost:          func() int64 { return lease.Stats().Lost },
 		LeaseGrantFailures: func() int64 { return lease.Stats().GrantFailures },
+		Scheduler: func() int {
+			if d.Leading() {
+				return 1
+			}
+			return 0
+		},
+		SchedulerTerms: func() int64 { return d.Stats().Terms },
+		Assigned:       func() int64 { return d.Stats().Assigned },
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -291,9 +299,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			WorkerID: cfg.WorkerID, Host: host, PID: os.Getpid(), Queues: cfg.Queues,
 			Labels: cfg.Labels, Version: cfg.Version, StartedMS: time.Now().UnixMilli(),
 		},
-		InHand:  d.HeldCount,
-		Changed: d.HeldChanged(),
-		Logger:  log,
+		Logger: log,
 	})
 	regCtx, stopReg := context.WithCancel(context.Background())
 	bg.Add(1)

@@ -7,10 +7,11 @@
 // entry is written again under the new one.
 //
 // The entry carries what an operator needs to find a worker (worker id,
-// host, pid, queues, labels, version, start time) and the number of tasks
-// in hand. The count changes with every claim, so its writes are coalesced:
-// at most one per Config.MinInterval (default 1s), and the last value is
-// always written.
+// host, pid, queues, labels, version, start time). It is written once per
+// lease, never per task: a fleet of hundreds of sidecars rewriting an entry
+// whenever a claim starts or ends cost about one etcd write per task at 256
+// sidecars (`baton bench`). The number of tasks in hand is counted by List
+// from the claim keys instead, which carry their holder's lease.
 package registry
 
 import (
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -37,7 +39,9 @@ type Entry struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Version   string            `json:"version"`
 	StartedMS int64             `json:"started_ms"`
-	InHand    int               `json:"in_hand"`
+	// InHand is the number of claims bound to the sidecar's lease, counted
+	// by List (not stored).
+	InHand int `json:"in_hand"`
 	// Lease is the sidecar's etcd lease (hex in `baton workers list`).
 	Lease int64 `json:"lease"`
 	// UpdatedMS is when the entry was last written.
@@ -46,14 +50,8 @@ type Entry struct {
 
 // Config says what a Registrar registers.
 type Config struct {
-	// Entry is the static part; InHand, Lease and UpdatedMS are filled in.
+	// Entry is what is registered; Lease and UpdatedMS are filled in.
 	Entry Entry
-	// InHand returns the number of tasks in hand. Required.
-	InHand func() int
-	// Changed receives a value when InHand may have changed. Optional.
-	Changed <-chan struct{}
-	// MinInterval is the least time between two writes. Default 1s.
-	MinInterval time.Duration
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
 }
@@ -68,56 +66,39 @@ type Registrar struct {
 // New returns a registrar writing through kv (wrapped in the deployment's
 // namespace) under the keeper's lease.
 func New(kv clientv3.KV, lease *coord.LeaseKeeper, cfg Config) *Registrar {
-	if cfg.MinInterval == 0 {
-		cfg.MinInterval = time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Registrar{kv: kv, lease: lease, cfg: cfg}
 }
 
-// Run keeps the entry current until ctx ends. It does not delete the entry
-// on return: revoking the lease does that.
+// Run writes the entry under each lease the sidecar is granted until ctx
+// ends. It does not delete the entry on return: revoking the lease does
+// that.
 func (r *Registrar) Run(ctx context.Context) {
-	var written Entry // last entry written, Lease 0 when none under the current lease
-	var last time.Time
+	var written clientv3.LeaseID // the lease the entry was written under, 0 for none
 	var retry <-chan time.Time
-	dirty := true
 	for ctx.Err() == nil {
 		sess, changed, err := r.lease.Session()
-		if err == nil && sess.Lease() != clientv3.LeaseID(written.Lease) {
-			dirty = true
-		}
-		var wait <-chan time.Time
-		if err == nil && dirty {
-			if d := r.cfg.MinInterval - time.Since(last); d > 0 && written.Lease == int64(sess.Lease()) {
-				wait = time.After(d)
-			} else {
-				e := r.cfg.Entry
-				e.InHand = r.cfg.InHand()
-				e.Lease = int64(sess.Lease())
-				e.UpdatedMS = time.Now().UnixMilli()
-				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, perr := r.kv.Put(wctx, prefix+e.WorkerID, mustJSON(e), clientv3.WithLease(sess.Lease()))
-				cancel()
-				last = time.Now()
-				if perr != nil {
-					if ctx.Err() == nil {
-						r.cfg.Logger.Warn("registering the sidecar failed; retrying", "err", perr)
-					}
-					retry = time.After(time.Second)
-				} else {
-					written, dirty, retry = e, false, nil
+		if err == nil && sess.Lease() != written {
+			e := r.cfg.Entry
+			e.Lease = int64(sess.Lease())
+			e.UpdatedMS = time.Now().UnixMilli()
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, perr := r.kv.Put(wctx, prefix+e.WorkerID, mustJSON(e), clientv3.WithLease(sess.Lease()))
+			cancel()
+			if perr != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.Warn("registering the sidecar failed; retrying", "err", perr)
 				}
+				retry = time.After(time.Second)
+			} else {
+				written, retry = sess.Lease(), nil
 			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-changed:
-		case <-r.cfg.Changed:
-			dirty = true
-		case <-wait:
 		case <-retry:
 		}
 	}
@@ -132,17 +113,25 @@ func mustJSON(v any) string {
 }
 
 // List returns the registered sidecars ordered by worker id.
+// Each entry's InHand is the number of claims bound to its lease, read in
+// the same transaction.
 func List(ctx context.Context, kv clientv3.KV) ([]Entry, error) {
-	resp, err := kv.Get(ctx, prefix, clientv3.WithPrefix())
+	tresp, err := kv.Txn(ctx).Then(
+		clientv3.OpGet(prefix, clientv3.WithPrefix()),
+		clientv3.OpGet(workqueue.ClaimPrefix, clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
 		return nil, err
 	}
+	held := workqueue.ClaimsByLease(tresp.Responses[1].GetResponseRange().Kvs)
+	resp := tresp.Responses[0].GetResponseRange()
 	out := make([]Entry, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var e Entry
 		if err := json.Unmarshal(kv.Value, &e); err != nil {
 			return nil, fmt.Errorf("registry entry %s: %w", strings.TrimPrefix(string(kv.Key), prefix), err)
 		}
+		e.InHand = held[e.Lease]
 		out = append(out, e)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })

@@ -147,6 +147,12 @@ type SidecarStats struct {
 	LeaseLost func() int64
 	// LeaseGrantFailures: failed attempts to grant a lease.
 	LeaseGrantFailures func() int64
+	// Scheduler: 1 while this sidecar is the fleet's elected scheduler.
+	Scheduler func() int
+	// SchedulerTerms: times this sidecar was elected scheduler.
+	SchedulerTerms func() int64
+	// Assigned: tasks this sidecar assigned as the scheduler.
+	Assigned func() int64
 }
 
 // Watch registers the metrics read from s at scrape time. Call it once per
@@ -171,6 +177,9 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	count("baton_worker_attaches_total", "Worker sessions opened on this sidecar.", s.SessionsOpened)
 	count("baton_lease_lost_total", "Leases of this sidecar that expired because keepalives did not reach etcd within the TTL (or were revoked by someone else); their claims were returned by other sidecars.", s.LeaseLost)
 	count("baton_lease_grant_failures_total", "Failed attempts of this sidecar to be granted a lease (etcd unreachable).", s.LeaseGrantFailures)
+	gauge("baton_scheduler_leader", "1 while this sidecar is the fleet's elected scheduler (exactly one sidecar should be).", s.Scheduler)
+	count("baton_scheduler_terms_total", "Times this sidecar was elected the fleet's scheduler.", s.SchedulerTerms)
+	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			return err

@@ -33,7 +33,6 @@ func (d *Dispatcher) hold(c *Claimed, sess *coord.Session, sc trace.SpanContext)
 	d.held[c.ID] = h
 	d.armLocked(h)
 	d.mu.Unlock()
-	d.heldChanged()
 	if sess != nil {
 		id, token := c.ID, c.Token
 		unhook, ok := sess.OnClose(func() { d.abandon(id, token, ReasonSessionClosed) })
@@ -88,23 +87,10 @@ func (d *Dispatcher) forget(id string, token int64, outcome Outcome) {
 		d.heldEmpty = nil
 	}
 	d.mu.Unlock()
-	d.heldChanged()
 	if unhook != nil {
 		unhook()
 	}
 }
-
-func (d *Dispatcher) heldChanged() {
-	select {
-	case d.heldCh <- struct{}{}:
-	default:
-	}
-}
-
-// HeldChanged receives a value after the number of claims held changed
-// (several changes may be reported by one value). One reader only: the
-// registry.
-func (d *Dispatcher) HeldChanged() <-chan struct{} { return d.heldCh }
 
 // lostMessage is the error recorded for a claim lost for reason.
 func lostMessage(reason Reason) string {

@@ -44,7 +44,6 @@ type Dispatcher struct {
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
-	heldCh    chan struct{} // buffered 1: the number of claims held changed
 	stats     Stats
 
 	cancel  context.CancelFunc
@@ -92,7 +91,6 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		taken:    make(map[int64]bool),
 		affinity: make(map[string]string),
 		drainCh:  make(chan struct{}),
-		heldCh:   make(chan struct{}, 1),
 	}
 }
 

@@ -20,7 +20,7 @@
 //	└───────────── when it was the last attempt)
 //
 // A task's canonical state is state/<id>; the index keys under q/ (see
-// keys.go) exist so that every sidecar can follow the queue with a single
+// keys.go) exist so that the scheduler can follow the queue with a single
 // watch. Every state change is one etcd transaction that updates the state
 // and the index keys together, so an observer never sees a task in two
 // indexes or in none.
@@ -29,9 +29,9 @@
 //
 // A claim is one transaction: if the ready entry's mod revision is the one
 // the claimer saw and no claim key exists, delete the ready entry, create
-// q/claim/<id> bound to the sidecar's lease, write q/run/<id> and the new
-// state, and read the spec. Of any number of concurrent claimers exactly one
-// transaction succeeds. The claim key's create revision is the fencing
+// q/claim/<id> bound to the holding sidecar's lease, write q/run/<id>, the
+// new state and the holder's wait key. Of any number of concurrent claims
+// exactly one transaction succeeds. The claim key's create revision is the fencing
 // token: it is unique per claim and rises with every claim of any task.
 //
 // Complete, Fail, Release and Heartbeat compare the claim key's create
@@ -48,14 +48,13 @@
 //     because the process was killed): the sidecar abandons the session's
 //     claims at once;
 //   - the sidecar's lease expires (crash, pause, partition): etcd deletes
-//     the claim key. The q/run/<id> marker has no lease, so every sidecar's
+//     the claim key. The q/run/<id> marker has no lease, so the scheduler's
 //     watch sees a claim deleted without its run marker in the same
-//     revision, and any of them requeues the task with a transaction that
-//     compares the state's mod revision with the lost token (only one
-//     recovery wins). A sweep at start and every SweepInterval finds what a
-//     watch missed;
+//     revision and requeues the task with a transaction that compares the
+//     state's mod revision with the lost token. A sweep when a scheduler is
+//     elected and every SweepInterval finds what a watch missed;
 //   - the task's timeout passes without a heartbeat: the holding sidecar's
-//     timer abandons it, and other sidecars expire it ExpiryGrace later if
+//     timer abandons it, and the scheduler expires it ExpiryGrace later if
 //     the holder did not.
 //
 // Two cases need the holder to try again. When returning a claim fails
@@ -82,20 +81,31 @@
 //
 // # Dispatch
 //
-// A Dispatcher keeps, per queue, an in-memory window of the head of the
-// ready index (Config.Window entries), loaded once and kept current by the
-// sidecar's one watch on q/. A claim therefore costs one transaction and no
-// read whatever the queue's depth. Claimers choose at random among the
-// first `spread` entries of the highest priority present; spread starts at
-// 1 (exact FIFO when nobody competes), doubles on each conflict and narrows
-// again after calm claims, so many workers rarely race for the same entry
-// while priority order holds and FIFO holds roughly within a priority.
-// Across sidecars, which do not see each other's claims in flight, each
-// prefers its share of the entries: those whose key hashes to its rank
-// among the leases seen on recent claims from the queue (see share); it
-// takes from the others' shares only when its own has nothing free, and
-// then only in its turn, so that an owner with an idle worker gets its
-// entry first.
-// Idle Next calls wait in FIFO order per queue and are woken by the watch
-// when an entry arrives; nothing polls.
+// Baton runs one sidecar per GPU worker, so the fleet grows in sidecars,
+// and what one task costs must not grow with it. Dispatch is therefore
+// split in two:
+//
+//   - A waiting Next call puts a wait key, q/w/<lease>/<seq>, under its
+//     sidecar's lease, and each sidecar watches only its own q/w/<lease>/.
+//   - One sidecar of the fleet, elected through an etcd election
+//     (elect/scheduler), is the scheduler (scheduler.go): it alone watches
+//     q/, keeps the head of each queue's ready index in memory (backlog.go),
+//     matches waiters with entries (matcher.go: priority, the order of the
+//     caller's queues, required labels, affinity) and writes each match as
+//     one claim transaction that also compares the wait key and the
+//     scheduler's own election key, binds the claim key to the waiter's
+//     lease and overwrites the wait key with the task's id. The waiter's
+//     sidecar sees that put, reads the claim and the spec, and answers its
+//     Next call.
+//
+// Nobody races for a task (the scheduler is the only claimer of waiting
+// workers), a task's events reach the scheduler and the one sidecar it is
+// assigned to, and the background duties (sweep, promotion of delayed
+// tasks, retention, depth sampling) run once per fleet. When the scheduler
+// dies its election key goes with its lease and another sidecar is elected
+// within about one TTL; wait keys stay registered meanwhile. A deposed
+// scheduler cannot assign: its transactions compare its election key.
+//
+// Next with wait 0 is a poll and goes around the scheduler: it reads the
+// head of its queues and claims the first entry itself (poll.go).
 package workqueue

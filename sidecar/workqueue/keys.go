@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/internal/names"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
 // Key layout, relative to the deployment's namespace prefix:
@@ -211,6 +212,21 @@ func labelsLen(m map[string]string) int {
 	n := 0
 	for k, v := range m {
 		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+// ClaimPrefix is the prefix of the live claim keys, each bound to the
+// lease of the sidecar holding it (for counting tasks in hand: see
+// ClaimsByLease).
+const ClaimPrefix = prefixClaim
+
+// ClaimsByLease counts claim keys (read under ClaimPrefix) by the lease
+// they are bound to.
+func ClaimsByLease(kvs []*mvccpb.KeyValue) map[int64]int {
+	n := make(map[int64]int)
+	for _, kv := range kvs {
+		n[kv.Lease]++
 	}
 	return n
 }
