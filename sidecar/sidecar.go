@@ -144,6 +144,9 @@ func (c *Config) Validate() error {
 	if c.Grace < 0 {
 		return errors.New("grace: must not be negative")
 	}
+	if err := workqueue.ValidateLabels(c.Labels); err != nil {
+		return fmt.Errorf("label: %w", err)
+	}
 	if err := workqueue.ValidateID(c.WorkerID); c.WorkerID != "" && err != nil {
 		return fmt.Errorf("worker-id: %w", err)
 	}

@@ -29,7 +29,7 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
 		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
-		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE shown by `baton workers list` (repeatable), e.g. gpu=a100"},
+		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by `baton workers list`; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
 		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
 			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
