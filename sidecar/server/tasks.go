@@ -90,7 +90,10 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 {
 			return nil, invalidArg("wait", "must be a non-negative duration")
 		}
-		wait = min(w.AsDuration(), MaxWait)
+		if w.AsDuration() > MaxWait {
+			return nil, invalidArg("wait", fmt.Sprintf("%v is over the limit of %v", w.AsDuration(), MaxWait))
+		}
+		wait = w.AsDuration()
 	}
 	sess, err := h.session(req.Msg.GetSession())
 	if err != nil {

@@ -217,6 +217,9 @@ func (d *Dispatcher) Complete(ctx context.Context, claim string, result json.Raw
 // Fail records a failed attempt (see Store.Fail). It is traced as a span
 // (SpanFail) in the task's trace.
 func (d *Dispatcher) Fail(ctx context.Context, claim, msg string, permanent bool, retryAfter time.Duration) (bool, time.Time, error) {
+	if retryAfter < 0 || retryAfter > MaxDelay {
+		return false, time.Time{}, invalid("retry_after", "%v is outside 0..%v", retryAfter, MaxDelay)
+	}
 	id, token, st, sc, err := d.lookup(ctx, claim)
 	if err != nil {
 		return false, time.Time{}, err

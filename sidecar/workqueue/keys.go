@@ -171,6 +171,16 @@ func ParseClaim(c string) (id string, token int64, err error) {
 	return id, token, nil
 }
 
+// Limits on times. Index keys hold Unix nanoseconds in 19 digits, which
+// overflow past the year 2262; these bounds keep every time written far
+// from that, and a far-future typo from parking a task for centuries.
+const (
+	// MaxTimeout bounds a task's heartbeat timeout.
+	MaxTimeout = 7 * 24 * time.Hour
+	// MaxDelay bounds how far ahead not_before and retry_after may be.
+	MaxDelay = 366 * 24 * time.Hour
+)
+
 // Limits on routing fields.
 const (
 	MaxAffinityLen   = 256

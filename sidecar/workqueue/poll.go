@@ -119,8 +119,11 @@ func (s *Store) head(ctx context.Context, queues []string, labels map[string]str
 		}
 		for _, kv := range resp.Responses[2*i+1].GetResponseRange().Kvs {
 			st, err := decodeStatus(kv.Value)
+			if err == nil {
+				_, err = parseReadyKey(string(kv.Key))
+			}
 			if err != nil || !LabelsMatch(st.Require, labels) {
-				continue
+				continue // a malformed entry never stops a queue
 			}
 			return entry{key: string(kv.Key), modRev: kv.ModRevision, st: st}, true, nil
 		}

@@ -252,9 +252,16 @@ func (s *schedLoop) loadBacklogs(ctx context.Context) error {
 		now := s.d.cfg.Now()
 		entries := make([]entry, 0, len(resp.Kvs))
 		for _, kv := range resp.Kvs {
-			if st, err := decodeStatus(kv.Value); err == nil {
-				entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st, seen: now})
+			st, err := decodeStatus(kv.Value)
+			if err == nil {
+				_, err = parseReadyKey(string(kv.Key))
 			}
+			if err != nil {
+				// Never let one bad key stop a queue: skip it.
+				s.d.cfg.Logger.Warn("scheduler: skipping a malformed ready entry", "key", string(kv.Key), "err", err)
+				continue
+			}
+			entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st, seen: now})
 		}
 		s.m.backlog(q).reload(entries, resp.More)
 		s.m.dirty = true

@@ -132,6 +132,12 @@ func (s *Store) Normalize(sp *Spec, field string) error {
 	if sp.Timeout < time.Second {
 		return invalid(field+"timeout", "%v is shorter than 1s", sp.Timeout)
 	}
+	if sp.Timeout > MaxTimeout {
+		return invalid(field+"timeout", "%v is over the limit of %v", sp.Timeout, MaxTimeout)
+	}
+	if !sp.NotBefore.IsZero() && sp.NotBefore.After(s.cfg.Now().Add(MaxDelay)) {
+		return invalid(field+"not_before", "%s is more than %v ahead", sp.NotBefore.UTC().Format(time.RFC3339), MaxDelay)
+	}
 	if sp.Batch != "" {
 		if err := ValidateBatch(sp.Batch); err != nil {
 			return &InvalidError{Field: field + "batch", Err: err}

@@ -218,9 +218,10 @@ type TaskSpec struct {
 	// Attempts before the task is DEAD; 0 means the default (3).
 	MaxAttempts int32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// Time a claim may go without a heartbeat; 0 means the default (5m).
+	// 1s to 168h (7 days).
 	Timeout *durationpb.Duration `protobuf:"bytes,6,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	Batch   string               `protobuf:"bytes,7,opt,name=batch,proto3" json:"batch,omitempty"`
-	// The task is not handed out before this time.
+	// The task is not handed out before this time; at most 366 days ahead.
 	NotBefore *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
 	// W3C trace context to store with the task.
 	Traceparent string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
@@ -568,7 +569,7 @@ type NextRequest struct {
 	// Queues to take from, in order of preference; empty means the sidecar's
 	// queues.
 	Queues []string `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
-	// How long to wait for a task; 0 returns at once.
+	// How long to wait for a task; 0 returns at once. At most 10m.
 	Wait *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
 	// Session from Attach; claims made under it return to the queue when the
 	// session closes. Empty binds the claim to the sidecar's lease only.
@@ -881,7 +882,8 @@ type FailRequest struct {
 	Error string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
 	// Do not retry: the task is DEAD at once.
 	Permanent bool `protobuf:"varint,3,opt,name=permanent,proto3" json:"permanent,omitempty"`
-	// Retry after this long instead of the exponential backoff.
+	// Retry after this long instead of the exponential backoff; at most
+	// 366 days.
 	RetryAfter    *durationpb.Duration `protobuf:"bytes,4,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
