@@ -132,9 +132,9 @@ func BenchmarkParseReadyKey(b *testing.B) {
 }
 
 func BenchmarkParseClaim(b *testing.B) {
-	c := FormatClaim("utt_000123", 1234567)
+	c := FormatClaim("utt_000123", 1234567, newClaimSecret())
 	for b.Loop() {
-		if _, _, err := ParseClaim(c); err != nil {
+		if _, _, _, err := ParseClaim(c); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -31,10 +31,12 @@ type Claimed struct {
 	CreatedMS   int64
 	// Pin is the config document pinned with the task's batch, or nil.
 	Pin *Pin
+
+	secret string // the claim handle's secret (see ParseClaim), set when held
 }
 
 // Claim returns the claim handle.
-func (c *Claimed) Claim() string { return FormatClaim(c.ID, c.Token) }
+func (c *Claimed) Claim() string { return FormatClaim(c.ID, c.Token, c.secret) }
 
 // Deadline returns when the claim lapses without a heartbeat.
 func (c *Claimed) Deadline() time.Time { return time.UnixMilli(c.Status.DeadlineMS) }

@@ -2,6 +2,7 @@ package workqueue
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"time"
@@ -165,29 +166,30 @@ func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
 	})
 }
 
-// lookup finds the status of a live claim: from the held table, or from
-// etcd for a claim this sidecar does not hold. span is the claim's span
-// when this sidecar holds it.
+// lookup finds a live claim that this sidecar holds, by its handle: the
+// task id, the fencing token and the secret must all match. A claim held
+// by another sidecar, an old claim of the same task, or a guessed handle
+// is ErrClaimLost (and changes nothing); the refusal is counted. span is
+// the claim's span.
 func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token int64, st Status, span trace.SpanContext, err error) {
-	id, token, err = ParseClaim(claim)
+	id, token, secret, err := ParseClaim(claim)
 	if err != nil {
 		return "", 0, st, span, &InvalidError{Field: "claim", Err: err}
 	}
 	d.mu.Lock()
 	h := d.held[id]
+	ok := h != nil && h.c.Token == token && subtle.ConstantTimeCompare([]byte(h.c.secret), []byte(secret)) == 1
+	if ok {
+		st, span = h.c.Status, h.span
+	} else {
+		d.stats.Refused++
+	}
 	d.mu.Unlock()
-	if h != nil && h.c.Token == token {
-		return id, token, h.c.Status, h.span, nil
-	}
-	resp, err := d.kv.Get(ctx, claimKey(id))
-	if err != nil {
-		return id, token, st, span, err
-	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
+	if !ok {
+		d.cfg.Logger.InfoContext(ctx, "answer to a claim this sidecar does not hold refused", "task", id, "fencing_token", token)
 		return id, token, st, span, ErrClaimLost
 	}
-	st, err = decodeStatus(resp.Kvs[0].Value)
-	return id, token, st, span, err
+	return id, token, st, span, nil
 }
 
 // Complete finishes the claimed task with its result. It is traced as a

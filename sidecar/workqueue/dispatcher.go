@@ -65,7 +65,11 @@ type Stats struct {
 	// Assigned: assignments this sidecar made as the scheduler.
 	Assigned int64
 	// Terms: times this sidecar was elected scheduler.
-	Terms                                int64
+	Terms int64
+	// Refused: answers (Complete, Fail, Release, Heartbeat) refused
+	// because this sidecar does not hold the claim they name (stale,
+	// another sidecar's, or a guessed handle).
+	Refused                              int64
 	Requeued, Expired, Promoted, Removed int64
 }
 
@@ -403,6 +407,7 @@ func (d *Dispatcher) take(ctx context.Context, seq uint64, id string, token int6
 
 // claimed records a claim made for a Next call and returns it.
 func (d *Dispatcher) claimed(ctx context.Context, c *Claimed, sess *coord.Session, cl claimTrace) (*Claimed, error) {
+	c.secret = newClaimSecret()
 	d.mu.Lock()
 	d.stats.Claims++
 	first := false

@@ -1,6 +1,8 @@
 package workqueue
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -149,26 +151,64 @@ func ValidateQueue(q string) error {
 // ValidateBatch reports whether b can name a batch (same rules as task ids).
 func ValidateBatch(b string) error { return names.Check(b, MaxIDLen, "_.:-") }
 
-// Claim handles are "<id>@<fencing token>".
+// Claim handles are "<id>@<fencing token>.<secret>". The secret is 128
+// random bits in hex, made by the sidecar that holds the claim when it
+// hands the task to a worker session and kept only in that sidecar's
+// memory (never in etcd): a handle is unguessable, even knowing the task
+// id and the fencing token (which `baton tasks get` shows), and it is
+// answerable only through the sidecar that holds the claim, by whoever it
+// was handed to. Workers fence their outputs with the token, not the
+// handle.
 
-// FormatClaim returns the opaque claim handle for a task id and token.
-func FormatClaim(id string, token int64) string { return id + "@" + strconv.FormatInt(token, 10) }
+// claimSecretLen is the length of a claim handle's secret in hex digits.
+const claimSecretLen = 32
 
-// ParseClaim splits a claim handle into task id and fencing token.
-func ParseClaim(c string) (id string, token int64, err error) {
+// newClaimSecret returns a fresh claim secret.
+func newClaimSecret() string {
+	var b [claimSecretLen / 2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// FormatClaim returns the opaque claim handle for a task id, token and
+// secret.
+func FormatClaim(id string, token int64, secret string) string {
+	return id + "@" + strconv.FormatInt(token, 10) + "." + secret
+}
+
+// ParseClaim splits a claim handle into task id, fencing token and
+// secret. Only the canonical form is accepted: a token in decimal without
+// sign or leading zeros, a secret of 32 lower-case hex digits.
+func ParseClaim(c string) (id string, token int64, secret string, err error) {
+	bad := fmt.Errorf("malformed claim %q", c)
 	i := strings.LastIndexByte(c, '@')
 	if i <= 0 {
-		return "", 0, fmt.Errorf("malformed claim %q", c)
+		return "", 0, "", bad
 	}
-	token, err = strconv.ParseInt(c[i+1:], 10, 64)
-	if err != nil || token <= 0 {
-		return "", 0, fmt.Errorf("malformed claim %q", c)
+	tok, secret, ok := strings.Cut(c[i+1:], ".")
+	token, err = strconv.ParseInt(tok, 10, 64)
+	if !ok || err != nil || token <= 0 || strconv.FormatInt(token, 10) != tok || !isLowerHex(secret, claimSecretLen) {
+		return "", 0, "", bad
 	}
 	id = c[:i]
 	if err := ValidateID(id); err != nil {
-		return "", 0, fmt.Errorf("malformed claim %q", c)
+		return "", 0, "", bad
 	}
-	return id, token, nil
+	return id, token, secret, nil
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Limits on times. Index keys hold Unix nanoseconds in 19 digits, which
