@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
@@ -51,8 +55,75 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	default:
-		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: "+err.Error()))
+	}
+	return etcdOrInternal(err)
+}
+
+// etcdOrInternal maps what is left: etcd saying it cannot serve now
+// (UNAVAILABLE: retry), etcd refusing a request for its size or for lack
+// of space (RESOURCE_EXHAUSTED: retrying the same will not help), and
+// everything else, which nobody expected: INTERNAL, with the cause kept
+// for the sidecar's log (LogInternal) and not shown to the worker.
+func etcdOrInternal(err error) error {
+	code := codes.Unknown
+	desc := ""
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		code, desc = ee.Code(), ee.Error()
+	} else if st, ok := status.FromError(err); ok {
+		code, desc = st.Code(), st.Message()
+	}
+	switch code {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: "+desc+"; retry"))
+	case codes.ResourceExhausted:
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("etcd refused the request: "+desc))
+	}
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrTooManyOps) {
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("etcd refused the request: "+desc))
+	}
+	return connect.NewError(connect.CodeInternal, &internalError{cause: err})
+}
+
+// internalError is an error the sidecar did not expect. Its message says
+// so without internals; LogInternal logs the cause.
+type internalError struct{ cause error }
+
+func (e *internalError) Error() string {
+	return "internal error in the sidecar (logged there with this call's trace id)"
+}
+func (e *internalError) Unwrap() error { return e.cause }
+
+// LogInternal returns an interceptor that logs the cause of every
+// INTERNAL error a handler returns.
+func LogInternal(log *slog.Logger) connect.Interceptor { return internalLogger{log} }
+
+type internalLogger struct{ log *slog.Logger }
+
+func (l internalLogger) report(ctx context.Context, procedure string, err error) {
+	var ie *internalError
+	if errors.As(err, &ie) {
+		l.log.ErrorContext(ctx, "internal error", "procedure", procedure, "err", ie.cause)
+	}
+}
+
+func (l internalLogger) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		l.report(ctx, req.Spec().Procedure, err)
+		return resp, err
+	}
+}
+
+func (l internalLogger) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (l internalLogger) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		err := next(ctx, conn)
+		l.report(ctx, conn.Spec().Procedure, err)
+		return err
 	}
 }
 
