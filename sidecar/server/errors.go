@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // toConnect maps an error from the coordination packages to a Connect
