@@ -108,7 +108,14 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 	}
 	t, err := taskProto(c)
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, err)
+		// A task that cannot be sent would come back on every attempt:
+		// it is DEAD at once, with the reason, and not handed out.
+		ectx, cancel := etcdContext(ctx)
+		defer cancel()
+		if _, _, ferr := h.Dispatcher.Fail(ectx, c.Claim(), "cannot be sent to a worker: "+err.Error(), true, 0); ferr != nil {
+			h.Logger.ErrorContext(ctx, "marking a task that cannot be sent DEAD failed; it returns after its timeout", "task", c.ID, "err", ferr)
+		}
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("%w; the task is DEAD", err))
 	}
 	return connect.NewResponse(&batonv1.NextResponse{Task: t}), nil
 }

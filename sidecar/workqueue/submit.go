@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Spec describes a task to submit.
@@ -104,6 +105,12 @@ func (s *Store) Normalize(sp *Spec, field string) error {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(sp.Payload, &obj); err != nil || obj == nil {
 		return invalid(field+"payload", "must be a JSON object")
+	}
+	// What a worker receives is a protobuf Struct: refuse at submit what
+	// it cannot carry (numbers out of float64's range, duplicate keys,
+	// invalid UTF-8) rather than claim a task that cannot be sent.
+	if err := (&structpb.Struct{}).UnmarshalJSON(sp.Payload); err != nil {
+		return invalid(field+"payload", "cannot be sent to workers: %v", err)
 	}
 	if sp.ID == "" {
 		sp.ID = DeriveID(sp.Payload, "")
