@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 )
@@ -34,16 +37,42 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// table writes tab-separated rows aligned in columns.
+// safe escapes the control characters of s (ESC, CR, backspace, C1 and
+// the like, and tabs and newlines, which would break a table's layout) as
+// \uXXXX, so that text from workers and submitters (names, errors) cannot
+// drive the operator's terminal.
+func safe(s string) string {
+	clean := true
+	for _, r := range s {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// table writes tab-separated rows aligned in columns; every cell is safe.
 func table(w io.Writer, header string, rows [][]any) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, header)
+	fmt.Fprintln(tw, safe(header))
 	for _, r := range rows {
 		for i, v := range r {
 			if i > 0 {
 				fmt.Fprint(tw, "\t")
 			}
-			fmt.Fprint(tw, v)
+			fmt.Fprint(tw, safe(fmt.Sprint(v)))
 		}
 		fmt.Fprintln(tw)
 	}

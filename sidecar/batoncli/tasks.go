@@ -163,17 +163,17 @@ func tasksGet(c *cli.Context) error {
 		fmt.Fprintf(w, "batch:     %s\n", st.Batch)
 	}
 	if st.Affinity != "" {
-		fmt.Fprintf(w, "affinity:  %s\n", st.Affinity)
+		fmt.Fprintf(w, "affinity:  %s\n", safe(st.Affinity))
 	}
 	if len(st.Require) > 0 {
-		fmt.Fprintf(w, "require:   %s\n", labels(st.Require))
+		fmt.Fprintf(w, "require:   %s\n", safe(labels(st.Require)))
 	}
 	if t.CreatedMS != 0 {
 		fmt.Fprintf(w, "created:   %s\n", time.UnixMilli(t.CreatedMS).UTC().Format(time.RFC3339Nano))
 	}
 	fmt.Fprintf(w, "updated:   %s\n", time.UnixMilli(st.UpdatedMS).UTC().Format(time.RFC3339Nano))
 	if st.State == workqueue.StateClaimed {
-		fmt.Fprintf(w, "holder:    %s (session %s, lease %x, token %d)\n", st.Holder, orDash(st.Session), st.Lease, t.Token)
+		fmt.Fprintf(w, "holder:    %s (session %s, lease %x, token %d)\n", safe(st.Holder), safe(orDash(st.Session)), st.Lease, t.Token)
 		fmt.Fprintf(w, "deadline:  %s\n", time.UnixMilli(st.DeadlineMS).UTC().Format(time.RFC3339Nano))
 	}
 	if t.LastError != nil {
@@ -181,11 +181,11 @@ func tasksGet(c *cli.Context) error {
 		if t.LastError.Permanent {
 			perm = " (permanent)"
 		}
-		fmt.Fprintf(w, "error:     attempt %d%s: %s\n", t.LastError.Attempt, perm, t.LastError.Error)
+		fmt.Fprintf(w, "error:     attempt %d%s: %s\n", t.LastError.Attempt, perm, safe(t.LastError.Error))
 	}
-	fmt.Fprintf(w, "payload:   %s\n", t.Payload)
+	fmt.Fprintf(w, "payload:   %s\n", safe(string(t.Payload)))
 	if t.Result != nil {
-		fmt.Fprintf(w, "result:    %s\n", t.Result)
+		fmt.Fprintf(w, "result:    %s\n", safe(string(t.Result)))
 	}
 	return nil
 }
