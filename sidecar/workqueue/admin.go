@@ -162,7 +162,7 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 			token := ckvs[0].CreateRevision
 			ops := []clientv3.Op{clientv3.OpPut(cancelKey(id), strconv.FormatInt(token, 10))}
 			if st.Wait != "" {
-				ops = append(ops, cancelNoticeOp(st.Wait, id))
+				ops = append(ops, cancelNoticeOp(st.Wait, id, token))
 			}
 			r, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).Then(ops...).Commit()
 			if err != nil {

@@ -19,8 +19,17 @@ type backlog struct {
 	complete bool   // entries holds the whole ready index of the queue
 	horizon  string // when !complete: the last key held
 	loading  bool   // a load is requested and not done
-	entries  []entry
+	// extend asks the next load for the page past the horizon: a waiter
+	// found nothing it may take among the entries held (their required
+	// labels are others'), and the queue holds more.
+	extend  bool
+	limit   int // entries kept: Config.Window, more after extensions
+	entries []entry
 }
+
+// maxExtend bounds how far past Config.Window a backlog grows to find
+// entries a waiter may take: limit stays under maxExtend*Window.
+const maxExtend = 16
 
 // entry is one ready entry: a task PENDING and due.
 type entry struct {
@@ -38,6 +47,7 @@ func (b *backlog) find(key string) (int, bool) {
 // put adds or updates an entry seen by the watch. An entry known before
 // keeps the time it was first seen.
 func (b *backlog) put(e entry, size int) {
+	b.limit = max(b.limit, size)
 	if !b.loaded {
 		return
 	}
@@ -53,9 +63,9 @@ func (b *backlog) put(e entry, size int) {
 	b.entries = append(b.entries, entry{})
 	copy(b.entries[i+1:], b.entries[i:])
 	b.entries[i] = e
-	if len(b.entries) > 2*size {
-		b.entries = b.entries[:size]
-		b.horizon = b.entries[size-1].key
+	if len(b.entries) > 2*b.limit {
+		b.entries = b.entries[:b.limit]
+		b.horizon = b.entries[b.limit-1].key
 		b.complete = false
 	}
 }
@@ -76,14 +86,43 @@ func (b *backlog) removeStale(key string, modRev int64) {
 	}
 }
 
-// needsLoad reports whether the backlog should be read from etcd again.
+// needsLoad reports whether the backlog should be read from etcd again:
+// never loaded, asked to extend, or drained below half of what it keeps
+// while the queue holds more.
 func (b *backlog) needsLoad(size int) bool {
-	return !b.loading && (!b.loaded || !b.complete && len(b.entries) < size/2)
+	limit := max(b.limit, size)
+	return !b.loading && (!b.loaded || b.extend || !b.complete && len(b.entries) < max(limit/2, 1))
 }
 
-// loaded replaces the entries with a fresh read of the head of the queue;
+// starved records that a waiter found no entry it may take here. If the
+// queue holds more than the backlog and the backlog may still grow, the
+// next load reads the next page.
+func (b *backlog) starved(size int) {
+	if b.loaded && !b.complete && !b.loading && max(b.limit, size) < maxExtend*size {
+		b.extend = true
+	}
+}
+
+// extended appends the page read past the horizon; more says whether the
+// queue holds more still.
+func (b *backlog) extended(page []entry, more bool, size int) {
+	b.loading, b.extend = false, false
+	b.limit = max(b.limit, size) + size
+	for _, e := range page {
+		if e.key > b.horizon {
+			b.entries = append(b.entries, e)
+		}
+	}
+	b.complete = !more
+	if len(b.entries) > 0 {
+		b.horizon = b.entries[len(b.entries)-1].key
+	}
+}
+
+// reload replaces the entries with a fresh read of the head of the queue;
 // more says whether the queue holds more than was read.
 func (b *backlog) reload(entries []entry, more bool) {
+	b.extend = false
 	for i := range entries {
 		if j, ok := b.find(entries[i].key); ok && b.entries[j].modRev == entries[i].modRev {
 			entries[i].seen = b.entries[j].seen

@@ -123,7 +123,7 @@ func (s *Store) claim(ctx context.Context, key string, modRev int64, pending Sta
 // claim has ended; a non-nil Claimed with an error when the claim is live
 // but the task cannot be read.
 func (s *Store) readClaim(ctx context.Context, id string, token int64) (*Claimed, error) {
-	resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(claimKey(id)), clientv3.OpGet(taskKey(id))).Commit()
+	resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(claimKey(id)), clientv3.OpGet(taskKey(id)), clientv3.OpGet(cancelKey(id), clientv3.WithCountOnly())).Commit()
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +135,7 @@ func (s *Store) readClaim(ctx context.Context, id string, token int64) (*Claimed
 	if err != nil {
 		return nil, fmt.Errorf("task %s: bad claim status: %w", id, err)
 	}
+	st.CancelRequested = st.CancelRequested || resp.Responses[2].GetResponseRange().Count > 0
 	c := &Claimed{ID: id, Token: token, Status: st}
 	var pin []*mvccpb.KeyValue
 	if st.Pinned {

@@ -27,6 +27,9 @@ func (d *Dispatcher) sampleDepth(ctx context.Context, seen map[string]bool) {
 	for _, q := range d.queues {
 		known[q] = true
 	}
+	for q := range d.schedQs {
+		known[q] = true
+	}
 	d.mu.Unlock()
 	for q := range seen {
 		known[q] = true

@@ -44,12 +44,18 @@ type Dispatcher struct {
 	draining  bool
 	drainCh   chan struct{}
 	stopped   bool
+	stopCh    chan struct{}   // closed by Stop: background retries end
+	schedQs   map[string]bool // queues the scheduler has served this process, for depth samples
 	stats     Stats
 
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	timerWG sync.WaitGroup
 }
+
+// MaxQueuesPerNext bounds the queues one Next may name: each is kept in
+// the wait key and followed by the scheduler.
+const MaxQueuesPerNext = 16
 
 // claimTimeout bounds one claim transaction, so that a Next call reports
 // etcd as unavailable instead of hanging.
@@ -95,6 +101,8 @@ func NewDispatcher(store *Store, kv clientv3.KV, watcher clientv3.Watcher, lease
 		taken:    make(map[int64]bool),
 		affinity: make(map[string]string),
 		drainCh:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
+		schedQs:  make(map[string]bool),
 	}
 }
 
@@ -111,6 +119,9 @@ func (d *Dispatcher) Start() {
 // until their lease goes; call Drain first to give them back.
 func (d *Dispatcher) Stop() {
 	d.mu.Lock()
+	if !d.stopped {
+		close(d.stopCh)
+	}
 	d.stopped = true
 	for _, h := range d.held {
 		if h.timer != nil {
@@ -175,6 +186,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	}
 	if len(queues) == 0 {
 		return nil, invalid("queues", "at least one queue is required")
+	}
+	if len(queues) > MaxQueuesPerNext {
+		return nil, invalid("queues", "%d queues, over the limit of %d", len(queues), MaxQueuesPerNext)
 	}
 	if d.isDraining() {
 		return nil, ErrDraining
@@ -334,8 +348,10 @@ func (d *Dispatcher) deliver(seq uint64, id string, token int64) {
 }
 
 // giveBack releases, without using an attempt, a claim that was assigned
-// to this sidecar but reached no worker. It runs in the background; the
-// sidecar's lease bounds how long the task stays away if it cannot.
+// to this sidecar but reached no worker. It runs in the background and
+// tries again every abandonRetry while etcd does not answer, until the
+// claim is released, found gone, lost with this sidecar's lease, or the
+// dispatcher stops.
 func (d *Dispatcher) giveBack(id string, token int64) {
 	d.mu.Lock()
 	if d.stopped {
@@ -346,22 +362,50 @@ func (d *Dispatcher) giveBack(id string, token int64) {
 	d.mu.Unlock()
 	go func() {
 		defer d.timerWG.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
-		defer cancel()
-		resp, err := d.kv.Get(ctx, claimKey(id))
-		if err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
-			return
-		}
-		st, err := decodeStatus(resp.Kvs[0].Value)
-		if err != nil {
-			return
-		}
-		state, err := d.store.release(ctx, id, token, st)
-		if err == nil {
-			d.ended(st.Queue, ReasonUnknownOutcome, state)
-			d.cfg.Logger.Info("assignment that reached no worker given back", "task", id)
+		for !d.tryGiveBack(id, token) {
+			select {
+			case <-time.After(abandonRetry):
+			case <-d.stopCh:
+				return
+			}
 		}
 	}()
+}
+
+// tryGiveBack is one attempt of giveBack; it reports whether it is over.
+func (d *Dispatcher) tryGiveBack(id string, token int64) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
+	defer cancel()
+	resp, err := d.kv.Get(ctx, claimKey(id))
+	if err != nil {
+		d.cfg.Logger.Warn("giving back an assignment that reached no worker failed; retrying", "task", id, "err", err)
+		return false
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != token {
+		return true // ended meanwhile
+	}
+	ls, _, err := d.lease.Session()
+	if err != nil {
+		return false // no lease just now: look again
+	}
+	if int64(ls.Lease()) != resp.Kvs[0].Lease {
+		return true // bound to a lease this sidecar lost: it goes with that lease
+	}
+	st, err := decodeStatus(resp.Kvs[0].Value)
+	if err != nil {
+		return true
+	}
+	state, err := d.store.release(ctx, id, token, st)
+	switch {
+	case err == nil:
+		d.ended(st.Queue, ReasonUnknownOutcome, state)
+		d.cfg.Logger.Info("assignment that reached no worker given back", "task", id)
+		return true
+	case errors.Is(err, ErrClaimLost):
+		return true
+	}
+	d.cfg.Logger.Warn("giving back an assignment that reached no worker failed; retrying", "task", id, "err", err)
+	return false
 }
 
 // take reads the task assigned to the Next call on seq and holds its
@@ -423,7 +467,9 @@ func (d *Dispatcher) claimed(ctx context.Context, c *Claimed, sess *coord.Sessio
 	d.mu.Unlock()
 	if first {
 		id := sess.ID
-		sess.OnClose(func() { d.forgetSession(id) })
+		if _, ok := sess.OnClose(func() { d.forgetSession(id) }); !ok {
+			d.forgetSession(id) // closed already
+		}
 	}
 	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(c.Status.UpdatedMS)), 0))
 	sc := d.traceClaim(ctx, c, &cl)
@@ -444,3 +490,16 @@ func (d *Dispatcher) forgetSession(sessID string) {
 	defer d.mu.Unlock()
 	delete(d.affinity, sessID)
 }
+
+// noteSchedQueue records a queue the scheduler served, so that its depth
+// is sampled (bounded: the set starts afresh past maxSchedQueues).
+func (d *Dispatcher) noteSchedQueue(q string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.schedQs) >= maxSchedQueues {
+		clear(d.schedQs)
+	}
+	d.schedQs[q] = true
+}
+
+const maxSchedQueues = 1024

@@ -57,14 +57,14 @@
 //     timer abandons it, and the scheduler expires it ExpiryGrace later if
 //     the holder did not.
 //
-// Two cases need the holder to try again. When returning a claim fails
-// because etcd is unreachable (a worker died during an election), the
-// sidecar retries every second until the claim is returned or lost with
-// the lease: a lease that survives the outage would otherwise keep the task
-// until its timeout. When a claim transaction fails without saying whether
-// etcd applied it (its answer was lost), Next notes it and the sweep gives
-// the claim back (attempt refunded) if it exists under this sidecar's lease
-// and the caller's session and nobody holds it.
+// Two cases need the holder to try again, every second until the claim is
+// returned or lost with the lease (a lease that survives an etcd outage
+// would otherwise keep the task until its timeout): returning a claim
+// whose worker died while etcd was unreachable, and giving back a claim
+// that reached no worker. The latter is an assignment whose Next call had
+// left (its wait ended, its caller went away), or a claim transaction of a
+// poll whose answer was lost: either shows up on the sidecar's own wait
+// keys, and the sidecar releases it with the attempt refunded.
 //
 // A returned task keeps its place: its ready key carries the original
 // priority and submit order, so it goes back to the head of its priority.

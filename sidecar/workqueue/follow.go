@@ -90,6 +90,9 @@ func (d *Dispatcher) applyWait(key string, value []byte, modRev int64) {
 		return
 	}
 	if rec.Cancel {
+		if rec.Token != 0 {
+			d.deliver(seq, rec.Task, rec.Token) // a no-op when delivered before
+		}
 		d.mu.Lock()
 		f := d.cancelRequestedLocked(rec.Task, key)
 		d.mu.Unlock()

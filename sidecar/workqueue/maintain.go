@@ -38,6 +38,12 @@ func (d *Dispatcher) maintain(ctx context.Context, orphans <-chan string, hints 
 		case <-sweep.C:
 			d.sweep(ctx)
 			d.collect(ctx)
+			// Promote too: a delay entry put while the watch was down
+			// sent no hint.
+			if due := d.promote(ctx); !due.IsZero() && (next.IsZero() || due.Before(next)) {
+				next = due
+				delay.Reset(max(time.Until(due), 0))
+			}
 		case <-depth:
 			d.sampleDepth(ctx, depthSeen)
 		case id := <-orphans:

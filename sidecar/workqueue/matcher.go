@@ -142,7 +142,8 @@ func (m *matcher) setPaused(q string, paused bool) {
 }
 
 // toLoad returns the queues some waiter waits on whose backlog must be
-// read from etcd, marking them as loading.
+// read from etcd (a first load, a refill, or the page past the horizon
+// when backlog.extend is set), marking them as loading.
 func (m *matcher) toLoad() []string {
 	var qs []string
 	for _, w := range m.waiters {
@@ -229,7 +230,8 @@ func (m *matcher) pick(w *waiting, now time.Time, hitsOnly bool) (entry, bool) {
 		}
 		switch {
 		case head == nil:
-			continue // nothing here for w: its next queue
+			b.starved(m.size) // nothing held here for w: look further, meanwhile its next queue
+			continue
 		case hitsOnly:
 			return entry{}, false
 		case free == nil || now.Sub(head.seen) >= m.affinityWait:
@@ -266,5 +268,24 @@ func (m *matcher) done(a assignment, ok bool, staleEntry, staleWaiter bool) {
 	}
 	if staleWaiter {
 		m.removeWaiter(a.w.key)
+	}
+}
+
+// prune drops the backlogs no waiter waits on while there are more than
+// max, so that queue names asked for once do not stay in memory.
+func (m *matcher) prune(max int) {
+	if len(m.backlogs) <= max {
+		return
+	}
+	used := make(map[string]bool)
+	for _, w := range m.waiters {
+		for _, q := range w.rec.Queues {
+			used[q] = true
+		}
+	}
+	for q, b := range m.backlogs {
+		if !used[q] && !b.loading {
+			delete(m.backlogs, q)
+		}
 	}
 }

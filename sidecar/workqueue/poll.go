@@ -12,8 +12,12 @@ import (
 // pollAttempts bounds the claim transactions of one Next with wait 0.
 const pollAttempts = 8
 
-// pollScan is how many head entries of a queue a poll reads.
-const pollScan = 32
+// pollScan is how many head entries of a queue a poll reads at a time,
+// and pollPages how many such pages at most.
+const (
+	pollScan  = 128
+	pollPages = 8
+)
 
 // poll is Next with wait 0: it reads the head of each queue's ready index
 // and claims the first entry this sidecar may take, without the
@@ -21,9 +25,16 @@ const pollScan = 32
 // compare, so polls are for workers that check for work now and then, not
 // for a fleet waiting for work (which registers wait keys instead).
 func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Session) (*Claimed, error) {
-	ls, _, err := d.lease.Session()
+	// Right after start (or a lost lease) wait for the lease a little
+	// rather than answer UNAVAILABLE.
+	lctx, cancel := context.WithTimeout(ctx, claimTimeout)
+	ls, err := d.lease.WaitSession(lctx)
+	cancel()
 	if err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, coord.ErrNoLease
 	}
 	sessID := ""
 	if sess != nil {
@@ -53,6 +64,9 @@ func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Sess
 				_ = d.store.dropZombie(ctx, e.key, e.modRev)
 			}
 		case c != nil:
+			d.mu.Lock()
+			delete(d.taken, c.Token)
+			d.mu.Unlock()
 			// Claimed, but the spec is unreadable: it can never run.
 			d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
 			state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
@@ -100,32 +114,44 @@ func (d *Dispatcher) endPollWait(seq uint64, readyKey string, c *Claimed, err er
 }
 
 // head returns the first entry that a sidecar with labels may claim from
-// the first of queues that is not paused and has one, in one read.
+// the first of queues that is not paused and has one. It reads the head of
+// each queue pollScan entries at a time, at most pollPages pages, so that
+// entries requiring labels this sidecar lacks do not hide the rest.
 func (s *Store) head(ctx context.Context, queues []string, labels map[string]string) (entry, bool, error) {
-	ops := make([]clientv3.Op, 0, 2*len(queues))
 	for _, q := range queues {
 		p := readyPrefix(q)
-		ops = append(ops,
+		end := clientv3.GetPrefixRangeEnd(p)
+		resp, err := s.kv.Txn(ctx).Then(
 			clientv3.OpGet(pauseKey(q), clientv3.WithCountOnly()),
-			clientv3.OpGet(p, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)), clientv3.WithLimit(pollScan)))
-	}
-	resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
-	if err != nil {
-		return entry{}, false, err
-	}
-	for i := range queues {
-		if resp.Responses[2*i].GetResponseRange().Count > 0 {
-			continue
+			clientv3.OpGet(p, clientv3.WithRange(end), clientv3.WithLimit(pollScan)),
+		).Commit()
+		if err != nil {
+			return entry{}, false, err
 		}
-		for _, kv := range resp.Responses[2*i+1].GetResponseRange().Kvs {
-			st, err := decodeStatus(kv.Value)
-			if err == nil {
-				_, err = parseReadyKey(string(kv.Key))
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			continue // paused
+		}
+		page := resp.Responses[1].GetResponseRange()
+		kvs, more, rev := page.Kvs, page.More, resp.Header.Revision
+		for n := 1; ; n++ {
+			for _, kv := range kvs {
+				st, err := decodeStatus(kv.Value)
+				if err == nil {
+					_, err = parseReadyKey(string(kv.Key))
+				}
+				if err != nil || !LabelsMatch(st.Require, labels) {
+					continue // a malformed entry never stops a queue
+				}
+				return entry{key: string(kv.Key), modRev: kv.ModRevision, st: st}, true, nil
 			}
-			if err != nil || !LabelsMatch(st.Require, labels) {
-				continue // a malformed entry never stops a queue
+			if !more || n >= pollPages || len(kvs) == 0 {
+				break
 			}
-			return entry{key: string(kv.Key), modRev: kv.ModRevision, st: st}, true, nil
+			next, err := s.kv.Get(ctx, string(kvs[len(kvs)-1].Key)+"\x00", clientv3.WithRange(end), clientv3.WithLimit(pollScan), clientv3.WithRev(rev))
+			if err != nil {
+				return entry{}, false, err
+			}
+			kvs, more = next.Kvs, next.More
 		}
 	}
 	return entry{}, false, nil

@@ -33,6 +33,10 @@ const electionPrefix = "elect/scheduler"
 // maxInflight bounds the scheduler's assignment transactions in flight.
 const maxInflight = 128
 
+// maxBacklogs bounds the backlogs the scheduler keeps: past it, those no
+// waiter waits on are dropped (and read again when one does).
+const maxBacklogs = 256
+
 // leadership is a won election: the election key and its create revision.
 type leadership struct {
 	key string
@@ -148,6 +152,12 @@ func (s *schedLoop) run(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		// Events between the old watch and this load were not seen: ask
+		// the maintainer to promote what is due now (a zero due time).
+		select {
+		case s.hints <- time.Time{}:
+		default:
+		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		ch := s.d.watcher.Watch(wctx, prefixQ, clientv3.WithPrefix(), clientv3.WithRev(s.rev+1), clientv3.WithProgressNotify())
 		deposed := s.loop(ctx, ch)
@@ -204,6 +214,7 @@ func (s *schedLoop) loop(ctx context.Context, ch clientv3.WatchChan) bool {
 				s.launch(ctx, a)
 			}
 		}
+		s.m.prune(maxBacklogs)
 		var retry <-chan time.Time
 		if s.retry != nil {
 			retry = s.retry.C
@@ -240,13 +251,22 @@ func (s *schedLoop) loop(ctx context.Context, ch clientv3.WatchChan) bool {
 // revision the matcher reflects, so that later watch events apply on top.
 func (s *schedLoop) loadBacklogs(ctx context.Context) error {
 	for _, q := range s.m.toLoad() {
+		b := s.m.backlog(q)
+		if !b.loaded {
+			s.d.noteSchedQueue(q)
+		}
 		p := readyPrefix(q)
+		from, limit := p, max(b.limit, s.d.cfg.Window)
+		extend := b.extend && b.loaded && !b.complete
+		if extend {
+			from, limit = b.horizon+"\x00", s.d.cfg.Window
+		}
 		rctx, cancel := context.WithTimeout(ctx, claimTimeout)
-		resp, err := s.d.kv.Get(rctx, p, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)),
-			clientv3.WithLimit(int64(s.d.cfg.Window)), clientv3.WithRev(s.rev), clientv3.WithSerializable())
+		resp, err := s.d.kv.Get(rctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(p)),
+			clientv3.WithLimit(int64(limit)), clientv3.WithRev(s.rev))
 		cancel()
 		if err != nil {
-			s.m.backlog(q).loading = false
+			b.loading = false
 			return err
 		}
 		now := s.d.cfg.Now()
@@ -263,7 +283,11 @@ func (s *schedLoop) loadBacklogs(ctx context.Context) error {
 			}
 			entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st, seen: now})
 		}
-		s.m.backlog(q).reload(entries, resp.More)
+		if extend {
+			b.extended(entries, resp.More, s.d.cfg.Window)
+		} else {
+			b.reload(entries, resp.More)
+		}
 		s.m.dirty = true
 	}
 	return nil

@@ -31,8 +31,11 @@ type waitRecord struct {
 	// Task is set by the scheduler's assignment: the task now claimed for
 	// this waiter. The fencing token is the revision of that put.
 	Task string `json:"t,omitempty"`
-	// Cancel is set by an operator's cancel of the assigned task.
-	Cancel bool `json:"c,omitempty"`
+	// Cancel is set by an operator's cancel of the assigned task, with
+	// Token, the claim's fencing token, so that a sidecar that reads the
+	// notice before it saw the assignment still learns of both.
+	Cancel bool  `json:"c,omitempty"`
+	Token  int64 `json:"k,omitempty"`
 }
 
 func (r waitRecord) encode() string {
@@ -107,9 +110,9 @@ func waitOps(st *Status) []clientv3.Op {
 
 // cancelNoticeOp tells the sidecar holding a claim, through the claim's
 // wait key, that an operator asked to cancel task id.
-func cancelNoticeOp(wait, id string) clientv3.Op {
+func cancelNoticeOp(wait, id string, token int64) clientv3.Op {
 	return clientv3.OpTxn(
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(wait), ">", 0)},
-		[]clientv3.Op{clientv3.OpPut(wait, waitRecord{Task: id, Cancel: true}.encode(), clientv3.WithIgnoreLease())},
+		[]clientv3.Op{clientv3.OpPut(wait, waitRecord{Task: id, Cancel: true, Token: token}.encode(), clientv3.WithIgnoreLease())},
 		nil)
 }
