@@ -309,7 +309,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	go func() { defer bg.Done(); reg.Run(regCtx) }()
 	defer stopReg()
 
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(4 << 20), connect.WithInterceptors(tracing, server.LogInternal(log))}
+	opts := append([]connect.HandlerOption{connect.WithReadMaxBytes(4 << 20), connect.WithInterceptors(tracing, server.LogInternal(log))}, server.JSONCodecs()...)
 	locks := coord.NewLocks(cli, cfg.TTL, cfg.WorkerID, log)
 	defer locks.Close()
 	svcs := server.Services{

@@ -31,6 +31,15 @@ func New(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
 		Flags:                globalFlags(),
+		Before: func(c *cli.Context) error {
+			if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			if err := etcdConfig(c).Validate(); err != nil {
+				return cli.Exit(err.Error(), 2)
+			}
+			return nil
+		},
 		Commands: []*cli.Command{
 			devCommand(),
 			sidecarCommand(),

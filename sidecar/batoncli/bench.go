@@ -35,7 +35,7 @@ func benchCommand() *cli.Command {
 			"cost at each --depths queue depth (--skip-overhead, --skip-depth). The old default run is\n" +
 			"`baton bench --systems all --skip-fleet --skip-affinity`.\n" +
 			"The table (or --json) goes to stdout, progress to stderr.\n" +
-			"With --endpoints, everything is written under NAMESPACE.bench.<time>/ and deleted afterwards;\n" +
+			"With --endpoints, everything is written under namespaces NAMESPACE.bench.<time>.* and deleted afterwards;\n" +
 			"do not point it at a production cluster: it loads etcd as hard as it can.",
 		Flags: []cli.Flag{
 			&cli.IntSliceFlag{Name: "fleet", Value: cli.NewIntSlice(bench.DefaultFleet...), EnvVars: []string{"BATON_BENCH_FLEET"}, Usage: "fleet sizes to sweep: sidecars, one worker each (comma separated)"},

@@ -42,8 +42,14 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		return sidecar.Config{}, err
 	}
 	mode, err := strconv.ParseUint(c.String("socket-mode"), 8, 32)
-	if err != nil {
+	if err != nil || mode > 0o777 {
 		return sidecar.Config{}, fmt.Errorf("socket-mode: %q is not an octal file mode", c.String("socket-mode"))
+	}
+	switch {
+	case mode&0o600 != 0o600:
+		return sidecar.Config{}, fmt.Errorf("socket-mode: %04o does not let the sidecar's own user read and write the socket", mode)
+	case mode&0o007 != 0:
+		return sidecar.Config{}, fmt.Errorf("socket-mode: %04o lets every local user use the socket (claim, answer and submit tasks); give the workers a group instead (0660)", mode)
 	}
 	labels, err := registry.ParseLabels(c.StringSlice("label"))
 	if err != nil {

@@ -40,8 +40,14 @@ var nsSeq atomic.Int64
 // Namespace returns a key prefix no other test uses, so tests can share one
 // etcd server and still not see each other's keys.
 func Namespace(tb testing.TB) string {
-	name := strings.NewReplacer("/", "-", " ", "-").Replace(tb.Name())
-	return fmt.Sprintf("t%d-%d-%s", os.Getpid(), nsSeq.Add(1), name)
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' {
+			return r
+		}
+		return '-'
+	}, tb.Name())
+	ns := fmt.Sprintf("t%d-%d-%s", os.Getpid(), nsSeq.Add(1), name)
+	return ns[:min(len(ns), 64)]
 }
 
 // Client returns an etcd client that sees only the namespace.

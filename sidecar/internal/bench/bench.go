@@ -152,8 +152,13 @@ func (r *runner) measure(ctx context.Context, sys string, consumers int) (Result
 func pointName(sys string, consumers int) string { return fmt.Sprintf("%s-c%d", sys, consumers) }
 
 // ns returns the namespace of one measurement.
+//
+// Measurements' namespaces sit beside the run's, not inside it
+// ("bt.bench.<time>.baton-c8.drain"): a namespace is one name without
+// "/" (the --namespace flag refuses nested ones), so that no deployment
+// lies inside another's key prefix.
 func (r *runner) ns(name string) string {
-	return strings.TrimSuffix(r.cfg.Etcd.Namespace, "/") + "/" + name
+	return strings.TrimSuffix(r.cfg.Etcd.Namespace, "/") + "." + strings.ReplaceAll(name, "/", ".")
 }
 
 // conns is how many etcd connections (for baton: sidecars) serve n
@@ -208,11 +213,20 @@ func (r *runner) mark(ctx context.Context) (mark, error) {
 func (r *runner) cleanup(ctx context.Context, name string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	prefix := ""
-	if name != "" {
-		prefix = name + "/"
+	// The measurements' namespaces are beside the run's (see ns): delete
+	// them through a KV that sees the whole keyspace.
+	// A namespace N holds the keys under "N/"; its measurements' are
+	// under "N.<name>/" (and "N.<name>.<part>/").
+	raw := clientv3.NewKV(r.meta)
+	base := r.ns(name)
+	if name == "" {
+		base = strings.TrimSuffix(r.cfg.Etcd.Namespace, "/")
 	}
-	resp, err := r.meta.Delete(ctx, prefix, clientv3.WithPrefix())
+	if _, err := raw.Delete(ctx, base+"/", clientv3.WithPrefix()); err != nil {
+		fmt.Fprintf(r.cfg.Progress, "warning: deleting the keys of %s: %v\n", name, err)
+		return
+	}
+	resp, err := raw.Delete(ctx, base+".", clientv3.WithPrefix())
 	if err != nil {
 		fmt.Fprintf(r.cfg.Progress, "warning: deleting the keys of %s: %v\n", name, err)
 		return

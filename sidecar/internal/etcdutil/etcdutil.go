@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/batonhq/baton/sidecar/internal/names"
 	"os"
 	"strings"
 	"time"
@@ -35,14 +36,38 @@ type Config struct {
 // Prefix returns the key prefix of the namespace.
 func (c Config) Prefix() string { return strings.TrimSuffix(c.Namespace, "/") + "/" }
 
+// Validate reports the first setting that is wrong, naming its flag. A
+// client key or certificate needs the other: either alone used to connect
+// without a client certificate, silently.
+func (c Config) Validate() error {
+	if strings.Trim(c.Namespace, "/") == "" {
+		return fmt.Errorf("namespace: must not be empty")
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return fmt.Errorf("etcd-cert, etcd-key: give both (a client certificate and its key) or neither")
+	}
+	return nil
+}
+
+// ValidateNamespace reports whether ns can name a deployment (the
+// --namespace flag): one name of letters, digits and "_.-", at most 64
+// bytes. A "/" would put one deployment inside another's key prefix, and
+// inside the etcd role that confines it.
+func ValidateNamespace(ns string) error {
+	if err := names.Check(strings.TrimSuffix(ns, "/"), 64, "_.-"); err != nil {
+		return fmt.Errorf("namespace: %w", err)
+	}
+	return nil
+}
+
 // New connects to etcd and returns a client whose KV, Watcher and Lease
 // see only the namespace.
 func New(c Config) (*clientv3.Client, error) {
 	if len(c.Endpoints) == 0 {
 		return nil, fmt.Errorf("endpoints: at least one etcd endpoint is required")
 	}
-	if c.Namespace == "" {
-		return nil, fmt.Errorf("namespace: must not be empty")
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
 	cc := clientv3.Config{
 		Endpoints:            c.Endpoints,

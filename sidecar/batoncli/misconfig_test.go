@@ -1,0 +1,30 @@
+package batoncli_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Regression (hardening issue, item 9): settings that silently did
+// something else are refused, naming the flag.
+func TestMisconfigurationIsRefused(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	cases := []struct {
+		ns   string
+		args []string
+		want string
+	}{
+		{"baton/x", []string{"tasks", "list"}, "namespace:"},
+		{"ok", []string{"--etcd-key", "/nonexistent.key", "tasks", "list"}, "etcd-cert, etcd-key:"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "0777"}, "socket-mode: 0777 lets every local user"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "0000"}, "socket-mode: 0000"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "01777"}, "socket-mode:"},
+	}
+	for _, c := range cases {
+		_, errOut, code := run(t, c.ns, c.args...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("%s %v: exit %d, stderr %q; want a refusal naming %q", c.ns, c.args, code, errOut, c.want)
+		}
+	}
+}
