@@ -35,8 +35,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultTTL   = 10 * time.Second
-	DefaultGrace = 10 * time.Second
+	DefaultTTL            = 10 * time.Second
+	DefaultGrace          = 10 * time.Second
+	DefaultMaxConnections = 256
 )
 
 // Config is everything a sidecar needs. CLI flags and BATON_* variables
@@ -79,6 +80,12 @@ type Config struct {
 	// a no-op provider. telemetry.NewTracerProvider builds one from the
 	// OTEL_* variables.
 	TracerProvider trace.TracerProvider
+	// SocketTimeouts bound how long the socket server waits for a caller
+	// (reading a request; an idle connection). Defaults 30s and 2m.
+	SocketTimeouts server.Timeouts
+	// MaxConnections bounds the socket's open connections; more are closed
+	// at accept and counted. Default 256.
+	MaxConnections int
 	// Metrics receives the sidecar's metrics. Default: a new
 	// telemetry.Metrics (its own registry). One Metrics serves one
 	// sidecar.
@@ -104,6 +111,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Grace == 0 {
 		c.Grace = DefaultGrace
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -143,6 +153,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Grace < 0 {
 		return errors.New("grace: must not be negative")
+	}
+	if c.MaxConnections < 0 {
+		return errors.New("max-connections: must not be negative")
+	}
+	if c.SocketTimeouts.Read < 0 || c.SocketTimeouts.Idle < 0 {
+		return errors.New("socket-read-timeout, socket-idle-timeout: must not be negative")
 	}
 	if err := workqueue.ValidateLabels(c.Labels); err != nil {
 		return fmt.Errorf("label: %w", err)
@@ -217,11 +233,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
 	}
-	ln, err := server.Listen(cfg.Socket, cfg.SocketMode)
+	sock, err := server.Listen(cfg.Socket, cfg.SocketMode)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
+	defer sock.Close()
+	ln := server.LimitConns(sock, cfg.MaxConnections)
 
 	ecfg := cfg.Etcd
 	ecfg.DialOptions = append(append([]grpc.DialOption(nil), ecfg.DialOptions...), m.EtcdDialOptions()...)
@@ -288,6 +305,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return 0
 		},
 		SchedulerTerms: func() int64 { return d.Stats().Terms },
+		Connections:    ln.Open,
+		ConnsRefused:   ln.Refused,
 		Assigned:       func() int64 { return d.Stats().Assigned },
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -321,7 +340,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	handlerCtx, cancelHandlers := context.WithCancel(context.Background())
 	defer cancelHandlers()
 	health := server.HealthChecker{Ready: probe.serve}
-	srv := server.HTTPServer(server.Handler(svcs, opts, server.Health(health, opts...)), handlerCtx)
+	srv := server.HTTPServer(server.Handler(svcs, opts, server.Health(health, opts...)), handlerCtx, cfg.SocketTimeouts)
 	serveErr := make(chan error, 1)
 	serving.Store(true)
 	bg.Add(1)

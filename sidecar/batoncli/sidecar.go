@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/registry"
+	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -27,6 +29,9 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
 		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of this sidecar in claims and the registry (default hostname-pid)"},
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
+		&cli.IntFlag{Name: "max-connections", Value: sidecar.DefaultMaxConnections, EnvVars: []string{"BATON_MAX_CONNECTIONS"}, Usage: "socket connections open at once; more are closed at accept (baton_socket_connections_refused_total)"},
+		&cli.DurationFlag{Name: "socket-read-timeout", Value: 30 * time.Second, EnvVars: []string{"BATON_SOCKET_READ_TIMEOUT"}, Usage: "time a caller has to send one request, body included"},
+		&cli.DurationFlag{Name: "socket-idle-timeout", Value: 2 * time.Minute, EnvVars: []string{"BATON_SOCKET_IDLE_TIMEOUT"}, Usage: "a socket connection without calls in flight is closed after this long"},
 		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by `baton workers list`; a task submitted with --require goes only to sidecars with all its labels"},
@@ -64,18 +69,20 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		workerID = sidecar.DefaultWorkerID() // named here too: it is the traces' service.instance.id
 	}
 	cfg := sidecar.Config{
-		Etcd:       etcdConfig(c),
-		Socket:     c.String("socket"),
-		SocketMode: os.FileMode(mode),
-		Queues:     queues,
-		TTL:        c.Duration("ttl"),
-		WorkerID:   workerID,
-		Labels:     labels,
-		Version:    Version,
-		Grace:      c.Duration("grace"),
-		Queue:      workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
-		Logger:     log,
-		AdminAddr:  c.String("admin-addr"),
+		Etcd:           etcdConfig(c),
+		Socket:         c.String("socket"),
+		SocketMode:     os.FileMode(mode),
+		Queues:         queues,
+		TTL:            c.Duration("ttl"),
+		WorkerID:       workerID,
+		Labels:         labels,
+		Version:        Version,
+		Grace:          c.Duration("grace"),
+		MaxConnections: c.Int("max-connections"),
+		SocketTimeouts: server.Timeouts{Read: c.Duration("socket-read-timeout"), Idle: c.Duration("socket-idle-timeout")},
+		Queue:          workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
+		Logger:         log,
+		AdminAddr:      c.String("admin-addr"),
 	}
 	return cfg, nil
 }

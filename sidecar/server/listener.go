@@ -99,14 +99,40 @@ func Handler(svcs Services, opts []connect.HandlerOption, extra ...func(*http.Se
 
 // HTTPServer returns an http.Server for h that speaks HTTP/1.1 and
 // unencrypted HTTP/2 (h2c), with no timeouts that would cut long polls.
-func HTTPServer(h http.Handler, baseCtx context.Context) *http.Server {
+func HTTPServer(h http.Handler, baseCtx context.Context, t Timeouts) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
+	t = t.withDefaults()
 	return &http.Server{
 		Handler:           h,
 		Protocols:         &p,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+		// Reading a request (headers and body; a streaming call's request
+		// is read at its start) must finish within Read: a caller that
+		// sends most of a large body and stalls is cut off. No write
+		// timeout: long polls and Attach streams last.
+		ReadTimeout: t.Read,
+		IdleTimeout: t.Idle,
+		BaseContext: func(net.Listener) context.Context { return baseCtx },
 	}
+}
+
+// Timeouts bound how long the socket server waits for callers.
+type Timeouts struct {
+	// Read bounds reading one request, body included. Default 30s.
+	Read time.Duration
+	// Idle closes a connection without calls in flight after this long.
+	// Default 2m.
+	Idle time.Duration
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	if t.Read == 0 {
+		t.Read = 30 * time.Second
+	}
+	if t.Idle == 0 {
+		t.Idle = 2 * time.Minute
+	}
+	return t
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
@@ -18,8 +19,18 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// MaxWait bounds Next's long poll.
-const MaxWait = 10 * time.Minute
+// Limits on what one socket caller can make the sidecar hold.
+const (
+	// MaxWait bounds Next's long poll.
+	MaxWait = 10 * time.Minute
+	// MaxWorkerName bounds the worker name given to Attach.
+	MaxWorkerName = 256
+	// MaxSessions bounds the worker sessions open on one sidecar (one
+	// GPU worker needs one or a few).
+	MaxSessions = 1024
+	// MaxSubmitTasks bounds the tasks of one Submit call.
+	MaxSubmitTasks = 10_000
+)
 
 // TaskHandler implements TaskService on a Dispatcher.
 type TaskHandler struct {
@@ -35,6 +46,12 @@ var _ batonv1connect.TaskServiceHandler = (*TaskHandler)(nil)
 
 // Attach opens a worker session for as long as the stream stays open.
 func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.AttachRequest], stream *connect.ServerStream[batonv1.AttachResponse]) error {
+	if w := req.Msg.GetWorker(); len(w) > MaxWorkerName || !utf8.ValidString(w) {
+		return invalidArg("worker", fmt.Sprintf("must be valid UTF-8 of at most %d bytes", MaxWorkerName))
+	}
+	if n := h.Sessions.Len(); n >= MaxSessions {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d worker sessions are open on this sidecar, the limit", n))
+	}
 	s := h.Sessions.Open(req.Msg.GetWorker())
 	defer h.Sessions.Close(s)
 	h.Logger.Debug("worker session opened", "session", s.ID, "worker", s.Worker)
@@ -238,6 +255,9 @@ func (h *TaskHandler) Release(ctx context.Context, req *connect.Request[batonv1.
 
 // Submit enqueues tasks; existing ids are left alone.
 func (h *TaskHandler) Submit(ctx context.Context, req *connect.Request[batonv1.SubmitRequest]) (*connect.Response[batonv1.SubmitResponse], error) {
+	if n := len(req.Msg.GetTasks()); n > MaxSubmitTasks {
+		return nil, invalidArg("tasks", fmt.Sprintf("%d tasks, over the limit of %d per Submit; send them in parts (or use baton submit)", n, MaxSubmitTasks))
+	}
 	specs := make([]workqueue.Spec, len(req.Msg.GetTasks()))
 	for i, t := range req.Msg.GetTasks() {
 		field := fmt.Sprintf("tasks[%d]", i)

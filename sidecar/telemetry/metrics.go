@@ -153,6 +153,11 @@ type SidecarStats struct {
 	SchedulerTerms func() int64
 	// Assigned: tasks this sidecar assigned as the scheduler.
 	Assigned func() int64
+	// Connections: socket connections open now.
+	Connections func() int
+	// ConnsRefused: socket connections closed at accept (the limit was
+	// reached).
+	ConnsRefused func() int64
 }
 
 // Watch registers the metrics read from s at scrape time. Call it once per
@@ -179,6 +184,8 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	count("baton_lease_grant_failures_total", "Failed attempts of this sidecar to be granted a lease (etcd unreachable).", s.LeaseGrantFailures)
 	gauge("baton_scheduler_leader", "1 while this sidecar is the fleet's elected scheduler (exactly one sidecar should be).", s.Scheduler)
 	count("baton_scheduler_terms_total", "Times this sidecar was elected the fleet's scheduler.", s.SchedulerTerms)
+	gauge("baton_socket_connections", "Connections open on the sidecar's socket now.", s.Connections)
+	count("baton_socket_connections_refused_total", "Connections to the sidecar's socket closed at once because --max-connections were open.", s.ConnsRefused)
 	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
