@@ -37,15 +37,16 @@ const (
 	// WorkerKillElection kills a worker while the etcd leader is paused,
 	// so its sidecar cannot return the claim at once.
 	WorkerKillElection = "worker-kill-in-election"
-	// SchedulerKill and SchedulerPause find the sidecar elected as the
-	// fleet's scheduler and kill it (restarted 0.5s later) or pause it
-	// past the TTL (scheduler.go).
-	SchedulerKill  = "scheduler-kill"
-	SchedulerPause = "scheduler-pause"
+	// The scheduler faults find the sidecar elected as the fleet's
+	// scheduler and kill it (restarted 0.5s later), pause it past the TTL
+	// or cut it off past the TTL (scheduler.go).
+	SchedulerKill      = "scheduler-kill"
+	SchedulerPause     = "scheduler-pause"
+	SchedulerPartition = "scheduler-partition"
 )
 
 // AllFaults is every fault kind, in the order the summary lists them.
-var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause, WorkerKillElection, SchedulerKill, SchedulerPause}
+var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause, WorkerKillElection, SchedulerKill, SchedulerPause, SchedulerPartition}
 
 // Config describes one run. Zero fields take the defaults in brackets.
 type Config struct {
@@ -303,7 +304,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		switch {
 		case f.NoScheduler:
 			logf("  NO SCHEDULER: no live sidecar was elected for ttl+30s")
-		case f.Kind == SchedulerKill || f.Kind == SchedulerPause:
+		case isSchedulerFault(f.Kind):
 			logf("  scheduler %s -> %s elected after %v; probe %s claimed after %v", f.Target, f.NewScheduler,
 				f.Elected.Round(time.Millisecond), f.Probe, f.Dispatch.Round(time.Millisecond))
 		}
@@ -753,7 +754,7 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		s.link.Partition()
 		sleepCtx(ctx, ttlPlus)
 		s.link.Heal()
-	case SchedulerKill, SchedulerPause:
+	case SchedulerKill, SchedulerPause, SchedulerPartition:
 		var err error
 		if stranded, err = r.injectScheduler(ctx, &f, r.qs); err != nil {
 			return f, err

@@ -29,7 +29,7 @@ const electionPrefix = "elect/scheduler/"
 // schedulerFaultWeight is how many times more often than other kinds the
 // scheduler faults are drawn, so that every run of the default length
 // kills and pauses the scheduler several times.
-var schedulerFaultWeight = map[string]int{SchedulerKill: 3, SchedulerPause: 2}
+var schedulerFaultWeight = map[string]int{SchedulerKill: 3, SchedulerPause: 1, SchedulerPartition: 1}
 
 // drawFault draws a fault kind from kinds, the scheduler faults weighted.
 func (r *run) drawFault() string {
@@ -137,8 +137,9 @@ func (r *run) firstState(task, state string, t time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// injectScheduler kills (SIGKILL, restarted 0.5s later like sidecar-kill)
-// or pauses (SIGSTOP for TTL+2s, then SIGCONT) the sidecar that is the
+// injectScheduler kills (SIGKILL, restarted 0.5s later like sidecar-kill),
+// pauses (SIGSTOP for TTL+2s, then SIGCONT) or cuts off (its proxies hold
+// all traffic for TTL+2s, like sidecar-partition) the sidecar that is the
 // scheduler now, submits a probe task at once, and measures the time
 // until another sidecar's election key leads (Elected) and until the
 // probe is claimed (Dispatch). It returns the claims in hand of the
@@ -155,10 +156,15 @@ func (r *run) injectScheduler(ctx context.Context, f *Fault, qs *workqueue.Store
 	f.Target = s.name
 	stranded := r.stranded(s.workers)
 	f.At = time.Now()
-	if f.Kind == SchedulerKill {
+	switch f.Kind {
+	case SchedulerKill:
 		s.proc.kill()
-	} else if err := s.proc.signal(syscall.SIGSTOP); err != nil {
-		return nil, err
+	case SchedulerPause:
+		if err := s.proc.signal(syscall.SIGSTOP); err != nil {
+			return nil, err
+		}
+	default:
+		s.link.Partition()
 	}
 	probe, err := r.submitProbe(ctx, qs)
 	if err != nil {
@@ -185,19 +191,24 @@ func (r *run) injectScheduler(ctx context.Context, f *Fault, qs *workqueue.Store
 			}
 		}
 	}()
-	if f.Kind == SchedulerKill {
+	switch f.Kind {
+	case SchedulerKill:
 		sleepCtx(ctx, 500*time.Millisecond)
-		if err := r.startSidecar(s); err != nil {
-			<-measured
-			return nil, err
-		}
-	} else {
+		err = r.startSidecar(s)
+	case SchedulerPause:
 		sleepCtx(ctx, r.cfg.TTL+2*time.Second)
-		if err := s.proc.signal(syscall.SIGCONT); err != nil {
-			<-measured
-			return nil, err
-		}
+		err = s.proc.signal(syscall.SIGCONT)
+	default:
+		sleepCtx(ctx, r.cfg.TTL+2*time.Second)
+		s.link.Heal()
 	}
 	<-measured
+	if err != nil {
+		return nil, err
+	}
 	return stranded, nil
+}
+
+func isSchedulerFault(kind string) bool {
+	return kind == SchedulerKill || kind == SchedulerPause || kind == SchedulerPartition
 }

@@ -91,7 +91,7 @@ func (r *Result) writeScheduler(w io.Writer) {
 	var lines []string
 	none := 0
 	for _, f := range r.Faults {
-		if f.Kind != SchedulerKill && f.Kind != SchedulerPause {
+		if !isSchedulerFault(f.Kind) {
 			continue
 		}
 		if f.NoScheduler {
