@@ -22,7 +22,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	duration := fs.Duration("duration", 150*time.Second, "how long faults are injected")
 	tasks := fs.Int("tasks", 300, "tasks to submit")
 	timeout := fs.Duration("timeout", 9*time.Minute, "give up (exit 2) after this long")
-	sidecars := fs.Int("sidecars", 3, "sidecar processes")
+	sidecars := fs.Int("sidecars", 8, "sidecar processes (one worker container each in production; the scheduler is one of them)")
 	workers := fs.Int("workers", 2, "worker processes per sidecar")
 	ttl := fs.Duration("ttl", 3*time.Second, "the sidecars' lease TTL")
 	faults := fs.String("faults", strings.Join(AllFaults, ","), "fault kinds to draw from")

@@ -37,10 +37,16 @@ const (
 	// WorkerKillElection kills a worker while the etcd leader is paused,
 	// so its sidecar cannot return the claim at once.
 	WorkerKillElection = "worker-kill-in-election"
+	// The scheduler faults find the sidecar elected as the fleet's
+	// scheduler and kill it (restarted 0.5s later), pause it past the TTL
+	// or cut it off past the TTL (scheduler.go).
+	SchedulerKill      = "scheduler-kill"
+	SchedulerPause     = "scheduler-pause"
+	SchedulerPartition = "scheduler-partition"
 )
 
 // AllFaults is every fault kind, in the order the summary lists them.
-var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause, WorkerKillElection}
+var AllFaults = []string{WorkerKill, SidecarKill, SidecarPause, SidecarPartition, LinkDelay, LeaderKill, FollowerKill, LeaderPause, WorkerKillElection, SchedulerKill, SchedulerPause, SchedulerPartition}
 
 // Config describes one run. Zero fields take the defaults in brackets.
 type Config struct {
@@ -52,7 +58,7 @@ type Config struct {
 	Exe Exe
 	// Dir receives the processes' logs. Required.
 	Dir        string
-	Sidecars   int           // [3]
+	Sidecars   int           // [8]
 	WorkersPer int           // workers per sidecar [2]
 	Tasks      int           // [200]
 	Duration   time.Duration // how long faults go on [90s]
@@ -68,7 +74,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Sidecars == 0 {
-		c.Sidecars = 3
+		c.Sidecars = 8
 	}
 	if c.WorkersPer == 0 {
 		c.WorkersPer = 2
@@ -116,12 +122,23 @@ type Fault struct {
 	// write).
 	Recoveries []time.Duration
 	Recovery   time.Duration
+	// Scheduler faults: Elected is the time from the fault until another
+	// sidecar's election key led (NewScheduler, its worker id); Dispatch
+	// the time until Probe, a task submitted right after the fault, was
+	// claimed. Zero when not seen within TTL+30s. NoScheduler: no live
+	// sidecar was the scheduler for TTL+30s, so nothing was injected.
+	Elected      time.Duration
+	NewScheduler string
+	Probe        string
+	Dispatch     time.Duration
+	NoScheduler  bool
 }
 
 // Result is what a run measured and what the checker found.
 type Result struct {
 	Seed        int64
-	Submitted   int
+	Submitted   int            // the task mix and the probes
+	Probes      int            // probe tasks of the scheduler faults
 	Final       map[string]int // tasks per final state
 	Faults      []Fault
 	Requeues    int // CLAIMED → PENDING without a Fail (loss or release)
@@ -155,6 +172,7 @@ type run struct {
 	cluster *Cluster
 	store   *FencedStore
 	kv      *clientv3.Client // namespaced
+	qs      *workqueue.Store
 
 	mu        sync.Mutex
 	ops       []Op
@@ -164,6 +182,7 @@ type run struct {
 	sidecars  []*sidecarSlot
 	cancels   int      // Cancel calls that succeeded
 	cancelled []string // tasks Cancel ended at once
+	probes    []string // probe tasks submitted by scheduler faults
 	gen       int
 
 	locks        []LockHold
@@ -177,6 +196,9 @@ type sidecarSlot struct {
 	link         *Link
 	proc         *process
 	workers      []*process
+	// startRev: etcd's revision just before proc started; an election key
+	// created before it belongs to an earlier process of the slot.
+	startRev int64
 }
 
 // Run runs one scenario: a three-member cluster, Sidecars sidecars each
@@ -223,6 +245,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.qs = qs
 
 	// Follow every task's state for recovery times and requeue counts.
 	wctx, stopWatch := context.WithCancel(context.Background())
@@ -272,12 +295,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if !sleepCtx(ctx, gap) {
 			break
 		}
-		kind := cfg.Faults[r.rng.IntN(len(cfg.Faults))]
+		kind := r.drawFault()
 		f, err := r.inject(ctx, kind)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", kind, err)
 		}
 		logf("fault %-18s %-6s stranded %d %v survived %d recovery %v", f.Kind, f.Target, f.Stranded, f.Tasks, f.Survived, f.Recovery.Round(time.Millisecond))
+		switch {
+		case f.NoScheduler:
+			logf("  NO SCHEDULER: no live sidecar was elected for ttl+30s")
+		case isSchedulerFault(f.Kind):
+			logf("  scheduler %s -> %s elected after %v; probe %s claimed after %v", f.Target, f.NewScheduler,
+				f.Elected.Round(time.Millisecond), f.Probe, f.Dispatch.Round(time.Millisecond))
+		}
 		if len(f.Unrecovered) > 0 {
 			logf("  not back within ttl+30s: %v", f.Unrecovered)
 		}
@@ -286,6 +316,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stopConfig()
 	<-cfgDone
 	submitted := <-subDone
+	r.mu.Lock()
+	res.Probes = len(r.probes)
+	submitted = append(submitted, r.probes...)
+	r.mu.Unlock()
 	res.Submitted = len(submitted)
 	logf("faults over; %d tasks submitted; waiting for all to finish", len(submitted))
 
@@ -392,6 +426,7 @@ func (r *run) submit(ctx context.Context, qs *workqueue.Store, specs []workqueue
 }
 
 func (r *run) startSidecar(s *sidecarSlot) error {
+	rev := r.currentRev(context.Background())
 	env := []string{"CHAOS_ENDPOINTS=" + strings.Join(s.link.Endpoints(), ","), "CHAOS_NAMESPACE=chaos",
 		"CHAOS_SOCKET=" + s.socket, "CHAOS_TTL=" + r.cfg.TTL.String()}
 	p, err := startProcess(context.Background(), r.cfg.Exe, s.name, "sidecar", filepath.Join(r.cfg.Dir, s.name+".log"), env, nil, "")
@@ -399,7 +434,7 @@ func (r *run) startSidecar(s *sidecarSlot) error {
 		return err
 	}
 	r.mu.Lock()
-	s.proc = p
+	s.proc, s.startRev = p, rev
 	r.mu.Unlock()
 	return nil
 }
@@ -719,6 +754,11 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		s.link.Partition()
 		sleepCtx(ctx, ttlPlus)
 		s.link.Heal()
+	case SchedulerKill, SchedulerPause, SchedulerPartition:
+		var err error
+		if stranded, err = r.injectScheduler(ctx, &f, r.qs); err != nil {
+			return f, err
+		}
 	case LinkDelay:
 		f.Target = s.name
 		s.link.Delay(150*time.Millisecond, 100*time.Millisecond)

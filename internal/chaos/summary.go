@@ -12,8 +12,8 @@ import (
 // WriteSummary prints the run's table: tasks, faults by kind with their
 // recovery times, requeues, duplicates, lost and violations.
 func (r *Result) WriteSummary(w io.Writer) {
-	fmt.Fprintf(w, "chaos seed %d: %d tasks in %v (DONE %d, DEAD %d, CANCELLED %d), %d worker calls\n",
-		r.Seed, r.Submitted, r.Elapsed.Round(time.Second), r.Final["DONE"], r.Final["DEAD"], r.Final["CANCELLED"], r.Ops)
+	fmt.Fprintf(w, "chaos seed %d: %d tasks (%d probes) in %v (DONE %d, DEAD %d, CANCELLED %d), %d worker calls\n",
+		r.Seed, r.Submitted, r.Probes, r.Elapsed.Round(time.Second), r.Final["DONE"], r.Final["DEAD"], r.Final["CANCELLED"], r.Ops)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "fault\tcount\tstranded claims\trecovery p50\trecovery max\t")
 	// Recovery: per stranded claim for process and network faults, per
@@ -47,6 +47,7 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t\n", k, len(fs), stranded, p50, mx)
 	}
 	tw.Flush()
+	r.writeScheduler(w)
 	lost, stuck := 0, 0
 	for _, v := range r.Report.Violations {
 		switch v.Kind {
@@ -80,4 +81,48 @@ func round(d time.Duration) string {
 		return d.Round(time.Millisecond).String()
 	}
 	return d.Round(10 * time.Millisecond).String()
+}
+
+// writeScheduler prints what each scheduler fault measured: the time until
+// another sidecar was elected and until the probe task submitted right
+// after the fault was claimed (dispatch stopped that long).
+func (r *Result) writeScheduler(w io.Writer) {
+	var elected, dispatch []time.Duration
+	var lines []string
+	none := 0
+	for _, f := range r.Faults {
+		if !isSchedulerFault(f.Kind) {
+			continue
+		}
+		if f.NoScheduler {
+			none++
+			lines = append(lines, fmt.Sprintf("%s: no scheduler", f.Kind))
+			continue
+		}
+		e, d := "not seen", "not seen"
+		if f.Elected > 0 {
+			elected = append(elected, f.Elected)
+			e = round(f.Elected)
+		}
+		if f.Dispatch > 0 {
+			dispatch = append(dispatch, f.Dispatch)
+			d = round(f.Dispatch)
+		}
+		lines = append(lines, fmt.Sprintf("%s %s→%s %s/%s", strings.TrimPrefix(f.Kind, "scheduler-"), f.Target, f.NewScheduler, e, d))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "scheduler faults %d (no scheduler found %d): new scheduler elected p50 %s max %s; dispatch pause (probe claimed) p50 %s max %s\n",
+		len(lines), none, pct(elected, 50), pct(elected, 100), pct(dispatch, 50), pct(dispatch, 100))
+	fmt.Fprintf(w, "  elected/dispatch per fault: %s\n", strings.Join(lines, ", "))
+}
+
+func pct(ds []time.Duration, p int) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return round(s[min(len(s)-1, len(s)*p/100)])
 }
