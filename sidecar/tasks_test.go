@@ -343,6 +343,23 @@ func TestBadInput(t *testing.T) {
 			_, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: []string{"no/slash"}}))
 			return err
 		}, "queues[0]"},
+		{"20,000 queues in one next (hardening issue, item 4)", func() error {
+			qs := make([]string, 20_000)
+			for i := range qs {
+				qs[i] = fmt.Sprintf("q%d", i)
+			}
+			_, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: qs, Wait: durationpb.New(time.Second)}))
+			return err
+		}, "queues"},
+		{"a worker name of 3 MB (item 11)", func() error {
+			stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: strings.Repeat("w", 3<<20)}))
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			stream.Receive()
+			return stream.Err()
+		}, "worker"},
 		{"missing claim", func() error {
 			_, err := sc.Client.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{}))
 			return err
