@@ -55,16 +55,22 @@ func (d *Dispatcher) armLocked(h *held) {
 	}
 	id, token := h.c.ID, h.c.Token
 	h.timer = time.AfterFunc(time.Until(h.c.Deadline()), func() {
-		d.mu.Lock()
-		if d.stopped {
-			d.mu.Unlock()
-			return
-		}
-		d.timerWG.Add(1)
-		d.mu.Unlock()
-		defer d.timerWG.Done()
-		d.abandon(id, token, ReasonTimeout)
+		d.tracked(func() { d.abandon(id, token, ReasonTimeout) })
 	})
+}
+
+// tracked runs f counted in timerWG (Stop waits for it), unless the
+// dispatcher has stopped. It is how timers and background retries run.
+func (d *Dispatcher) tracked(f func()) {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.timerWG.Add(1)
+	d.mu.Unlock()
+	defer d.timerWG.Done()
+	f()
 }
 
 // forget drops a claim from the held table, reporting to the observer
@@ -154,15 +160,7 @@ func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
 		h.timer.Stop()
 	}
 	h.timer = time.AfterFunc(abandonRetry, func() {
-		d.mu.Lock()
-		if d.stopped {
-			d.mu.Unlock()
-			return
-		}
-		d.timerWG.Add(1)
-		d.mu.Unlock()
-		defer d.timerWG.Done()
-		d.abandon(id, token, reason)
+		d.tracked(func() { d.abandon(id, token, reason) })
 	})
 }
 

@@ -353,15 +353,7 @@ func (d *Dispatcher) deliver(seq uint64, id string, token int64) {
 // claim is released, found gone, lost with this sidecar's lease, or the
 // dispatcher stops.
 func (d *Dispatcher) giveBack(id string, token int64) {
-	d.mu.Lock()
-	if d.stopped {
-		d.mu.Unlock()
-		return
-	}
-	d.timerWG.Add(1)
-	d.mu.Unlock()
-	go func() {
-		defer d.timerWG.Done()
+	go d.tracked(func() {
 		for !d.tryGiveBack(id, token) {
 			select {
 			case <-time.After(abandonRetry):
@@ -369,7 +361,7 @@ func (d *Dispatcher) giveBack(id string, token int64) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // tryGiveBack is one attempt of giveBack; it reports whether it is over.
