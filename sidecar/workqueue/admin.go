@@ -222,7 +222,6 @@ func (s *Store) Retry(ctx context.Context, id string) (bool, error) {
 			return false, err
 		}
 		if r.Succeeded {
-			s.wrote(r.Header.Revision)
 			return true, nil
 		}
 	}

@@ -33,7 +33,6 @@ func (s *Store) commitOwned(ctx context.Context, id string, token int64, ops ...
 	if !resp.Succeeded {
 		return ErrClaimLost
 	}
-	s.wrote(resp.Header.Revision)
 	return nil
 }
 
@@ -183,7 +182,6 @@ func (s *Store) commitUnlessCancelled(ctx context.Context, id string, token int6
 	if !resp.Succeeded {
 		return ErrClaimLost
 	}
-	s.wrote(resp.Header.Revision)
 	if !resp.Responses[0].GetResponseTxn().Succeeded {
 		return errWasCancelled
 	}
@@ -283,7 +281,6 @@ func (s *Store) abandon(ctx context.Context, id string, token, modRev int64, st 
 	if !resp.Succeeded {
 		return "", ErrClaimLost
 	}
-	s.wrote(resp.Header.Revision)
 	return lostState(resp.Responses, st), nil
 }
 
@@ -308,7 +305,6 @@ func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st St
 	if err != nil || !resp.Succeeded {
 		return recovered{}, err
 	}
-	s.wrote(resp.Header.Revision)
 	r := recovered{ok: true, state: lostState(resp.Responses, st)}
 	if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs(); len(kvs) == 1 {
 		var sp spec

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -179,22 +178,6 @@ func (c Config) Validate() error {
 type Store struct {
 	kv  clientv3.KV
 	cfg Config
-
-	// written is the highest etcd revision of a write this Store made
-	// that can put an entry into a ready index. The dispatcher waits for
-	// its watch to reach it before answering "no task", so a worker that
-	// submits (or releases) and then asks for a task sees its own write.
-	written atomic.Int64
-}
-
-// wrote records that a write committed at rev.
-func (s *Store) wrote(rev int64) {
-	for {
-		cur := s.written.Load()
-		if rev <= cur || s.written.CompareAndSwap(cur, rev) {
-			return
-		}
-	}
 }
 
 // NewStore returns a Store on kv, which should already be wrapped in the

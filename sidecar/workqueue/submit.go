@@ -318,7 +318,6 @@ func (s *Store) ensurePin(ctx context.Context, batch string, p Pin) (*Pin, error
 		return nil, fmt.Errorf("submit: pinning config: %w", err)
 	}
 	if resp.Succeeded {
-		s.wrote(resp.Header.Revision)
 		return &p, nil
 	}
 	var old Pin
@@ -364,7 +363,6 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 			return fmt.Errorf("submit: %w", err)
 		}
 		if resp.Succeeded {
-			s.wrote(resp.Header.Revision)
 			for _, i := range todo {
 				created[i] = true
 			}
