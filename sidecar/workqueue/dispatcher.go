@@ -204,6 +204,8 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		sessDone, sessID = sess.Done(), sess.ID
 	}
 	start := time.Now()
+	deadline := start.Add(wait)
+	backoff := 50 * time.Millisecond // between failed registrations
 	for {
 		ls, leaseChanged, err := d.lease.Session()
 		if err != nil {
@@ -221,18 +223,30 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		seq, lw := d.addWait()
 		key := waitKey(ls.Lease(), seq)
 		rec := waitRecord{Queues: queues, Session: sessID, Holder: d.worker, Labels: d.labels, Affinity: d.lastAffinity(sessID)}
-		pctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		pctx, cancel := context.WithTimeout(ctx, max(min(time.Until(deadline), claimTimeout), time.Second))
 		rev, err := d.store.putWait(pctx, key, rec, ls.Lease())
 		cancel()
 		if err != nil {
 			// The put may have been applied: an assignment to it then
-			// finds no caller and is given back.
+			// finds no caller and is given back. etcd may be coming
+			// back: try again while the caller's wait lasts.
 			d.leaveWait(seq)
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("waiting for a task: %w", err)
+			select {
+			case <-time.After(backoff):
+				backoff = min(2*backoff, time.Second)
+				continue
+			case <-timer.C:
+				return nil, fmt.Errorf("waiting for a task: %w", err)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-d.drainCh:
+				return nil, ErrDraining
+			}
 		}
+		backoff = 50 * time.Millisecond
 		var gone string // why the caller stops waiting, "" while it waits
 		select {
 		case token := <-lw.ch:
