@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,17 @@ type Config struct {
 	Socket string
 	// SocketMode is the socket file's mode. Default 0660.
 	SocketMode os.FileMode
+	// SocketGroup is the socket file's group, a name or a number. Default:
+	// the sidecar's own group.
+	SocketGroup string
+	// AllowUIDs and AllowGIDs say which local users may use the socket,
+	// checked on every connection from the peer's credentials
+	// (SO_PEERCRED; the peer's primary group): a connection whose uid is
+	// in AllowUIDs or whose gid is in AllowGIDs is served, any other
+	// closed and counted. Default: the sidecar's own uid, and the socket's
+	// group.
+	AllowUIDs []uint32
+	AllowGIDs []uint32
 	// Queues the sidecar serves by default (Next and Submit without a
 	// queue).
 	Queues []string
@@ -233,12 +245,20 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
 	}
-	sock, err := server.Listen(cfg.Socket, cfg.SocketMode)
+	gid, err := socketGID(cfg.SocketGroup)
+	if err != nil {
+		return err
+	}
+	sock, err := server.Listen(cfg.Socket, cfg.SocketMode, gid)
 	if err != nil {
 		return err
 	}
 	defer sock.Close()
 	ln := server.LimitConns(sock, cfg.MaxConnections)
+	ln.Policy = peerPolicy(cfg, gid)
+	ln.OnRefused = func(p server.Peer) {
+		log.Warn("socket connection refused: its user is not allowed (--allow-uid, --allow-gid)", "peer_uid", p.UID, "peer_gid", p.GID, "peer_pid", p.PID)
+	}
 
 	ecfg := cfg.Etcd
 	ecfg.DialOptions = append(append([]grpc.DialOption(nil), ecfg.DialOptions...), m.EtcdDialOptions()...)
@@ -307,6 +327,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		SchedulerTerms: func() int64 { return d.Stats().Terms },
 		Connections:    ln.Open,
 		ConnsRefused:   ln.Refused,
+		ConnsDenied:    ln.Denied,
 		Assigned:       func() int64 { return d.Stats().Assigned },
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -387,4 +408,38 @@ func stopServing(srv *http.Server, cancelHandlers context.CancelFunc) {
 	if srv.Shutdown(ctx) != nil {
 		srv.Close()
 	}
+}
+
+// socketGID resolves the socket's group (a name or a number); -1 when
+// none is given.
+func socketGID(group string) (int, error) {
+	if group == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(group); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("socket-group: %w", err)
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("socket-group: %q has gid %q", group, g.Gid)
+	}
+	return n, nil
+}
+
+// peerPolicy is who may use the socket: the configured uids and gids, or
+// by default the sidecar's own uid and the socket's group.
+func peerPolicy(cfg Config, gid int) *server.PeerPolicy {
+	p := &server.PeerPolicy{UIDs: cfg.AllowUIDs, GIDs: cfg.AllowGIDs}
+	if len(p.UIDs) == 0 && len(p.GIDs) == 0 {
+		if gid < 0 {
+			gid = os.Getgid()
+		}
+		p.UIDs = []uint32{uint32(os.Getuid())}
+		p.GIDs = []uint32{uint32(gid)}
+	}
+	return p
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/batonhq/baton/sidecar"
@@ -29,6 +30,9 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
 		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of this sidecar in claims and the registry (default hostname-pid)"},
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
+		&cli.StringFlag{Name: "socket-group", EnvVars: []string{"BATON_SOCKET_GROUP"}, Usage: "group of the socket file (name or number); default the sidecar's own"},
+		&cli.StringSliceFlag{Name: "allow-uid", EnvVars: []string{"BATON_ALLOW_UID"}, Usage: "uid allowed to use the socket, checked on every connection (repeatable; default: the sidecar's own uid and the socket's group)"},
+		&cli.StringSliceFlag{Name: "allow-gid", EnvVars: []string{"BATON_ALLOW_GID"}, Usage: "primary gid allowed to use the socket (repeatable)"},
 		&cli.IntFlag{Name: "max-connections", Value: sidecar.DefaultMaxConnections, EnvVars: []string{"BATON_MAX_CONNECTIONS"}, Usage: "socket connections open at once; more are closed at accept (baton_socket_connections_refused_total)"},
 		&cli.DurationFlag{Name: "socket-read-timeout", Value: 30 * time.Second, EnvVars: []string{"BATON_SOCKET_READ_TIMEOUT"}, Usage: "time a caller has to send one request, body included"},
 		&cli.DurationFlag{Name: "socket-idle-timeout", Value: 2 * time.Minute, EnvVars: []string{"BATON_SOCKET_IDLE_TIMEOUT"}, Usage: "a socket connection without calls in flight is closed after this long"},
@@ -56,6 +60,14 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 	case mode&0o007 != 0:
 		return sidecar.Config{}, fmt.Errorf("socket-mode: %04o lets every local user use the socket (claim, answer and submit tasks); give the workers a group instead (0660)", mode)
 	}
+	uids, err := parseIDs("allow-uid", c.StringSlice("allow-uid"))
+	if err != nil {
+		return sidecar.Config{}, err
+	}
+	gids, err := parseIDs("allow-gid", c.StringSlice("allow-gid"))
+	if err != nil {
+		return sidecar.Config{}, err
+	}
 	labels, err := registry.ParseLabels(c.StringSlice("label"))
 	if err != nil {
 		return sidecar.Config{}, err
@@ -79,6 +91,9 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		Version:        Version,
 		Grace:          c.Duration("grace"),
 		MaxConnections: c.Int("max-connections"),
+		SocketGroup:    c.String("socket-group"),
+		AllowUIDs:      uids,
+		AllowGIDs:      gids,
 		SocketTimeouts: server.Timeouts{Read: c.Duration("socket-read-timeout"), Idle: c.Duration("socket-idle-timeout")},
 		Queue:          workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
 		Logger:         log,
@@ -126,4 +141,23 @@ func sidecarCommand() *cli.Command {
 			return sc.Run(ctx)
 		},
 	}
+}
+
+// parseIDs parses uids or gids given to flag (comma separated or
+// repeated).
+func parseIDs(flag string, vals []string) ([]uint32, error) {
+	var out []uint32
+	for _, v := range vals {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			n, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not a number", flag, f)
+			}
+			out = append(out, uint32(n))
+		}
+	}
+	return out, nil
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,25 +22,69 @@ import (
 // ErrSocketInUse is returned when another process serves the socket path.
 var ErrSocketInUse = errors.New("server: socket is in use by a live process")
 
-// Listen opens the Unix socket at path with the given file mode. A socket
-// file that nothing listens on (left by a crash) is removed first; one
-// that a live process serves is refused with ErrSocketInUse.
-func Listen(path string, mode os.FileMode) (net.Listener, error) {
+// Listen opens the Unix socket at path with the given file mode and, when
+// gid is not -1, group. A socket file that nothing listens on (left by a
+// crash) is removed first; one that a live process serves is refused with
+// ErrSocketInUse.
+//
+// The socket is bound in a new directory of mode 0700 beside path, given
+// its mode and group there, and then renamed into place, so that it never
+// exists at path with the umask's mode (a window in which another user
+// could connect). When that directory's path would be too long for a
+// socket address, it is bound at path and changed there instead.
+func Listen(path string, mode os.FileMode, gid int) (net.Listener, error) {
 	if err := CheckSocket(path); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("unix", path)
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".b")
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bind := filepath.Join(tmp, "s")
+	if len(bind) > 100 {
+		bind = path
+	}
+	l, err := net.Listen("unix", bind)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	if ul, ok := l.(*net.UnixListener); ok {
-		ul.SetUnlinkOnClose(true)
+		ul.SetUnlinkOnClose(false)
 	}
-	if err := os.Chmod(path, mode); err != nil {
+	ln := &socketListener{Listener: l, path: path}
+	fail := func(what string, err error) (net.Listener, error) {
 		l.Close()
-		return nil, fmt.Errorf("server: chmod socket: %w", err)
+		os.Remove(bind)
+		return nil, fmt.Errorf("server: %s socket: %w", what, err)
 	}
-	return l, nil
+	if err := os.Chmod(bind, mode); err != nil {
+		return fail("chmod", err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(bind, -1, gid); err != nil {
+			return fail("chown", err)
+		}
+	}
+	if bind != path {
+		if err := os.Rename(bind, path); err != nil {
+			return fail("placing", err)
+		}
+	}
+	return ln, nil
+}
+
+// socketListener removes its socket file when closed.
+type socketListener struct {
+	net.Listener
+	path string
+	once sync.Once
+}
+
+func (l *socketListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { os.Remove(l.path) })
+	return err
 }
 
 // CheckSocket refuses a socket path that a live process serves and
@@ -115,6 +161,7 @@ func HTTPServer(h http.Handler, baseCtx context.Context, t Timeouts) *http.Serve
 		ReadTimeout: t.Read,
 		IdleTimeout: t.Idle,
 		BaseContext: func(net.Listener) context.Context { return baseCtx },
+		ConnContext: withPeer,
 	}
 }
 

@@ -158,6 +158,9 @@ type SidecarStats struct {
 	// ConnsRefused: socket connections closed at accept (the limit was
 	// reached).
 	ConnsRefused func() int64
+	// ConnsDenied: socket connections closed because their user is not
+	// allowed.
+	ConnsDenied func() int64
 }
 
 // Watch registers the metrics read from s at scrape time. Call it once per
@@ -185,6 +188,7 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	gauge("baton_scheduler_leader", "1 while this sidecar is the fleet's elected scheduler (exactly one sidecar should be).", s.Scheduler)
 	count("baton_scheduler_terms_total", "Times this sidecar was elected the fleet's scheduler.", s.SchedulerTerms)
 	gauge("baton_socket_connections", "Connections open on the sidecar's socket now.", s.Connections)
+	count("baton_socket_connections_denied_total", "Connections to the sidecar's socket closed because their user (peer credentials) is not allowed by --allow-uid/--allow-gid.", s.ConnsDenied)
 	count("baton_socket_connections_refused_total", "Connections to the sidecar's socket closed at once because --max-connections were open.", s.ConnsRefused)
 	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)
 	for _, c := range cs {
