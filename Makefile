@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py bench
+.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +73,14 @@ chaos: ## fault-injection run (< 10 min): kill/pause/partition etcd, sidecars, w
 BENCHFLAGS ?= --systems all
 bench: build ## baton bench (< 5 min): fleet sweep of 8, 64, 256 sidecars (one worker each), affinity run, then baton vs raw etcd, recipes, naive CAS; tables and targets
 	$(BIN) bench $(BENCHFLAGS)
+
+# `make test` runs every fuzz target's seed corpus (they are ordinary
+# tests); `make fuzz` fuzzes each for FUZZTIME.
+FUZZTIME ?= 30s
+FUZZ := ./sidecar/workqueue:FuzzParseClaim ./sidecar/workqueue:FuzzIndexKeys ./sidecar/workqueue:FuzzWaitKey ./sidecar/jsonl:FuzzRead ./sidecar/configdoc:FuzzValidateObject
+fuzz: ## fuzz every parser of untrusted input (claims, index and wait keys, JSONL, config documents) for FUZZTIME each (default 30s)
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 clean: ## remove build output and dev data
 	rm -rf bin .baton

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestParseClaimCanonicalOnly(t *testing.T) {
@@ -58,6 +60,23 @@ func FuzzIndexKeys(f *testing.F) {
 		got, gid, err := parseDelayKey(delayKey(due, id))
 		if err != nil || gid != id || !got.Equal(time.Unix(0, due.UnixNano())) {
 			t.Fatalf("delay key round trip: %v %q %v", got, gid, err)
+		}
+	})
+}
+
+// FuzzWaitKey: a wait key parses back to the lease and sequence it was
+// made of, and whatever parseWaitKey accepts formats back the same.
+func FuzzWaitKey(f *testing.F) {
+	f.Add(uint64(0x694d8c1b2a3f4e5d), uint64(1), "q/w/694d8c1b2a3f4e5d/1")
+	f.Add(uint64(1), uint64(1<<40), "q/w/0000000000000001/x")
+	f.Fuzz(func(t *testing.T, lease, seq uint64, k string) {
+		key := waitKey(clientv3.LeaseID(lease), seq)
+		l, s, err := parseWaitKey(key)
+		if err != nil || uint64(l) != lease || s != seq {
+			t.Fatalf("wait key %q parsed as %x %d %v", key, l, s, err)
+		}
+		if l, s, err := parseWaitKey(k); err == nil && waitKey(l, s) != k {
+			t.Fatalf("parseWaitKey(%q) formats back as %q", k, waitKey(l, s))
 		}
 	})
 }

@@ -70,7 +70,7 @@ func parseWaitKey(k string) (clientv3.LeaseID, uint64, error) {
 	ls, ss, ok := strings.Cut(rest, "/")
 	l, err1 := strconv.ParseUint(ls, 16, 64)
 	s, err2 := strconv.ParseUint(ss, 10, 64)
-	if !ok || len(ls) != 16 || err1 != nil || err2 != nil {
+	if !ok || len(ls) != 16 || err1 != nil || err2 != nil || fmt.Sprintf("%016x", l) != ls || strconv.FormatUint(s, 10) != ss {
 		return 0, 0, fmt.Errorf("malformed wait key: %q", k)
 	}
 	return clientv3.LeaseID(l), s, nil
