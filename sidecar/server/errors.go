@@ -12,6 +12,7 @@ import (
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -65,6 +66,16 @@ func toConnect(err error) error {
 // everything else, which nobody expected: INTERNAL, with the cause kept
 // for the sidecar's log (LogInternal) and not shown to the worker.
 func etcdOrInternal(err error) error {
+	// Transient although etcd files some of them under other codes: a
+	// lease that etcd dropped before the sidecar noticed (it is granted a
+	// new one), an apply backlog (too many requests), a read at a
+	// compacted or not yet applied revision, no endpoint reachable.
+	for _, transient := range []error{rpctypes.ErrLeaseNotFound, rpctypes.ErrTooManyRequests, rpctypes.ErrCompacted,
+		rpctypes.ErrFutureRev, clientv3.ErrNoAvailableEndpoints} {
+		if errors.Is(err, transient) {
+			return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: "+transient.Error()+"; retry"))
+		}
+	}
 	code := codes.Unknown
 	desc := ""
 	var ee rpctypes.EtcdError

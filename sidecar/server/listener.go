@@ -160,10 +160,16 @@ func HTTPServer(h http.Handler, baseCtx context.Context, t Timeouts) *http.Serve
 		// timeout: long polls and Attach streams last.
 		ReadTimeout: t.Read,
 		IdleTimeout: t.Idle,
+		// One h2c connection carries many calls: bound them too, as
+		// --max-connections bounds connections.
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: MaxStreams},
 		BaseContext: func(net.Listener) context.Context { return baseCtx },
 		ConnContext: withPeer,
 	}
 }
+
+// MaxStreams bounds the calls in flight on one HTTP/2 connection.
+const MaxStreams = 128
 
 // Timeouts bound how long the socket server waits for callers.
 type Timeouts struct {

@@ -132,7 +132,9 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 		if _, _, ferr := h.Dispatcher.Fail(ectx, c.Claim(), "cannot be sent to a worker: "+err.Error(), true, 0); ferr != nil {
 			h.Logger.ErrorContext(ctx, "marking a task that cannot be sent DEAD failed; it returns after its timeout", "task", c.ID, "err", ferr)
 		}
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("%w; the task is DEAD", err))
+		// The worker gets no task (it asks again); the log says why.
+		h.Logger.ErrorContext(ctx, "a claimed task cannot be sent to a worker; it is DEAD", "task", c.ID, "err", err)
+		return connect.NewResponse(&batonv1.NextResponse{}), nil
 	}
 	return connect.NewResponse(&batonv1.NextResponse{Task: t}), nil
 }

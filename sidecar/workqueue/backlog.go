@@ -130,6 +130,9 @@ func (b *backlog) reload(entries []entry, more bool) {
 	}
 	b.entries, b.loaded, b.loading = entries, true, false
 	b.complete = !more
+	if b.complete {
+		b.limit = 0 // all of it is here: extensions are over
+	}
 	b.horizon = ""
 	if len(entries) > 0 {
 		b.horizon = entries[len(entries)-1].key

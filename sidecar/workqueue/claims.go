@@ -333,7 +333,6 @@ func (d *Dispatcher) Drain(ctx context.Context) {
 	}
 }
 
-// watch follows q/ until ctx ends, resynchronising after errors (for
 // CancelNotice is pushed to a worker session (coord.Session.Push) when an
 // operator asks to cancel a task the session holds.
 type CancelNotice struct {

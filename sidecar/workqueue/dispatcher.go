@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/coord"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -206,6 +207,12 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	start := time.Now()
 	deadline := start.Add(wait)
 	backoff := 50 * time.Millisecond // between failed registrations
+	var (
+		lw       *localWait // the registration in progress, nil for none
+		seq      uint64
+		key      string
+		keyLease clientv3.LeaseID
+	)
 	for {
 		ls, leaseChanged, err := d.lease.Session()
 		if err != nil {
@@ -213,6 +220,9 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			case <-leaseChanged:
 				continue
 			case <-timer.C:
+				if lw != nil {
+					d.leaveWait(seq)
+				}
 				return nil, err
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -220,29 +230,48 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				return nil, ErrDraining
 			}
 		}
-		seq, lw := d.addWait()
-		key := waitKey(ls.Lease(), seq)
+		if lw == nil || keyLease != ls.Lease() {
+			// One key per registration: a put retried after a failure
+			// that etcd may have applied writes the same key again.
+			if lw != nil {
+				d.leaveWait(seq)
+			}
+			seq, lw = d.addWait()
+			key, keyLease = waitKey(ls.Lease(), seq), ls.Lease()
+		}
 		rec := waitRecord{Queues: queues, Session: sessID, Holder: d.worker, Labels: d.labels, Affinity: d.lastAffinity(sessID)}
 		pctx, cancel := context.WithTimeout(ctx, max(min(time.Until(deadline), claimTimeout), time.Second))
 		rev, err := d.store.putWait(pctx, key, rec, ls.Lease())
 		cancel()
 		if err != nil {
-			// The put may have been applied: an assignment to it then
-			// finds no caller and is given back. etcd may be coming
-			// back: try again while the caller's wait lasts.
-			d.leaveWait(seq)
 			if ctx.Err() != nil {
+				d.leaveWait(seq)
 				return nil, ctx.Err()
 			}
+			// etcd may be coming back: try again while the caller's wait
+			// lasts. A lease etcd no longer knows is replaced by the
+			// lease keeper: wait for that rather than retry on it.
+			if backoff == 50*time.Millisecond {
+				d.cfg.Logger.Warn("registering a waiting Next failed; retrying while the wait lasts", "err", err)
+			}
+			retry := time.After(backoff)
+			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				retry = nil
+			}
 			select {
-			case <-time.After(backoff):
+			case <-retry:
 				backoff = min(2*backoff, time.Second)
 				continue
+			case <-ls.Done():
+				continue
 			case <-timer.C:
+				d.leaveWait(seq) // an assignment to a put that etcd applied goes back
 				return nil, fmt.Errorf("waiting for a task: %w", err)
 			case <-ctx.Done():
+				d.leaveWait(seq)
 				return nil, ctx.Err()
 			case <-d.drainCh:
+				d.leaveWait(seq)
 				return nil, ErrDraining
 			}
 		}
@@ -250,12 +279,15 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 		var gone string // why the caller stops waiting, "" while it waits
 		select {
 		case token := <-lw.ch:
-			if c, err := d.take(ctx, seq, lw.id, token, sess, start); c != nil || err != nil {
+			id := lw.id
+			lw = nil
+			if c, err := d.take(ctx, seq, id, token, sess, start); c != nil || err != nil {
 				return c, err
 			}
 			continue // the claim was lost before it could be read; wait again
 		case <-ls.Done():
 			d.leaveWait(seq) // the wait key went with the lease
+			lw = nil
 			continue
 		case <-timer.C:
 			gone = "timeout"

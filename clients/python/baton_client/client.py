@@ -31,6 +31,10 @@ if hasattr(os, "register_at_fork"):  # registering a hook opens nothing
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: The longest wait a Next may ask the sidecar for, in seconds.
+MAX_WAIT = 600.0
+
+
 @dataclass
 class TaskSpec:
     """A task to submit. Durations are seconds; not_before is a datetime.
@@ -183,9 +187,12 @@ class Client:
 
     def next(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0) -> Optional[Task]:
         """Claim one task under this client's session, waiting up to wait
-        seconds. None when no task came. queues: names in order of
-        preference; None means the sidecar's --queue."""
+        seconds (at most MAX_WAIT, 600: a longer wait is shortened to it;
+        the sidecar refuses more). None when no task came. queues: names in
+        order of preference (at most 16); None means the sidecar's
+        --queue."""
         qs = [queues] if isinstance(queues, str) else list(queues or [])
+        wait = min(max(wait, 0.0), MAX_WAIT)
         req: Dict[str, Any] = {"queues": qs, "wait": duration(wait), "session": self.session}
         try:
             resp = self._call("Next", req, timeout=wait + 60.0)
