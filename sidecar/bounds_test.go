@@ -78,6 +78,9 @@ func TestMalformedReadyKeyDoesNotStopTheQueue(t *testing.T) {
 	if task := next(t, sc, 10*time.Second, ""); task == nil || task.Id != "good-1" {
 		t.Fatalf("scheduler path: %v", task)
 	}
+	if got := sc.Dispatcher().Stats().Malformed; got < 2 {
+		t.Errorf("malformed entries counted: %d, want 2", got)
+	}
 	submit(t, sc, &batonv1.TaskSpec{Id: "good-2", Payload: payload(t, map[string]any{})})
 	if task := next(t, sc, 0, ""); task == nil || task.Id != "good-2" {
 		t.Fatalf("poll path: %v", task)

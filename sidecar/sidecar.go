@@ -328,6 +328,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		Connections:    ln.Open,
 		ConnsRefused:   ln.Refused,
 		ConnsDenied:    ln.Denied,
+		AnswersRefused: func() int64 { return d.Stats().Refused },
+		Malformed:      func() int64 { return d.Stats().Malformed },
 		Assigned:       func() int64 { return d.Stats().Assigned },
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)

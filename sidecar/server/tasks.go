@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -188,7 +190,7 @@ func (h *TaskHandler) Heartbeat(ctx context.Context, req *connect.Request[batonv
 	defer cancel()
 	st, err := h.Dispatcher.Heartbeat(ectx, req.Msg.GetClaim())
 	if err != nil {
-		return nil, rpcErr(ctx, err)
+		return nil, h.answerErr(ctx, "Heartbeat", req.Msg.GetClaim(), err)
 	}
 	return connect.NewResponse(&batonv1.HeartbeatResponse{
 		CancelRequested: st.CancelRequested,
@@ -212,7 +214,7 @@ func (h *TaskHandler) Complete(ctx context.Context, req *connect.Request[batonv1
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()
 	if err := h.Dispatcher.Complete(ectx, req.Msg.GetClaim(), result); err != nil {
-		return nil, rpcErr(ctx, err)
+		return nil, h.answerErr(ctx, "Complete", req.Msg.GetClaim(), err)
 	}
 	return connect.NewResponse(&batonv1.CompleteResponse{}), nil
 }
@@ -233,7 +235,7 @@ func (h *TaskHandler) Fail(ctx context.Context, req *connect.Request[batonv1.Fai
 	defer cancel()
 	retry, at, err := h.Dispatcher.Fail(ectx, req.Msg.GetClaim(), req.Msg.GetError(), req.Msg.GetPermanent(), after)
 	if err != nil {
-		return nil, rpcErr(ctx, err)
+		return nil, h.answerErr(ctx, "Fail", req.Msg.GetClaim(), err)
 	}
 	resp := &batonv1.FailResponse{WillRetry: retry}
 	if retry {
@@ -250,7 +252,7 @@ func (h *TaskHandler) Release(ctx context.Context, req *connect.Request[batonv1.
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()
 	if err := h.Dispatcher.Release(ectx, req.Msg.GetClaim()); err != nil {
-		return nil, rpcErr(ctx, err)
+		return nil, h.answerErr(ctx, "Release", req.Msg.GetClaim(), err)
 	}
 	return connect.NewResponse(&batonv1.ReleaseResponse{}), nil
 }
@@ -326,4 +328,20 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 		sp.NotBefore = nb.AsTime()
 	}
 	return sp, nil
+}
+
+// answerErr maps the error of an answer to a claim (Complete, Fail,
+// Release, Heartbeat). A refused answer (a stale, foreign or guessed
+// claim) is logged with who sent it: the caller's uid and pid from the
+// socket's peer credentials, and the claim's task.
+func (h *TaskHandler) answerErr(ctx context.Context, op, claim string, err error) error {
+	if errors.Is(err, workqueue.ErrClaimLost) {
+		task, _, _ := strings.Cut(claim, "@")
+		args := []any{"op", op, "task", task}
+		if p, ok := PeerFrom(ctx); ok {
+			args = append(args, "peer_uid", p.UID, "peer_pid", p.PID)
+		}
+		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", args...)
+	}
+	return rpcErr(ctx, err)
 }

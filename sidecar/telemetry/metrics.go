@@ -161,6 +161,10 @@ type SidecarStats struct {
 	// ConnsDenied: socket connections closed because their user is not
 	// allowed.
 	ConnsDenied func() int64
+	// AnswersRefused: answers to claims this sidecar does not hold.
+	AnswersRefused func() int64
+	// Malformed: ready entries skipped because they do not parse.
+	Malformed func() int64
 }
 
 // Watch registers the metrics read from s at scrape time. Call it once per
@@ -188,6 +192,8 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	gauge("baton_scheduler_leader", "1 while this sidecar is the fleet's elected scheduler (exactly one sidecar should be).", s.Scheduler)
 	count("baton_scheduler_terms_total", "Times this sidecar was elected the fleet's scheduler.", s.SchedulerTerms)
 	gauge("baton_socket_connections", "Connections open on the sidecar's socket now.", s.Connections)
+	count("baton_queue_malformed_entries_total", "Ready entries this sidecar, as the scheduler, skipped because their key or value does not parse (each is logged with its key).", s.Malformed)
+	count("baton_claim_answers_refused_total", "Answers (Complete, Fail, Release, Heartbeat) refused because this sidecar does not hold the claim they name: stale, another sidecar's, or guessed.", s.AnswersRefused)
 	count("baton_socket_connections_denied_total", "Connections to the sidecar's socket closed because their user (peer credentials) is not allowed by --allow-uid/--allow-gid.", s.ConnsDenied)
 	count("baton_socket_connections_refused_total", "Connections to the sidecar's socket closed at once because --max-connections were open.", s.ConnsRefused)
 	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)

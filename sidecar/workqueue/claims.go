@@ -184,8 +184,7 @@ func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token
 	}
 	d.mu.Unlock()
 	if !ok {
-		d.cfg.Logger.InfoContext(ctx, "answer to a claim this sidecar does not hold refused", "task", id, "fencing_token", token)
-		return id, token, st, span, ErrClaimLost
+		return id, token, st, span, ErrClaimLost // the socket server logs it, with the caller
 	}
 	return id, token, st, span, nil
 }

@@ -76,7 +76,10 @@ type Stats struct {
 	// Refused: answers (Complete, Fail, Release, Heartbeat) refused
 	// because this sidecar does not hold the claim they name (stale,
 	// another sidecar's, or a guessed handle).
-	Refused                              int64
+	Refused int64
+	// Malformed: ready entries the scheduler skipped because their key
+	// or value does not parse (each is logged).
+	Malformed                            int64
 	Requeued, Expired, Promoted, Removed int64
 }
 

@@ -279,6 +279,9 @@ func (s *schedLoop) loadBacklogs(ctx context.Context) error {
 			if err != nil {
 				// Never let one bad key stop a queue: skip it.
 				s.d.cfg.Logger.Warn("scheduler: skipping a malformed ready entry", "key", string(kv.Key), "err", err)
+				s.d.mu.Lock()
+				s.d.stats.Malformed++
+				s.d.mu.Unlock()
 				continue
 			}
 			entries = append(entries, entry{key: string(kv.Key), modRev: kv.ModRevision, st: st, seen: now})
