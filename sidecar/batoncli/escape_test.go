@@ -29,6 +29,9 @@ func TestTextFromOthersIsEscaped(t *testing.T) {
 		if strings.ContainsAny(out, "\x1b\x07\r") {
 			t.Fatalf("%v printed control characters raw: %q", args, out)
 		}
+		if args[1] == "list" && !strings.HasPrefix(out, "ID ") {
+			t.Fatalf("%v: the header is not a plain row of columns: %q", args, out)
+		}
 		if args[1] == "get" && !strings.Contains(out, `spk\u001b[2J\u001b]0;owned\u0007\u000d`) {
 			t.Fatalf("%v: the escaped text is not shown: %q", args, out)
 		}
