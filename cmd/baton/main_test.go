@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -134,6 +136,24 @@ func TestDevAndSubmit(t *testing.T) {
 		t.Fatalf("admin line %q", adminLine)
 	}
 
+	// Regression (hardening issue, item 5): baton dev's etcd was open to
+	// every local user. Its authentication is on: a client without the
+	// root password (kept 0600 in the data dir) is refused.
+	if fi, err := os.Stat(filepath.Join(dir, "etcd-root.password")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("etcd root password file: %v %v, want mode 0600", fi, err)
+	}
+	anon, err := clientv3.New(clientv3.Config{Endpoints: []string{etcdAddr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = anon.Get(gctx, "baton/", clientv3.WithPrefix())
+	gcancel()
+	anon.Close()
+	if err == nil {
+		t.Fatal("an etcd client without credentials read baton dev's keys")
+	}
+
 	// A second dev on the same data dir is refused at once.
 	second := exec.Command(bin, "dev", "--data-dir", dir, "--etcd-listen", freePort(t))
 	msg, err := second.CombinedOutput()
@@ -142,7 +162,7 @@ func TestDevAndSubmit(t *testing.T) {
 	}
 
 	run := func(args ...string) (string, string, error) {
-		cmd := exec.Command(bin, append([]string{"--endpoints", etcdAddr}, args...)...)
+		cmd := exec.Command(bin, append([]string{"--endpoints", etcdAddr, "--etcd-password-file", filepath.Join(dir, "etcd-root.password")}, args...)...)
 		var o, e bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &o, &e
 		err := cmd.Run()

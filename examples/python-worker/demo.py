@@ -139,8 +139,11 @@ def main(argv=None) -> int:
         dev = procs.start("baton-dev", [a.baton, "dev", "--data-dir", os.path.join(tmp, "etcd"), "--etcd-listen", endpoint,
                                         "--socket", sock1, "--queue", "tts", "--grace", "5s", "--admin-addr", admin1])
         wait_for_socket(sock1, 60)
+        # baton dev's etcd has authentication on; its root password is in
+        # the data directory, for the second sidecar and the CLI.
+        etcd_env = dict(os.environ, BATON_ETCD_PASSWORD_FILE=os.path.join(tmp, "etcd", "etcd-root.password"))
         side = procs.start("baton-sidecar", [a.baton, "--endpoints", endpoint, "sidecar", "--socket", sock2, "--queue", "tts",
-                                             "--worker-id", "sidecar-2", "--grace", "5s", "--admin-addr", admin2])
+                                             "--worker-id", "sidecar-2", "--grace", "5s", "--admin-addr", admin2], env=etcd_env)
         wait_for_socket(sock2, 60)
         print("demo: baton dev (etcd %s, socket %s) and a second sidecar (socket %s) are up" % (endpoint, sock1, sock2), flush=True)
         print("demo: metrics at http://%s/metrics and http://%s/metrics" % (admin1, admin2), flush=True)
@@ -159,7 +162,7 @@ def main(argv=None) -> int:
         print("demo: processes: " + " ".join("%s=%d" % (n, p.pid) for n, p in procs.procs), flush=True)
 
         sub = subprocess.run([a.baton, "--endpoints", endpoint, "submit", "--queue", "tts", "--batch", "demo", jsonl],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=etcd_env)
         if sub.returncode != 0:
             print(sub.stdout.decode(errors="replace"), file=sys.stderr)
             raise SystemExit("demo: baton submit failed")

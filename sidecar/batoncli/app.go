@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
@@ -34,6 +35,22 @@ func New(stdout, stderr io.Writer) *cli.App {
 		Before: func(c *cli.Context) error {
 			if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
 				return cli.Exit(err.Error(), 2)
+			}
+			// `baton dev` makes its own etcd and password: a password file
+			// left in the environment by an earlier one is not its concern.
+			if f := c.String("etcd-password-file"); f != "" && c.Args().First() != "dev" {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return cli.Exit("etcd-password-file: "+err.Error(), 2)
+				}
+				if err := c.Set("etcd-password", strings.TrimSpace(string(b))); err != nil {
+					return err
+				}
+				if c.String("etcd-user") == "" {
+					if err := c.Set("etcd-user", "root"); err != nil {
+						return err
+					}
+				}
 			}
 			if err := etcdConfig(c).Validate(); err != nil {
 				return cli.Exit(err.Error(), 2)
@@ -75,6 +92,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "namespace", Value: "baton", EnvVars: []string{"BATON_NAMESPACE"}, Usage: "key prefix of this deployment in etcd"},
 		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"BATON_ETCD_USER"}, Usage: "etcd user name"},
 		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"BATON_ETCD_PASSWORD"}, Usage: "etcd password"},
+		&cli.StringFlag{Name: "etcd-password-file", EnvVars: []string{"BATON_ETCD_PASSWORD_FILE"}, Usage: "read the etcd password from this file (`baton dev` writes DATA-DIR/etcd-root.password); the user is root unless --etcd-user says otherwise"},
 		&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"BATON_ETCD_CACERT"}, Usage: "CA certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"BATON_ETCD_CERT"}, Usage: "client certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"BATON_ETCD_KEY"}, Usage: "client key file for etcd TLS"},

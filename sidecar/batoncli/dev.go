@@ -2,9 +2,13 @@ package batoncli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,6 +49,17 @@ func devCommand() *cli.Command {
 				return err
 			}
 			defer unlock()
+			// etcd's authentication is on, with a root password kept
+			// 0600 in the data directory: the socket's mode would mean
+			// little if any local user could write to etcd directly.
+			pwFile, password, err := rootPassword(dir)
+			if err != nil {
+				return err
+			}
+			cfg.Etcd.Username, cfg.Etcd.Password = "root", password
+			if host, _, err := net.SplitHostPort(c.String("etcd-listen")); err == nil && !isLoopback(host) {
+				fmt.Fprintf(c.App.ErrWriter, "WARNING: baton dev's etcd listens on %s, beyond this machine: anyone who can reach it and learns %s's password controls every task. Use 127.0.0.1 unless you mean it.\n", c.String("etcd-listen"), pwFile)
+			}
 			if err := server.CheckSocket(cfg.Socket); err != nil {
 				return err
 			}
@@ -61,9 +76,10 @@ func devCommand() *cli.Command {
 			defer stop()
 			startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			etcd, err := embedetcd.Start(startCtx, embedetcd.Config{
-				Dir:        dir,
-				ClientAddr: c.String("etcd-listen"),
-				LogFile:    filepath.Join(dir, "etcd.log"),
+				Dir:          dir,
+				ClientAddr:   c.String("etcd-listen"),
+				LogFile:      filepath.Join(dir, "etcd.log"),
+				RootPassword: password,
 			})
 			cancel()
 			if err != nil {
@@ -80,8 +96,8 @@ func devCommand() *cli.Command {
 				if a := sc.AdminAddr(); a != nil {
 					admin = "http://" + a.String() + " (/metrics /healthz /readyz)"
 				}
-				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s\n  queues: %v\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s\n",
-					cfg.Socket, etcd.Endpoint(), cfg.Queues, admin, cfg.Socket, etcd.Endpoint())
+				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s (user root, password in %s)\n  queues: %v\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s BATON_ETCD_PASSWORD_FILE=%s\n",
+					cfg.Socket, etcd.Endpoint(), pwFile, cfg.Queues, admin, cfg.Socket, etcd.Endpoint(), pwFile)
 			case err := <-done:
 				return err
 			}
@@ -110,4 +126,37 @@ func lockDir(dir string) (unlock func(), err error) {
 		return nil, fmt.Errorf("data-dir %s is in use by another baton dev", dir)
 	}
 	return func() { f.Close() }, nil
+}
+
+// rootPassword returns the path and contents of the data directory's etcd
+// root password file, writing a new random password (mode 0600) when
+// there is none.
+func rootPassword(dir string) (path, password string, err error) {
+	path, err = filepath.Abs(filepath.Join(dir, "etcd-root.password"))
+	if err != nil {
+		return "", "", err
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		if pw := strings.TrimSpace(string(b)); pw != "" {
+			return path, pw, nil
+		}
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", "", err
+	}
+	password = hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("data-dir: writing the etcd password: %w", err)
+	}
+	return path, password, nil
+}
+
+// isLoopback reports whether host names this machine only.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

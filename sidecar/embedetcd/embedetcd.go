@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,6 +33,10 @@ type Config struct {
 	LogFile string
 	// MaxTxnOps is the server's --max-txn-ops. Default 128.
 	MaxTxnOps uint
+	// RootPassword, when set, turns etcd's authentication on with a user
+	// "root" of this password (kept when the data directory was set up
+	// before: its password must be the same). Clients then need it.
+	RootPassword string
 }
 
 // Server is a running embedded etcd.
@@ -88,6 +94,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.etcd = e
 	select {
 	case <-e.Server.ReadyNotify():
+		if cfg.RootPassword != "" {
+			if err := s.enableAuth(ctx, cfg.RootPassword); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
 		return s, nil
 	case err := <-e.Err():
 		s.Close()
@@ -116,4 +128,49 @@ func (s *Server) removeTemp() {
 	if s.tempDir != "" {
 		os.RemoveAll(s.tempDir)
 	}
+}
+
+// enableAuth creates the root user and role and turns authentication on,
+// unless it is on already (a data directory set up before), in which case
+// it checks that password is root's.
+func (s *Server) enableAuth(ctx context.Context, password string) error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return fmt.Errorf("embedetcd: auth: %w", err)
+	}
+	defer cli.Close()
+	st, err := cli.AuthStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("embedetcd: auth status: %w", err)
+	}
+	if st.Enabled {
+		root, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint()}, DialTimeout: 5 * time.Second,
+			Username: "root", Password: password, Logger: zap.NewNop()})
+		if err == nil {
+			_, err = root.Get(ctx, "x", clientv3.WithCountOnly())
+			root.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("embedetcd: this data directory's etcd has authentication on, and root's password is not the one given: %w", err)
+		}
+		return nil
+	}
+	if _, err := cli.RoleAdd(ctx, "root"); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+		return fmt.Errorf("embedetcd: auth: %w", err)
+	}
+	if _, err := cli.UserAdd(ctx, "root", password); errors.Is(err, rpctypes.ErrUserAlreadyExist) {
+		_, err = cli.UserChangePassword(ctx, "root", password)
+		if err != nil {
+			return fmt.Errorf("embedetcd: auth: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("embedetcd: auth: %w", err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		return fmt.Errorf("embedetcd: auth: %w", err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		return fmt.Errorf("embedetcd: auth: %w", err)
+	}
+	return nil
 }

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from typing import List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from . import _transport
 
@@ -87,11 +87,17 @@ class BatonDev:
         self.log = os.path.join(self.dir, "dev.log")
         #: host:port of the dev sidecar's admin server (/metrics, /healthz, /readyz).
         self.admin = "127.0.0.1:%d" % free_port()
+        #: The etcd root password file ``baton dev`` writes (its etcd has
+        #: authentication on), and an environment for other baton commands
+        #: against this etcd: ``subprocess.run([...], env=dev.env)``.
+        self.password_file = os.path.join(self.dir, "etcd", "etcd-root.password")
+        self.env: Dict[str, str] = dict(os.environ, BATON_ETCD_PASSWORD_FILE=self.password_file)
         self._procs: List["subprocess.Popen[bytes]"] = []
 
-    def _start(self, args: List[str], log: str, socket_path: str) -> "subprocess.Popen[bytes]":
+    def _start(self, args: List[str], log: str, socket_path: str,
+               env: Optional[Mapping[str, str]] = None) -> "subprocess.Popen[bytes]":
         with open(log, "ab") as f:
-            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self._procs.append(p)
         try:
             wait_for_socket(socket_path, 30.0)
@@ -118,7 +124,7 @@ class BatonDev:
         self._start(
             [self.baton, "--endpoints", self.endpoint, "sidecar", "--socket", sock, "--ttl", self.ttl,
              "--grace", self.grace, "--worker-id", name, "--admin-addr", "127.0.0.1:0"] + qs + ls,
-            os.path.join(self.dir, name + ".log"), sock)
+            os.path.join(self.dir, name + ".log"), sock, env=self.env)
         return sock
 
     def stop(self) -> None:

@@ -30,7 +30,7 @@ def config_set(dev, name, doc):
     """Set a document with the real CLI, as an operator does."""
     subprocess.run(
         [dev.baton, "--endpoints", dev.endpoint, "config", "set", name, "-"],
-        input=json.dumps(doc).encode(), check=True, stdout=subprocess.DEVNULL,
+        input=json.dumps(doc).encode(), check=True, stdout=subprocess.DEVNULL, env=dev.env,
     )
 
 
@@ -119,7 +119,7 @@ def test_pinned_config_reaches_the_task(dev, client, name, tmp_path, queue):
     f = tmp_path / "b.jsonl"
     f.write_text('{"uttid": "pin-1", "syn_text": "x"}\n')
     subprocess.run([dev.baton, "--endpoints", dev.endpoint, "submit", "--queue", queue, "--batch", name,
-                    "--pin-config", name, str(f)], check=True, stdout=subprocess.DEVNULL)
+                    "--pin-config", name, str(f)], check=True, stdout=subprocess.DEVNULL, env=dev.env)
     config_set(dev, name, {"sample_rate": 16000})
     t = client.next(queue, wait=20)
     assert t is not None

@@ -12,7 +12,7 @@ from baton_client import Client, InvalidArgument, TaskSpec
 def stored(dev, task_id):
     """The task as `baton tasks get -o json` shows it."""
     out = subprocess.run([dev.baton, "--endpoints", dev.endpoint, "tasks", "get", "-o", "json", task_id],
-                         check=True, stdout=subprocess.PIPE).stdout
+                         check=True, stdout=subprocess.PIPE, env=dev.env).stdout
     return json.loads(out)
 
 
