@@ -198,19 +198,29 @@ func (d *Dispatcher) Complete(ctx context.Context, claim string, result json.Raw
 	}
 	ctx, span := d.startInTrace(ctx, sc, SpanComplete, trace.WithAttributes(taskAttrs(id, st, token)...))
 	err = d.store.Complete(ctx, id, token, st, result)
+	if d.settle(span, id, token, StateDone, OutcomeCompleted, err) {
+		d.cfg.Observer.TaskCompleted(st.Queue)
+		d.cfg.Logger.DebugContext(ctx, "task completed", "task", id, "queue", st.Queue, "attempt", st.Attempt)
+	}
+	return err
+}
+
+// settle ends the span of an answer that left the task in state (or
+// failed with err) and updates the held table: the claim ended with
+// outcome, or was lost. It reports whether the answer was accepted.
+func (d *Dispatcher) settle(span trace.Span, id string, token int64, state State, outcome Outcome, err error) bool {
 	switch {
 	case err == nil:
-		endSpan(span, StateDone, nil)
-		d.cfg.Observer.TaskCompleted(st.Queue)
-		d.forget(id, token, OutcomeCompleted)
-		d.cfg.Logger.DebugContext(ctx, "task completed", "task", id, "queue", st.Queue, "attempt", st.Attempt)
+		endSpan(span, state, nil)
+		d.forget(id, token, outcome)
+		return true
 	case errors.Is(err, ErrClaimLost):
 		endSpan(span, "", err)
 		d.forget(id, token, OutcomeLost)
 	default:
 		endSpan(span, "", err)
 	}
-	return err
+	return false
 }
 
 // Fail records a failed attempt (see Store.Fail). It is traced as a span
@@ -225,17 +235,9 @@ func (d *Dispatcher) Fail(ctx context.Context, claim, msg string, permanent bool
 	}
 	ctx, span := d.startInTrace(ctx, sc, SpanFail, trace.WithAttributes(taskAttrs(id, st, token)...))
 	state, at, err := d.store.fail(ctx, id, token, st, msg, permanent, retryAfter)
-	switch {
-	case err == nil:
-		endSpan(span, state, nil)
+	if d.settle(span, id, token, state, OutcomeFailed, err) {
 		d.ended(st.Queue, ReasonError, state)
-		d.forget(id, token, OutcomeFailed)
 		d.cfg.Logger.DebugContext(ctx, "task failed", "task", id, "queue", st.Queue, "attempt", st.Attempt, "state", state)
-	case errors.Is(err, ErrClaimLost):
-		endSpan(span, "", err)
-		d.forget(id, token, OutcomeLost)
-	default:
-		endSpan(span, "", err)
 	}
 	return state == StateFailed, at, err
 }
@@ -249,16 +251,8 @@ func (d *Dispatcher) Release(ctx context.Context, claim string) error {
 	}
 	ctx, span := d.startInTrace(ctx, sc, SpanRelease, trace.WithAttributes(taskAttrs(id, st, token)...))
 	state, err := d.store.release(ctx, id, token, st)
-	switch {
-	case err == nil:
-		endSpan(span, state, nil)
+	if d.settle(span, id, token, state, OutcomeReleased, err) {
 		d.ended(st.Queue, ReasonReleased, state)
-		d.forget(id, token, OutcomeReleased)
-	case errors.Is(err, ErrClaimLost):
-		endSpan(span, "", err)
-		d.forget(id, token, OutcomeLost)
-	default:
-		endSpan(span, "", err)
 	}
 	return err
 }
