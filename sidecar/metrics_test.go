@@ -330,3 +330,22 @@ func TestAdminAddrInUse(t *testing.T) {
 		t.Errorf("New with admin-addr 9464: %v, want an error naming admin-addr", err)
 	}
 }
+
+// The dispatch latency is how long a task was ready before it was claimed
+// (it read the claim's own time, about 0, once the claim was written by
+// the scheduler: the claim now keeps when the task became ready).
+func TestDispatchLatencyCountsTheWaitInTheQueue(t *testing.T) {
+	sc, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
+	submit(t, sc, &batonv1.TaskSpec{Id: "waited", Payload: payload(t, map[string]any{})})
+	time.Sleep(300 * time.Millisecond) // the task waits in the queue; not waiting for a condition
+	if task := next(t, sc, 10*time.Second, ""); task == nil {
+		t.Fatal("no task")
+	}
+	f := scrape(t, sc)["baton_queue_dispatch_latency_seconds"]
+	if f == nil || len(f.GetMetric()) == 0 {
+		t.Fatal("no dispatch latency")
+	}
+	if sum := f.GetMetric()[0].GetHistogram().GetSampleSum(); sum < 0.25 {
+		t.Fatalf("dispatch latency sum %.3fs, want at least the 0.3s the task waited", sum)
+	}
+}

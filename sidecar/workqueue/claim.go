@@ -56,6 +56,7 @@ func (s *Store) claimStatus(pending Status, h Holder, wait string) Status {
 	st.Index = ""
 	st.Holder, st.Session, st.Lease = h.Worker, h.Session, int64(h.Lease)
 	st.DeadlineMS = ms(now.Add(st.Timeout()))
+	st.ReadyMS = pending.UpdatedMS
 	st.UpdatedMS = ms(now)
 	st.Wait = wait
 	return st

@@ -512,7 +512,7 @@ func (d *Dispatcher) claimed(ctx context.Context, c *Claimed, sess *coord.Sessio
 			d.forgetSession(id) // closed already
 		}
 	}
-	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(c.Status.UpdatedMS)), 0))
+	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(c.Status.ReadyMS)), 0))
 	sc := d.traceClaim(ctx, c, &cl)
 	return c, d.hold(c, sess, sc)
 }

@@ -19,7 +19,7 @@ func ownsClaim(id string, token int64) clientv3.Cmp {
 // released clears the fields that only a live claim has.
 func released(st Status, state State, now time.Time) Status {
 	st.State = state
-	st.Session, st.Lease, st.DeadlineMS = "", 0, 0
+	st.Session, st.Lease, st.DeadlineMS, st.ReadyMS = "", 0, 0, 0
 	st.Index = ""
 	st.UpdatedMS = ms(now)
 	return st

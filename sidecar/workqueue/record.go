@@ -49,7 +49,8 @@ type Status struct {
 	Session    string `json:"session,omitempty"` // worker session, if any
 	Lease      int64  `json:"lease,omitempty"`
 	DeadlineMS int64  `json:"deadline_ms,omitempty"`
-	Wait       string `json:"wait,omitempty"` // the wait key the task was assigned through (deleted with the claim)
+	Wait       string `json:"wait,omitempty"`     // the wait key the task was assigned through (deleted with the claim)
+	ReadyMS    int64  `json:"ready_ms,omitempty"` // when the task became PENDING and due, for the dispatch latency
 
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 }
