@@ -13,6 +13,8 @@ import (
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -106,7 +108,8 @@ func (e *internalError) Error() string {
 func (e *internalError) Unwrap() error { return e.cause }
 
 // LogInternal returns an interceptor that logs the cause of every
-// INTERNAL error a handler returns.
+// INTERNAL error a handler returns, and records the caller (uid, pid) on
+// each call's span. It goes after the tracing interceptor.
 func LogInternal(log *slog.Logger) connect.Interceptor { return internalLogger{log} }
 
 type internalLogger struct{ log *slog.Logger }
@@ -114,12 +117,31 @@ type internalLogger struct{ log *slog.Logger }
 func (l internalLogger) report(ctx context.Context, procedure string, err error) {
 	var ie *internalError
 	if errors.As(err, &ie) {
-		l.log.ErrorContext(ctx, "internal error", "procedure", procedure, "err", ie.cause)
+		args := []any{"procedure", procedure, "err", ie.cause}
+		if p, ok := PeerFrom(ctx); ok {
+			args = append(args, "peer_uid", p.UID, "peer_pid", p.PID)
+		}
+		l.log.ErrorContext(ctx, "internal error", args...)
 	}
 }
 
+// markPeer records the caller (the socket's peer credentials) on the
+// call's span.
+func markPeer(ctx context.Context) {
+	if p, ok := PeerFrom(ctx); ok {
+		trace.SpanFromContext(ctx).SetAttributes(attrPeerUID.Int64(int64(p.UID)), attrPeerPID.Int64(int64(p.PID)))
+	}
+}
+
+// Span attributes of the caller.
+var (
+	attrPeerUID = attribute.Key("baton.peer.uid")
+	attrPeerPID = attribute.Key("baton.peer.pid")
+)
+
 func (l internalLogger) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		markPeer(ctx)
 		resp, err := next(ctx, req)
 		l.report(ctx, req.Spec().Procedure, err)
 		return resp, err
@@ -132,6 +154,7 @@ func (l internalLogger) WrapStreamingClient(next connect.StreamingClientFunc) co
 
 func (l internalLogger) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		markPeer(ctx)
 		err := next(ctx, conn)
 		l.report(ctx, conn.Spec().Procedure, err)
 		return err

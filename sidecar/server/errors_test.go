@@ -1,13 +1,17 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -45,5 +49,25 @@ func TestErrorsSayWhatHappened(t *testing.T) {
 	var ie *internalError
 	if !errors.As(internal, &ie) || !strings.Contains(ie.cause.Error(), "q/ready") {
 		t.Fatalf("the cause is not kept for the log: %v", internal)
+	}
+}
+
+// The caller's uid and pid, from the socket's peer credentials, are on
+// every call's span (hardening issue: caller identity in spans).
+func TestCallerOnTheSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, span := tp.Tracer("t").Start(context.WithValue(context.Background(), peerKey{}, Peer{UID: 1001, GID: 100, PID: 4242}), "call")
+	next := func(context.Context, connect.AnyRequest) (connect.AnyResponse, error) { return nil, nil }
+	if _, err := LogInternal(slog.New(slog.DiscardHandler)).WrapUnary(next)(ctx, connect.NewRequest(&struct{}{})); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	got := map[string]int64{}
+	for _, kv := range rec.Ended()[0].Attributes() {
+		got[string(kv.Key)] = kv.Value.AsInt64()
+	}
+	if got["baton.peer.uid"] != 1001 || got["baton.peer.pid"] != 4242 {
+		t.Fatalf("span attributes %v, want the caller's uid 1001 and pid 4242", got)
 	}
 }
