@@ -83,6 +83,9 @@ type Config struct {
 	// with telemetry.LogHandler to get trace ids on lines logged inside a
 	// span.
 	Logger *slog.Logger
+	// AdminToken, when set, is required on the admin server's /metrics as
+	// a bearer token (telemetry.AdminConfig.Token).
+	AdminToken string
 	// AdminAddr is host:port of the admin HTTP server: /metrics, /healthz
 	// and /readyz (see telemetry.Admin). Empty: no admin server. Port 0
 	// picks a free port (Sidecar.AdminAddr tells which).
@@ -286,6 +289,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			Gatherer: m.Registry(),
 			Ready:    probe.checks(),
 			Logger:   log,
+			Token:    cfg.AdminToken,
 		})
 		if err := admin.Start(); err != nil {
 			return err

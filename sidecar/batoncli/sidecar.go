@@ -40,6 +40,7 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by `baton workers list`; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
+		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics (/healthz and /readyz stay open for probes)"},
 		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
 			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
 	}
@@ -59,6 +60,16 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		return sidecar.Config{}, fmt.Errorf("socket-mode: %04o does not let the sidecar's own user read and write the socket", mode)
 	case mode&0o007 != 0:
 		return sidecar.Config{}, fmt.Errorf("socket-mode: %04o lets every local user use the socket (claim, answer and submit tasks); give the workers a group instead (0660)", mode)
+	}
+	token := ""
+	if f := c.String("admin-token-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return sidecar.Config{}, fmt.Errorf("admin-token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return sidecar.Config{}, fmt.Errorf("admin-token-file: %s is empty", f)
+		}
 	}
 	uids, err := parseIDs("allow-uid", c.StringSlice("allow-uid"))
 	if err != nil {
@@ -98,6 +109,7 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		Queue:          workqueue.Config{PayloadLimit: c.Int("payload-limit"), Retention: c.Duration("retention"), Logger: log},
 		Logger:         log,
 		AdminAddr:      c.String("admin-addr"),
+		AdminToken:     token,
 	}
 	return cfg, nil
 }

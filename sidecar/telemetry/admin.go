@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,10 @@ type AdminConfig struct {
 	CheckTimeout time.Duration
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
+	// Token, when set, is required on /metrics as "Authorization: Bearer
+	// <token>" (compared in constant time); /healthz and /readyz stay
+	// open for probes and say nothing beyond ok or not.
+	Token string
 }
 
 // Admin is the sidecar's admin HTTP server:
@@ -67,7 +72,7 @@ func NewAdmin(cfg AdminConfig) *Admin {
 func (a *Admin) Handler() http.Handler {
 	mux := http.NewServeMux()
 	if a.cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{a.cfg.Logger}}))
+		mux.Handle("GET /metrics", a.guard(promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{ErrorLog: slogPrinter{a.cfg.Logger}})))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -146,3 +151,19 @@ func (a *Admin) Stop(ctx context.Context) error {
 type slogPrinter struct{ l *slog.Logger }
 
 func (p slogPrinter) Println(v ...any) { p.l.Error("serving metrics failed", "err", fmt.Sprint(v...)) }
+
+// guard requires the bearer token on h when one is configured.
+func (a *Admin) guard(h http.Handler) http.Handler {
+	if a.cfg.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + a.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "a bearer token is required (--admin-token-file)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -69,3 +69,40 @@ func TestAdminServer(t *testing.T) {
 		t.Error("still serving after Stop")
 	}
 }
+
+// Hardening issue, the admin endpoint: with a token, /metrics needs it as
+// a bearer token; the probes stay open.
+func TestAdminToken(t *testing.T) {
+	m := telemetry.NewMetrics(telemetry.MetricsConfig{Version: "v-test"})
+	a := telemetry.NewAdmin(telemetry.AdminConfig{Addr: "127.0.0.1:0", Gatherer: m.Registry(), Token: "s3cret"})
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(context.Background())
+	get := func(path, auth string) int {
+		req, _ := http.NewRequest("GET", "http://"+a.Addr().String()+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		path, auth string
+		want       int
+	}{
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/metrics", "Bearer wrong", http.StatusUnauthorized},
+		{"/metrics", "Bearer s3cret", http.StatusOK},
+		{"/healthz", "", http.StatusOK},
+		{"/readyz", "", http.StatusOK},
+	} {
+		if got := get(c.path, c.auth); got != c.want {
+			t.Errorf("GET %s with %q: %d, want %d", c.path, c.auth, got, c.want)
+		}
+	}
+}
