@@ -239,7 +239,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			if lw != nil {
 				d.leaveWait(seq)
 			}
-			seq, lw = d.addWait()
+			seq, lw = d.addWait(false)
 			key, keyLease = waitKey(ls.Lease(), seq), ls.Lease()
 		}
 		rec := waitRecord{Queues: queues, Session: sessID, Holder: d.worker, Labels: d.labels, Affinity: d.lastAffinity(sessID)}
@@ -338,12 +338,13 @@ func (d *Dispatcher) isDraining() bool {
 	return d.draining
 }
 
-// addWait records a new waiting Next call and returns its sequence.
-func (d *Dispatcher) addWait() (uint64, *localWait) {
+// addWait records a new waiting Next call (or, with poll, the wait key of
+// a claim Next makes itself) and returns its sequence.
+func (d *Dispatcher) addWait(poll bool) (uint64, *localWait) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seq++
-	lw := &localWait{ch: make(chan int64, 1)}
+	lw := &localWait{ch: make(chan int64, 1), poll: poll}
 	d.waits[d.seq] = lw
 	return d.seq, lw
 }
@@ -458,36 +459,42 @@ func (d *Dispatcher) take(ctx context.Context, seq uint64, id string, token int6
 	rctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 	c, err := d.store.readClaim(rctx, id, token)
 	cancel()
-	if c == nil {
-		d.mu.Lock()
-		delete(d.taken, token)
-		d.mu.Unlock()
-		if err != nil && !errors.Is(err, ErrClaimLost) {
-			d.giveBack(id, token)
-			return nil, fmt.Errorf("claim: %w", err)
-		}
+	switch {
+	case c != nil && err != nil:
+		d.discard(ctx, c, err)
 		return nil, nil
+	case c != nil && ctx.Err() == nil:
+		return d.claimed(ctx, c, sess, claimTrace{start: start})
 	}
-	if err != nil {
-		// Claimed, but the spec is unreadable: it can never run.
-		d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", id, "err", err)
-		state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
-		if ferr == nil {
-			d.ended(c.Status.Queue, ReasonError, state)
-		}
-		d.mu.Lock()
-		delete(d.taken, token)
-		d.mu.Unlock()
-		return nil, nil
-	}
-	if ctx.Err() != nil {
-		d.mu.Lock()
-		delete(d.taken, token)
-		d.mu.Unlock()
+	d.untake(token)
+	switch {
+	case c != nil: // the caller left while the claim was read
 		d.giveBack(id, token)
 		return nil, ctx.Err()
+	case err != nil && !errors.Is(err, ErrClaimLost):
+		d.giveBack(id, token)
+		return nil, fmt.Errorf("claim: %w", err)
 	}
-	return d.claimed(ctx, c, sess, claimTrace{start: start})
+	return nil, nil
+}
+
+// untake forgets that the assignment of token was handed to a Next call
+// (it was not taken after all).
+func (d *Dispatcher) untake(token int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.taken, token)
+}
+
+// discard ends a claim whose task can never run (its spec is unreadable):
+// the task is DEAD at once, with the reason.
+func (d *Dispatcher) discard(ctx context.Context, c *Claimed, err error) {
+	d.untake(c.Token)
+	d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
+	state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
+	if ferr == nil {
+		d.ended(c.Status.Queue, ReasonError, state)
+	}
 }
 
 // claimed records a claim made for a Next call and returns it.

@@ -46,7 +46,7 @@ func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Sess
 		if err != nil || !ok {
 			return nil, err
 		}
-		seq := d.addPollWait()
+		seq, _ := d.addWait(true)
 		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
 		c, err := d.store.claim(cctx, e.key, e.modRev, e.st, Holder{Worker: d.worker, Session: sessID, Lease: ls.Lease()}, waitKey(ls.Lease(), seq))
 		cancel()
@@ -64,29 +64,12 @@ func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Sess
 				_ = d.store.dropZombie(ctx, e.key, e.modRev)
 			}
 		case c != nil:
-			d.mu.Lock()
-			delete(d.taken, c.Token)
-			d.mu.Unlock()
-			// Claimed, but the spec is unreadable: it can never run.
-			d.cfg.Logger.ErrorContext(ctx, "claimed task is broken; marking it dead", "task", c.ID, "err", err)
-			state, _, ferr := d.store.fail(ctx, c.ID, c.Token, c.Status, err.Error(), true, 0)
-			if ferr == nil {
-				d.ended(c.Status.Queue, ReasonError, state)
-			}
+			d.discard(ctx, c, err)
 		default:
 			return nil, fmt.Errorf("claim: %w", err)
 		}
 	}
 	return nil, nil
-}
-
-// addPollWait reserves a wait key for a claim Next makes itself.
-func (d *Dispatcher) addPollWait() uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.seq++
-	d.waits[d.seq] = &localWait{poll: true}
-	return d.seq
 }
 
 // endPollWait forgets the wait key of a poll's claim transaction. When the

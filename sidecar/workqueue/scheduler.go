@@ -324,9 +324,6 @@ func (s *schedLoop) apply(evs []*clientv3.Event) {
 			}
 			if st, err := decodeStatus(ev.Kv.Value); err == nil {
 				s.m.putEntry(e.Queue, entry{key: key, modRev: ev.Kv.ModRevision, st: st, seen: now})
-				if b := s.m.backlogs[e.Queue]; b != nil && b.needsLoad(s.d.cfg.Window) {
-					s.m.dirty = true
-				}
 			}
 		case strings.HasPrefix(key, prefixWait):
 			if put {
