@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/registry"
@@ -34,8 +33,8 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-uid", EnvVars: []string{"BATON_ALLOW_UID"}, Usage: "uid allowed to use the socket, checked on every connection (repeatable; default: the sidecar's own uid and the socket's group)"},
 		&cli.StringSliceFlag{Name: "allow-gid", EnvVars: []string{"BATON_ALLOW_GID"}, Usage: "primary gid allowed to use the socket (repeatable)"},
 		&cli.IntFlag{Name: "max-connections", Value: sidecar.DefaultMaxConnections, EnvVars: []string{"BATON_MAX_CONNECTIONS"}, Usage: "socket connections open at once; more are closed at accept (baton_socket_connections_refused_total)"},
-		&cli.DurationFlag{Name: "socket-read-timeout", Value: 30 * time.Second, EnvVars: []string{"BATON_SOCKET_READ_TIMEOUT"}, Usage: "time a caller has to send one request, body included"},
-		&cli.DurationFlag{Name: "socket-idle-timeout", Value: 2 * time.Minute, EnvVars: []string{"BATON_SOCKET_IDLE_TIMEOUT"}, Usage: "a socket connection without calls in flight is closed after this long"},
+		&cli.DurationFlag{Name: "socket-read-timeout", Value: server.DefaultReadTimeout, EnvVars: []string{"BATON_SOCKET_READ_TIMEOUT"}, Usage: "time a caller has to send one request, body included"},
+		&cli.DurationFlag{Name: "socket-idle-timeout", Value: server.DefaultIdleTimeout, EnvVars: []string{"BATON_SOCKET_IDLE_TIMEOUT"}, Usage: "a socket connection without calls in flight is closed after this long"},
 		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by `baton workers list`; a task submitted with --require goes only to sidecars with all its labels"},

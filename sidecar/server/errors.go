@@ -117,11 +117,7 @@ type internalLogger struct{ log *slog.Logger }
 func (l internalLogger) report(ctx context.Context, procedure string, err error) {
 	var ie *internalError
 	if errors.As(err, &ie) {
-		args := []any{"procedure", procedure, "err", ie.cause}
-		if p, ok := PeerFrom(ctx); ok {
-			args = append(args, "peer_uid", p.UID, "peer_pid", p.PID)
-		}
-		l.log.ErrorContext(ctx, "internal error", args...)
+		l.log.ErrorContext(ctx, "internal error", append([]any{"procedure", procedure, "err", ie.cause}, peerLogArgs(ctx)...)...)
 	}
 }
 

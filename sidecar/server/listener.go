@@ -180,12 +180,18 @@ type Timeouts struct {
 	Idle time.Duration
 }
 
+// Defaults of Timeouts.
+const (
+	DefaultReadTimeout = 30 * time.Second
+	DefaultIdleTimeout = 2 * time.Minute
+)
+
 func (t Timeouts) withDefaults() Timeouts {
 	if t.Read == 0 {
-		t.Read = 30 * time.Second
+		t.Read = DefaultReadTimeout
 	}
 	if t.Idle == 0 {
-		t.Idle = 2 * time.Minute
+		t.Idle = DefaultIdleTimeout
 	}
 	return t
 }

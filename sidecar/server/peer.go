@@ -46,3 +46,12 @@ func withPeer(ctx context.Context, c net.Conn) context.Context {
 	}
 	return ctx
 }
+
+// peerLogArgs are the log attributes of the caller of ctx's request (none
+// when its peer is not known).
+func peerLogArgs(ctx context.Context) []any {
+	if p, ok := PeerFrom(ctx); ok {
+		return []any{"peer_uid", p.UID, "peer_pid", p.PID}
+	}
+	return nil
+}

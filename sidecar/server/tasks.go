@@ -337,11 +337,7 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 func (h *TaskHandler) answerErr(ctx context.Context, op, claim string, err error) error {
 	if errors.Is(err, workqueue.ErrClaimLost) {
 		task, _, _ := strings.Cut(claim, "@")
-		args := []any{"op", op, "task", task}
-		if p, ok := PeerFrom(ctx); ok {
-			args = append(args, "peer_uid", p.UID, "peer_pid", p.PID)
-		}
-		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", args...)
+		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", append([]any{"op", op, "task", task}, peerLogArgs(ctx)...)...)
 	}
 	return rpcErr(ctx, err)
 }
