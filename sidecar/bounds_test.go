@@ -64,7 +64,7 @@ func TestTimesAreBounded(t *testing.T) {
 
 // A malformed key in a ready index (written by an older version, or by
 // hand) is skipped: the queue keeps handing out tasks, on the scheduler's
-// path and on the poll path.
+// path and on the poll path. `baton queues list` shows them.
 func TestMalformedReadyKeyDoesNotStopTheQueue(t *testing.T) {
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
@@ -84,5 +84,13 @@ func TestMalformedReadyKeyDoesNotStopTheQueue(t *testing.T) {
 	submit(t, sc, &batonv1.TaskSpec{Id: "good-2", Payload: payload(t, map[string]any{})})
 	if task := next(t, sc, 0, ""); task == nil || task.Id != "good-2" {
 		t.Fatalf("poll path: %v", task)
+	}
+	var qs []struct {
+		Queue     string
+		Malformed int
+	}
+	opsCLIJSON(t, ns, &qs, "queues", "list")
+	if len(qs) != 1 || qs[0].Queue != "tts" || qs[0].Malformed != 2 {
+		t.Fatalf("queues list = %+v, want tts with 2 malformed", qs)
 	}
 }

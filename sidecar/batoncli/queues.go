@@ -15,7 +15,7 @@ func queuesCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name:   "list",
-				Usage:  "depth of every queue by state and the age of its oldest pending task",
+				Usage:  "depth of every queue by state, the age of its oldest pending task, and ready entries that do not parse (MALFORMED)",
 				Flags:  []cli.Flag{outputFlag()},
 				Action: queuesList,
 			},
@@ -59,9 +59,9 @@ func queuesList(c *cli.Context) error {
 		if q.Paused {
 			paused = "yes"
 		}
-		rows = append(rows, []any{q.Queue, q.Pending, q.Delayed, q.Claimed, age(now, q.OldestPendingMS), paused})
+		rows = append(rows, []any{q.Queue, q.Pending, q.Delayed, q.Claimed, age(now, q.OldestPendingMS), paused, q.Malformed})
 	}
-	return table(c.App.Writer, "QUEUE\tPENDING\tDELAYED\tCLAIMED\tOLDEST PENDING\tPAUSED", rows)
+	return table(c.App.Writer, "QUEUE\tPENDING\tDELAYED\tCLAIMED\tOLDEST PENDING\tPAUSED\tMALFORMED", rows)
 }
 
 func queuePause(c *cli.Context, pause bool) error {

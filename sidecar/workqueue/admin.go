@@ -359,11 +359,16 @@ type QueueStats struct {
 	// OldestPendingMS is when the oldest ready task was submitted (Unix
 	// ms), 0 when none is ready.
 	OldestPendingMS int64 `json:"oldest_pending_ms,omitempty"`
+	// Malformed counts the queue's ready entries whose key does not parse
+	// (written by hand or by a buggy version): the scheduler skips them,
+	// so they are never handed out; see docs/operations.md.
+	Malformed int64 `json:"malformed,omitempty"`
 }
 
 // Queues returns every queue that has live work or is paused. Ready
 // entries are counted from their keys alone (the key names the queue and
-// the submit order); delayed and claimed entries are few and read whole.
+// the submit order; a key that does not parse counts as Malformed);
+// delayed and claimed entries are few and read whole.
 // Finished tasks are not counted (see List).
 func (s *Store) Queues(ctx context.Context) ([]QueueStats, error) {
 	byName := map[string]*QueueStats{}
@@ -374,12 +379,16 @@ func (s *Store) Queues(ctx context.Context) ([]QueueStats, error) {
 		return byName[q]
 	}
 	err := s.scan(ctx, prefixReady, true, func(key string, _ []byte) bool {
-		if e, err := parseReadyKey(key); err == nil {
-			qs := get(e.Queue)
-			qs.Pending++
-			if o := e.Order / 1e6; qs.OldestPendingMS == 0 || o < qs.OldestPendingMS {
-				qs.OldestPendingMS = o
-			}
+		e, err := parseReadyKey(key)
+		if err != nil {
+			q, _, _ := strings.Cut(strings.TrimPrefix(key, prefixReady), "/")
+			get(q).Malformed++
+			return true
+		}
+		qs := get(e.Queue)
+		qs.Pending++
+		if o := e.Order / 1e6; qs.OldestPendingMS == 0 || o < qs.OldestPendingMS {
+			qs.OldestPendingMS = o
 		}
 		return true
 	})
