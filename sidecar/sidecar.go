@@ -79,9 +79,11 @@ type Config struct {
 	Grace time.Duration
 	// Queue tunes the work queue.
 	Queue workqueue.Config
-	// Logger receives diagnostics. Default: discard. Wrap its handler
-	// with telemetry.LogHandler to get trace ids on lines logged inside a
-	// span.
+	// Logger receives diagnostics. Default: discard. Lines logged while
+	// serving a socket call carry the caller's peer_uid and peer_pid
+	// (New wraps the handler with telemetry.CallerHandler). Wrap its
+	// handler with telemetry.LogHandler to get trace ids on lines logged
+	// inside a span.
 	Logger *slog.Logger
 	// AdminToken, when set, is required on the admin server's /metrics as
 	// a bearer token (telemetry.AdminConfig.Token).
@@ -133,6 +135,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Logger = slog.New(telemetry.CallerHandler(c.Logger.Handler()))
 	if c.Queue.Logger == nil {
 		c.Queue.Logger = c.Logger
 	}

@@ -321,9 +321,9 @@ func (s *syncBuffer) String() string {
 
 // TestLogsCarryTraceIDsNotPayloads: with a JSON logger wrapped by
 // telemetry.LogHandler (as `baton sidecar --log-format json` builds it), the
-// lines logged inside a task's spans carry that trace's id; no line carries
-// the payload or the etcd password.
-func TestLogsCarryTraceIDsNotPayloads(t *testing.T) {
+// lines logged inside a task's spans carry that trace's id and the socket
+// caller's uid and pid; no line carries the payload or the etcd password.
+func TestLogsCarryTraceIDsAndCallerNotPayloads(t *testing.T) {
 	var out syncBuffer
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	tp := sdktrace.NewTracerProvider() // records and samples; exports nowhere
@@ -363,6 +363,10 @@ func TestLogsCarryTraceIDsNotPayloads(t *testing.T) {
 			seen[msg] = true
 			if rec["trace_id"] != want || rec["span_id"] == nil || rec["task"] != "l1" {
 				t.Errorf("%q logged with trace_id %v span_id %v, want trace %s", msg, rec["trace_id"], rec["span_id"], want)
+			}
+			// Logged while serving a socket call: the caller is named.
+			if rec["peer_uid"] != float64(os.Getuid()) || rec["peer_pid"] != float64(os.Getpid()) {
+				t.Errorf("%q logged with peer_uid %v peer_pid %v, want %d and %d", msg, rec["peer_uid"], rec["peer_pid"], os.Getuid(), os.Getpid())
 			}
 		}
 		if msg == "sidecar serving" && rec["trace_id"] != nil {

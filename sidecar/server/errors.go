@@ -117,7 +117,7 @@ type internalLogger struct{ log *slog.Logger }
 func (l internalLogger) report(ctx context.Context, procedure string, err error) {
 	var ie *internalError
 	if errors.As(err, &ie) {
-		l.log.ErrorContext(ctx, "internal error", append([]any{"procedure", procedure, "err", ie.cause}, peerLogArgs(ctx)...)...)
+		l.log.ErrorContext(ctx, "internal error", "procedure", procedure, "err", ie.cause)
 	}
 }
 

@@ -97,7 +97,7 @@ func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.Loc
 		return nil, rpcErr(ctx, err)
 	}
 	obs.End(telemetry.LockAcquired, token, nil)
-	h.Logger.Debug("lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)
+	h.Logger.DebugContext(ctx, "lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)
 	return connect.NewResponse(&batonv1.LockResponse{FencingToken: token}), nil
 }
 

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
+
+	"github.com/batonhq/baton/sidecar/telemetry"
 )
 
 // Peer is the local process at the other end of a socket connection, as
@@ -39,19 +42,12 @@ func PeerFrom(ctx context.Context) (Peer, bool) {
 }
 
 // withPeer is http.Server.ConnContext: it puts the peer of connections
-// accepted by ConnLimit into their requests' context.
+// accepted by ConnLimit into their requests' context, and its uid and pid
+// on every line logged with that context (telemetry.CallerHandler).
 func withPeer(ctx context.Context, c net.Conn) context.Context {
 	if cc, ok := c.(*countedConn); ok && cc.known {
+		ctx = telemetry.WithLogAttrs(ctx, slog.Uint64("peer_uid", uint64(cc.peer.UID)), slog.Int64("peer_pid", int64(cc.peer.PID)))
 		return context.WithValue(ctx, peerKey{}, cc.peer)
 	}
 	return ctx
-}
-
-// peerLogArgs are the log attributes of the caller of ctx's request (none
-// when its peer is not known).
-func peerLogArgs(ctx context.Context) []any {
-	if p, ok := PeerFrom(ctx); ok {
-		return []any{"peer_uid", p.UID, "peer_pid", p.PID}
-	}
-	return nil
 }

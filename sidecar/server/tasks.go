@@ -56,14 +56,14 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 	}
 	s := h.Sessions.Open(req.Msg.GetWorker())
 	defer h.Sessions.Close(s)
-	h.Logger.Debug("worker session opened", "session", s.ID, "worker", s.Worker)
+	h.Logger.DebugContext(ctx, "worker session opened", "session", s.ID, "worker", s.Worker)
 	if err := stream.Send(&batonv1.AttachResponse{Session: s.ID}); err != nil {
 		return err
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			h.Logger.Debug("worker session closed", "session", s.ID)
+			h.Logger.DebugContext(ctx, "worker session closed", "session", s.ID)
 			return nil
 		case msg := <-s.Pushes():
 			var m *batonv1.AttachResponse
@@ -337,7 +337,7 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 func (h *TaskHandler) answerErr(ctx context.Context, op, claim string, err error) error {
 	if errors.Is(err, workqueue.ErrClaimLost) {
 		task, _, _ := strings.Cut(claim, "@")
-		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", append([]any{"op", op, "task", task}, peerLogArgs(ctx)...)...)
+		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", "op", op, "task", task)
 	}
 	return rpcErr(ctx, err)
 }
