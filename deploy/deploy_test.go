@@ -109,7 +109,8 @@ func flagsOf(args []string) map[string]string {
 }
 
 // checkBatonArgs checks that args are a valid baton command line: every
-// flag exists, global flags before the command, command flags after it.
+// flag exists, global flags before the command (or after it: every command
+// has them too), command flags after it.
 func checkBatonArgs(t *testing.T, where string, args []string) (command string) {
 	t.Helper()
 	app := batoncli.New(io.Discard, io.Discard)

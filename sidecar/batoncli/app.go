@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
@@ -21,7 +22,7 @@ var Version = "dev"
 // New returns the baton app writing results to stdout and diagnostics to
 // stderr.
 func New(stdout, stderr io.Writer) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "baton",
 		Usage: "coordination sidecar for GPU inference workers, on etcd",
 		Description: "Baton runs one sidecar beside each inference worker. Workers talk to their sidecar over a\n" +
@@ -32,31 +33,6 @@ func New(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
 		Flags:                globalFlags(),
-		Before: func(c *cli.Context) error {
-			if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
-				return cli.Exit(err.Error(), 2)
-			}
-			// `baton dev` makes its own etcd and password: a password file
-			// left in the environment by an earlier one is not its concern.
-			if f := c.String("etcd-password-file"); f != "" && c.Args().First() != "dev" {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return cli.Exit("etcd-password-file: "+err.Error(), 2)
-				}
-				if err := c.Set("etcd-password", strings.TrimSpace(string(b))); err != nil {
-					return err
-				}
-				if c.String("etcd-user") == "" {
-					if err := c.Set("etcd-user", "root"); err != nil {
-						return err
-					}
-				}
-			}
-			if err := etcdConfig(c).Validate(); err != nil {
-				return cli.Exit(err.Error(), 2)
-			}
-			return nil
-		},
 		Commands: []*cli.Command{
 			devCommand(),
 			sidecarCommand(),
@@ -84,6 +60,107 @@ func New(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintln(stderr, "baton:", err)
 		},
 	}
+	withGlobalFlags(app.Commands)
+	return app
+}
+
+// withGlobalFlags gives every command that acts (a leaf) its own copy of
+// the global flags, so that they work where the usage texts show them,
+// after the command (`baton sidecar --endpoints …`), as well as before it
+// (`baton --endpoints … sidecar`); after the command wins. The copies take
+// no BATON_* variable and no default: those stay with the app's flags.
+// Its Before then checks the connection settings.
+func withGlobalFlags(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		if len(cmd.Subcommands) > 0 {
+			withGlobalFlags(cmd.Subcommands)
+			continue
+		}
+		for _, f := range globalFlags() {
+			cmd.Flags = append(cmd.Flags, commandCopy(f))
+		}
+		before := cmd.Before
+		cmd.Before = func(c *cli.Context) error {
+			if err := inheritGlobalFlags(c); err != nil {
+				return err
+			}
+			if err := checkConnection(c); err != nil {
+				return err
+			}
+			if before != nil {
+				return before(c)
+			}
+			return nil
+		}
+	}
+}
+
+// commandCopy is global flag f as a command's flag: set only on the
+// command line.
+func commandCopy(f cli.Flag) cli.Flag {
+	const category = "global (also accepted before the command; defaults and variables: baton --help)"
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		return &cli.StringFlag{Name: f.Name, Usage: f.Usage, Category: category}
+	case *cli.StringSliceFlag:
+		return &cli.StringSliceFlag{Name: f.Name, Usage: f.Usage, Category: category}
+	}
+	panic(fmt.Sprintf("global flag %v of an unexpected type", f.Names()))
+}
+
+// inheritGlobalFlags gives the command's copies of the global flags that
+// were not set after the command the app's values (set before the
+// command, from a BATON_* variable, or the default).
+func inheritGlobalFlags(c *cli.Context) error {
+	lineage := c.Lineage()
+	if len(lineage) < 2 {
+		return nil
+	}
+	up, local := lineage[1], c.LocalFlagNames()
+	for _, f := range globalFlags() {
+		name := f.Names()[0]
+		if slices.Contains(local, name) {
+			continue
+		}
+		vals := []string{up.String(name)}
+		if _, ok := f.(*cli.StringSliceFlag); ok {
+			vals = up.StringSlice(name)
+		}
+		for _, v := range vals {
+			if err := c.Set(name, v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkConnection validates the etcd connection settings and reads
+// --etcd-password-file.
+func checkConnection(c *cli.Context) error {
+	if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	// `baton dev` makes its own etcd and password: a password file left in
+	// the environment by an earlier one is not its concern.
+	if f := c.String("etcd-password-file"); f != "" && c.Command.Name != "dev" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return cli.Exit("etcd-password-file: "+err.Error(), 2)
+		}
+		if err := c.Set("etcd-password", strings.TrimSpace(string(b))); err != nil {
+			return err
+		}
+		if c.String("etcd-user") == "" {
+			if err := c.Set("etcd-user", "root"); err != nil {
+				return err
+			}
+		}
+	}
+	if err := etcdConfig(c).Validate(); err != nil {
+		return cli.Exit(err.Error(), 2)
+	}
+	return nil
 }
 
 func globalFlags() []cli.Flag {
@@ -92,7 +169,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "namespace", Value: "baton", EnvVars: []string{"BATON_NAMESPACE"}, Usage: "key prefix of this deployment in etcd"},
 		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"BATON_ETCD_USER"}, Usage: "etcd user name"},
 		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"BATON_ETCD_PASSWORD"}, Usage: "etcd password"},
-		&cli.StringFlag{Name: "etcd-password-file", EnvVars: []string{"BATON_ETCD_PASSWORD_FILE"}, Usage: "read the etcd password from this file (`baton dev` writes DATA-DIR/etcd-root.password); the user is root unless --etcd-user says otherwise"},
+		&cli.StringFlag{Name: "etcd-password-file", EnvVars: []string{"BATON_ETCD_PASSWORD_FILE"}, Usage: "read the etcd password from this file (baton dev writes DATA-DIR/etcd-root.password); the user is root unless --etcd-user says otherwise"},
 		&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"BATON_ETCD_CACERT"}, Usage: "CA certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"BATON_ETCD_CERT"}, Usage: "client certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"BATON_ETCD_KEY"}, Usage: "client key file for etcd TLS"},

@@ -29,7 +29,7 @@ func waitCommand() *cli.Command {
 			"goes to stdout. Exit codes: 0 every task DONE; 1 the batch ended with tasks DEAD, CANCELLED or\n" +
 			"removed; 2 bad usage or no such batch; 3 --timeout passed first.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "batch", Required: true, Usage: "batch id given to `baton submit --batch`"},
+			&cli.StringFlag{Name: "batch", Required: true, Usage: "batch id given to baton submit --batch"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (default: wait for ever)"},
 			outputFlag(),
 		},
