@@ -68,7 +68,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 // the global flags, so that they work where the usage texts show them,
 // after the command (`baton sidecar --endpoints …`), as well as before it
 // (`baton --endpoints … sidecar`); after the command wins. The copies take
-// no BATON_* variable and no default: those stay with the app's flags.
+// no BATON_* variable: the app's flag reads it.
 // Its Before then checks the connection settings.
 func withGlobalFlags(cmds []*cli.Command) {
 	for _, cmd := range cmds {
@@ -98,19 +98,23 @@ func withGlobalFlags(cmds []*cli.Command) {
 // commandCopy is global flag f as a command's flag: set only on the
 // command line.
 func commandCopy(f cli.Flag) cli.Flag {
-	const category = "global (also accepted before the command; defaults and variables: baton --help)"
+	const category = "global (also accepted before the command; variables: baton --help)"
 	switch f := f.(type) {
 	case *cli.StringFlag:
-		return &cli.StringFlag{Name: f.Name, Usage: f.Usage, Category: category}
+		return &cli.StringFlag{Name: f.Name, Value: f.Value, Usage: f.Usage, Category: category}
 	case *cli.StringSliceFlag:
-		return &cli.StringSliceFlag{Name: f.Name, Usage: f.Usage, Category: category}
+		var def *cli.StringSlice
+		if f.Value != nil {
+			def = cli.NewStringSlice(f.Value.Value()...)
+		}
+		return &cli.StringSliceFlag{Name: f.Name, Value: def, Usage: f.Usage, Category: category}
 	}
 	panic(fmt.Sprintf("global flag %v of an unexpected type", f.Names()))
 }
 
 // inheritGlobalFlags gives the command's copies of the global flags that
 // were not set after the command the app's values (set before the
-// command, from a BATON_* variable, or the default).
+// command, or from a BATON_* variable).
 func inheritGlobalFlags(c *cli.Context) error {
 	lineage := c.Lineage()
 	if len(lineage) < 2 {
@@ -119,7 +123,9 @@ func inheritGlobalFlags(c *cli.Context) error {
 	up, local := lineage[1], c.LocalFlagNames()
 	for _, f := range globalFlags() {
 		name := f.Names()[0]
-		if slices.Contains(local, name) {
+		// Not set anywhere: the copy keeps the same default and, for
+		// c.IsSet, stays unset.
+		if slices.Contains(local, name) || !up.IsSet(name) {
 			continue
 		}
 		vals := []string{up.String(name)}
