@@ -25,7 +25,7 @@ const AnyQueue = "*"
 // Only Next and Submit name queues. Heartbeat, Complete, Fail and Release
 // name claims, which the sidecar holds only for tasks of its own queues;
 // locks and config documents are not queues and stay namespace-wide
-// (docs/decisions.md, D-sec3).
+// (docs/decisions.md, D-scope1).
 //
 // A Scope is read-only once the handler serves: safe for concurrent use.
 type Scope struct {
