@@ -60,9 +60,16 @@ type Config struct {
 	// group.
 	AllowUIDs []uint32
 	AllowGIDs []uint32
-	// Queues the sidecar serves by default (Next and Submit without a
-	// queue).
+	// Queues the sidecar serves: the only queues Next takes from (any
+	// other is refused, PERMISSION_DENIED), its default, and, the first
+	// of them, the queue of a submitted task that names none. At most
+	// 16 (workqueue.MaxQueuesPerNext: a Next without queues names them
+	// all).
 	Queues []string
+	// SubmitQueues are the queues Submit may write to; any other is
+	// refused (PERMISSION_DENIED). server.AnyQueue ("*") allows every
+	// queue. Default: Queues.
+	SubmitQueues []string
 	// TTL of the sidecar's etcd lease: how long after the sidecar dies or is
 	// cut off its claims return to the queue. Default 10s.
 	TTL time.Duration
@@ -123,6 +130,9 @@ func (c *Config) setDefaults() {
 	if c.TTL == 0 {
 		c.TTL = DefaultTTL
 	}
+	if len(c.SubmitQueues) == 0 {
+		c.SubmitQueues = c.Queues
+	}
 	if c.WorkerID == "" {
 		c.WorkerID = DefaultWorkerID()
 	}
@@ -164,6 +174,14 @@ func (c *Config) Validate() error {
 	for i, q := range c.Queues {
 		if err := workqueue.ValidateQueue(q); err != nil {
 			return fmt.Errorf("queue[%d]: %w", i, err)
+		}
+	}
+	if len(c.Queues) > workqueue.MaxQueuesPerNext {
+		return fmt.Errorf("queue: %d queues, over the limit of %d (a Next without queues takes from all of them)", len(c.Queues), workqueue.MaxQueuesPerNext)
+	}
+	for i, q := range c.SubmitQueues {
+		if err := workqueue.ValidateQueue(q); q != server.AnyQueue && err != nil {
+			return fmt.Errorf("submit-queue[%d]: %w (or %q for any queue)", i, err, server.AnyQueue)
 		}
 	}
 	if c.TTL < 0 || c.TTL > 0 && c.TTL < time.Second {
@@ -362,7 +380,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	locks := coord.NewLocks(cli, cfg.TTL, cfg.WorkerID, log)
 	defer locks.Close()
 	svcs := server.Services{
-		Tasks: &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Queues: cfg.Queues, Logger: log},
+		Tasks: &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Logger: log, Metrics: m,
+			Scope: server.Scope{Serve: cfg.Queues, Submit: cfg.SubmitQueues}},
 		Locks: &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log, Metrics: m, TracerProvider: cfg.TracerProvider},
 		Config: &server.ConfigHandler{Store: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}), Logger: log,
 			TracerProvider: cfg.TracerProvider},
@@ -382,7 +401,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 	}()
 	close(s.ready)
-	log.Info("sidecar serving", "socket", cfg.Socket, "queues", cfg.Queues, "worker_id", cfg.WorkerID, "ttl", cfg.TTL)
+	log.Info("sidecar serving", "socket", cfg.Socket, "queues", cfg.Queues, "submit_queues", cfg.SubmitQueues, "worker_id", cfg.WorkerID, "ttl", cfg.TTL)
 
 	select {
 	case <-ctx.Done():

@@ -398,10 +398,14 @@ func TestBadInput(t *testing.T) {
 	if task := next(t, sc, 0, ""); task != nil {
 		t.Fatalf("refused submit wrote task %s", task.Id)
 	}
-	// An unknown but valid queue is just empty.
-	resp, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: []string{"nobody-uses-this"}}))
+	// A valid queue that the sidecar does not serve is refused
+	// (TestScopedAccess); one it serves is just empty.
+	if _, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: []string{"nobody-uses-this"}})); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("a queue not served: %v, want PERMISSION_DENIED", err)
+	}
+	resp, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: []string{"tts"}}))
 	if err != nil || resp.Msg.Task != nil {
-		t.Fatalf("unknown queue: %v %+v", err, resp)
+		t.Fatalf("an empty queue: %v %+v", err, resp)
 	}
 }
 

@@ -96,8 +96,8 @@ func devCommand() *cli.Command {
 				if a := sc.AdminAddr(); a != nil {
 					admin = "http://" + a.String() + " (/metrics /healthz /readyz)"
 				}
-				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s (user root, password in %s)\n  queues: %v\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s BATON_ETCD_PASSWORD_FILE=%s\n",
-					cfg.Socket, etcd.Endpoint(), pwFile, cfg.Queues, admin, cfg.Socket, etcd.Endpoint(), pwFile)
+				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s (user root, password in %s)\n  queues: %v (workers submit to: %v)\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s BATON_ETCD_PASSWORD_FILE=%s\n",
+					cfg.Socket, etcd.Endpoint(), pwFile, cfg.Queues, submitQueues(cfg), admin, cfg.Socket, etcd.Endpoint(), pwFile)
 			case err := <-done:
 				return err
 			}
@@ -159,4 +159,13 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// submitQueues are the queues workers may submit to through the sidecar
+// of cfg: its --submit-queue values, by default its queues.
+func submitQueues(cfg sidecar.Config) []string {
+	if len(cfg.SubmitQueues) > 0 {
+		return cfg.SubmitQueues
+	}
+	return cfg.Queues
 }

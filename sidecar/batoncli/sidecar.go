@@ -25,7 +25,8 @@ const (
 func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
-		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves by default (repeatable)"},
+		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves (repeatable, at most 16; default \"default\"): workers' Next takes only from these, and from all of them when it names none"},
+		&cli.StringSliceFlag{Name: "submit-queue", EnvVars: []string{"BATON_SUBMIT_QUEUE"}, Usage: "queue workers may Submit to through this sidecar (repeatable; default: its --queue values); '*' allows any queue"},
 		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
 		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of this sidecar in claims and the registry (default hostname-pid)"},
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
@@ -95,6 +96,7 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		Socket:         c.String("socket"),
 		SocketMode:     os.FileMode(mode),
 		Queues:         queues,
+		SubmitQueues:   c.StringSlice("submit-queue"),
 		TTL:            c.Duration("ttl"),
 		WorkerID:       workerID,
 		Labels:         labels,
@@ -128,10 +130,12 @@ func sidecarCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "sidecar",
 		Usage:     "serve workers on a Unix socket, coordinating through etcd",
-		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--ttl 10s] [--admin-addr 127.0.0.1:9464]",
+		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--submit-queue Q3] [--ttl 10s] [--admin-addr 127.0.0.1:9464]",
 		Description: "Traces go to an OpenTelemetry collector when the standard OTEL_* variables say so\n" +
 			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf, OTEL_TRACES_SAMPLER, ...);\n" +
-			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).",
+			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).\n" +
+			"Workers on the socket take tasks only from the --queue values and submit only to the --submit-queue\n" +
+			"values (default: the --queue values); any other queue is refused with PERMISSION_DENIED (docs/security.md).",
 		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr),
 		Action: func(c *cli.Context) error {
 			cfg, err := sidecarConfig(c)

@@ -14,6 +14,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -39,9 +40,13 @@ type TaskHandler struct {
 	Dispatcher *workqueue.Dispatcher
 	Store      *workqueue.Store
 	Sessions   *coord.Sessions
-	// Queues are the sidecar's queues: the default for Next and Submit.
-	Queues []string
+	// Scope is what Next and Submit may name: the sidecar's queues (the
+	// default of Next, and the first of them the default queue of a
+	// submitted task) and the queues it may submit to.
+	Scope  Scope
 	Logger *slog.Logger
+	// Metrics counts calls refused by Scope; may be nil.
+	Metrics *telemetry.Metrics
 }
 
 var _ batonv1connect.TaskServiceHandler = (*TaskHandler)(nil)
@@ -99,10 +104,21 @@ func (h *TaskHandler) session(id string) (*coord.Session, error) {
 func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.NextRequest]) (*connect.Response[batonv1.NextResponse], error) {
 	queues := req.Msg.GetQueues()
 	if len(queues) == 0 {
-		queues = h.Queues
+		queues = h.Scope.Serve
 	}
 	if len(queues) == 0 {
 		return nil, invalidArg("queues", "no queue given and the sidecar has no --queue")
+	}
+	if n := len(queues); n > workqueue.MaxQueuesPerNext {
+		return nil, invalidArg("queues", fmt.Sprintf("%d queues, over the limit of %d", n, workqueue.MaxQueuesPerNext))
+	}
+	for i, q := range req.Msg.GetQueues() {
+		if err := h.Scope.checkNext(fmt.Sprintf("queues[%d]", i), q); err != nil {
+			if connect.CodeOf(err) == connect.CodePermissionDenied {
+				return nil, refuseScope(ctx, h.Logger, h.Metrics, telemetry.ScopedNext, err)
+			}
+			return nil, err
+		}
 	}
 	wait := time.Duration(0)
 	if w := req.Msg.GetWait(); w != nil {
@@ -270,10 +286,16 @@ func (h *TaskHandler) Submit(ctx context.Context, req *connect.Request[batonv1.S
 			return nil, err
 		}
 		if sp.Queue == "" {
-			if len(h.Queues) == 0 {
+			if len(h.Scope.Serve) == 0 {
 				return nil, invalidArg(field+".queue", "is required (the sidecar has no --queue)")
 			}
-			sp.Queue = h.Queues[0]
+			sp.Queue = h.Scope.Serve[0]
+		}
+		if err := h.Scope.checkSubmit(field+".queue", sp.Queue); err != nil {
+			if connect.CodeOf(err) == connect.CodePermissionDenied {
+				return nil, refuseScope(ctx, h.Logger, h.Metrics, telemetry.ScopedSubmit, err)
+			}
+			return nil, err
 		}
 		specs[i] = sp
 	}

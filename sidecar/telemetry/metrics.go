@@ -15,8 +15,8 @@ import (
 // does nothing on a nil *Metrics, so code can take one optionally.
 //
 // Labels are bounded: queue names (chosen by the operator), the fixed sets
-// of workqueue.Reason, workqueue.Outcome and LockOutcome, depth states and
-// etcd's gRPC method names. Task ids, lock names and worker ids never
+// of workqueue.Reason, workqueue.Outcome, LockOutcome and ScopedRPC, depth
+// states and etcd's gRPC method names. Task ids, lock names and worker ids never
 // label a metric.
 type Metrics struct {
 	reg *prometheus.Registry
@@ -29,6 +29,7 @@ type Metrics struct {
 	lockWait                            *prometheus.HistogramVec // outcome
 	etcdRTT                             *prometheus.HistogramVec // method, outcome
 	keepaliveFailures                   prometheus.Counter
+	scopeDenied                         *prometheus.CounterVec // rpc
 
 	created       time.Time
 	lastKeepalive atomic.Int64 // Unix ns of the last keepalive response
@@ -86,6 +87,11 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 	m.keepaliveFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "baton_lease_keepalive_failures_total",
 		Help: "Times the lease keepalive stream to etcd failed (broke or could not be opened); the etcd client reopens it."})
 	m.reg.MustRegister(m.keepaliveFailures)
+	m.scopeDenied = counter("baton_socket_queue_denied_total",
+		"Socket calls refused (PERMISSION_DENIED) because they named a queue out of this sidecar's scope, by rpc: Next (a queue it does not serve, --queue), Submit (a queue it may not submit to, --submit-queue). Each is logged with the queue and the caller's uid and pid.", "rpc")
+	for _, r := range ScopedRPCs {
+		m.scopeDenied.WithLabelValues(string(r))
+	}
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "baton_lease_keepalive_age_seconds",
 		Help: "Seconds since etcd last confirmed the sidecar's lease (a keepalive response); it climbs past the TTL/3 keepalive interval when keepalives fail."},
 		m.keepaliveAge))
@@ -130,6 +136,29 @@ func (m *Metrics) Queues(queues ...string) {
 			m.run.WithLabelValues(q, string(o))
 		}
 	}
+}
+
+// ScopedRPC is a socket call that names queues and is refused for a queue
+// out of the sidecar's scope: the rpc label of
+// baton_socket_queue_denied_total.
+type ScopedRPC string
+
+// The scoped calls.
+const (
+	ScopedNext   ScopedRPC = "Next"
+	ScopedSubmit ScopedRPC = "Submit"
+)
+
+// ScopedRPCs are every ScopedRPC.
+var ScopedRPCs = []ScopedRPC{ScopedNext, ScopedSubmit}
+
+// ScopeDenied counts a call refused because it named a queue out of the
+// sidecar's scope.
+func (m *Metrics) ScopeDenied(rpc ScopedRPC) {
+	if m == nil {
+		return
+	}
+	m.scopeDenied.WithLabelValues(string(rpc)).Inc()
 }
 
 // SidecarStats are the live counts the sidecar's parts keep themselves;

@@ -190,7 +190,8 @@ class Client:
         seconds (at most MAX_WAIT, 600: a longer wait is shortened to it;
         the sidecar refuses more). None when no task came. queues: names in
         order of preference (at most 16); None means the sidecar's
-        --queue."""
+        --queue. A queue the sidecar does not serve (--queue) raises
+        PermissionDenied."""
         qs = [queues] if isinstance(queues, str) else list(queues or [])
         wait = min(max(wait, 0.0), MAX_WAIT)
         req: Dict[str, Any] = {"queues": qs, "wait": duration(wait), "session": self.session}
@@ -250,7 +251,10 @@ class Client:
         ``baton submit --require``) apply to the tasks that do not set
         their own; a task's affinity key is set with TaskSpec(affinity=...).
         Idempotent by id: a task that exists keeps its fields. The current
-        OpenTelemetry span's context is stored with each task."""
+        OpenTelemetry span's context is stored with each task. A queue the
+        sidecar may not submit to (--submit-queue, by default its --queue)
+        raises PermissionDenied and nothing is written; without a queue a
+        task goes to the sidecar's first --queue."""
         tp = _trace.current_traceparent()
         req = _labels(require) if require else None
         specs = []

@@ -93,6 +93,7 @@ class BatonDev:
         self.password_file = os.path.join(self.dir, "etcd", "etcd-root.password")
         self.env: Dict[str, str] = dict(os.environ, BATON_ETCD_PASSWORD_FILE=self.password_file)
         self._procs: List["subprocess.Popen[bytes]"] = []
+        self._sidecars: Dict[str, "subprocess.Popen[bytes]"] = {}
 
     def _start(self, args: List[str], log: str, socket_path: str,
                env: Optional[Mapping[str, str]] = None) -> "subprocess.Popen[bytes]":
@@ -114,23 +115,33 @@ class BatonDev:
             self.log, self.socket)
         return self
 
-    def sidecar(self, name: str, labels: Optional[Mapping[str, str]] = None) -> str:
-        """Start another sidecar on the same etcd, started with ``--label
-        KEY=VALUE`` for each of labels (the labels a task's ``require``
-        matches); return its socket path."""
+    def sidecar(self, name: str, labels: Optional[Mapping[str, str]] = None,
+                queues: Optional[Sequence[str]] = None) -> str:
+        """Start another sidecar on the same etcd, serving queues (default:
+        this dev's queues; its workers take tasks from these only and submit
+        to these only) and started with ``--label KEY=VALUE`` for each of
+        labels (the labels a task's ``require`` matches); return its socket
+        path. stop_sidecar() stops it before stop() does."""
         sock = os.path.join(self.dir, name + ".sock")
-        qs = [a for q in self.queues for a in ("--queue", q)]
+        qs = [a for q in (self.queues if queues is None else queues) for a in ("--queue", q)]
         ls = [a for k, v in sorted((labels or {}).items()) for a in ("--label", "%s=%s" % (k, v))]
-        self._start(
+        self._sidecars[sock] = self._start(
             [self.baton, "--endpoints", self.endpoint, "sidecar", "--socket", sock, "--ttl", self.ttl,
              "--grace", self.grace, "--worker-id", name, "--admin-addr", "127.0.0.1:0"] + qs + ls,
             os.path.join(self.dir, name + ".log"), sock, env=self.env)
         return sock
 
+    def stop_sidecar(self, socket_path: str) -> None:
+        """Stop the sidecar that sidecar() started on socket_path."""
+        p = self._sidecars.pop(socket_path)
+        stop_process(p)
+        self._procs.remove(p)
+
     def stop(self) -> None:
         for p in reversed(self._procs):
             stop_process(p)
         self._procs.clear()
+        self._sidecars.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> "BatonDev":

@@ -33,7 +33,16 @@ def queue():
 
 
 @pytest.fixture
-def client(dev):
-    c = Client(dev.socket, worker="pytest")
+def sidecar(dev, queue):
+    """The socket of a sidecar of the test's own, serving its queue: a
+    sidecar hands out and takes tasks of its own queues only."""
+    sock = dev.sidecar(queue, queues=[queue])
+    yield sock
+    dev.stop_sidecar(sock)
+
+
+@pytest.fixture
+def client(sidecar):
+    c = Client(sidecar, worker="pytest")
     yield c
     c.close()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import baton_client
-from baton_client import ClaimLost, Client, InvalidArgument, SidecarNotFound, TaskSpec
+from baton_client import ClaimLost, Client, InvalidArgument, PermissionDenied, SidecarNotFound, TaskSpec
 
 PKG = os.path.dirname(baton_client.__file__)
 
@@ -67,9 +67,9 @@ def test_with_task_failure(client, queue):
     assert "claim lost" in ei.value.message
 
 
-def test_claim_lost_after_reclaim(dev, queue):
-    a = Client(dev.socket, worker="a")
-    b = Client(dev.socket, worker="b")
+def test_claim_lost_after_reclaim(sidecar, queue):
+    a = Client(sidecar, worker="a")
+    b = Client(sidecar, worker="b")
     try:
         a.submit([{"id": "t1"}], queue=queue)
         ta = claim(a, queue)
@@ -104,9 +104,9 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_sigkilled_worker_task_finished_by_another(dev, client, queue):
+def test_sigkilled_worker_task_finished_by_another(sidecar, client, queue):
     client.submit([{"id": "k1"}], queue=queue)
-    p = subprocess.Popen([sys.executable, "-c", WORKER % (os.path.dirname(PKG), dev.socket, queue)], stdout=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", WORKER % (os.path.dirname(PKG), sidecar, queue)], stdout=subprocess.PIPE)
     try:
         line = p.stdout.readline().decode().split()
         assert line[0] == "k1"
@@ -166,9 +166,9 @@ FORKING_WORKER = textwrap.dedent("""
 """)
 
 
-def test_forked_child_does_not_keep_a_dead_parents_session(dev, client, queue):
+def test_forked_child_does_not_keep_a_dead_parents_session(sidecar, client, queue):
     client.submit([{"id": "f1"}], queue=queue)
-    p = subprocess.Popen([sys.executable, "-c", FORKING_WORKER % (os.path.dirname(PKG), dev.socket, queue)], stdout=subprocess.PIPE)
+    p = subprocess.Popen([sys.executable, "-c", FORKING_WORKER % (os.path.dirname(PKG), sidecar, queue)], stdout=subprocess.PIPE)
     child = 0
     try:
         tid, token, child = p.stdout.readline().decode().split()
@@ -269,6 +269,19 @@ def test_errors_map_codes(client, queue):
     assert "/tmp/no-such-baton.sock" in str(ei.value)
 
 
+def test_queues_out_of_the_sidecars_scope_are_refused(client, queue):
+    # The sidecar serves only the test's queue (conftest.py): another
+    # queue is refused, naming the field and the queue, and nothing is
+    # written.
+    with pytest.raises(PermissionDenied) as ei:
+        client.next([queue, "elsewhere"], wait=0)
+    assert ei.value.message.startswith('queues[1]: queue "elsewhere" is not served by this sidecar'), ei.value.message
+    with pytest.raises(PermissionDenied) as ei:
+        client.submit([{"id": "s1"}, TaskSpec(payload={}, id="s2", queue="elsewhere")], queue=queue)
+    assert ei.value.message.startswith('tasks[1].queue: queue "elsewhere" is not one this sidecar may submit to'), ei.value.message
+    assert client.next(queue, wait=0) is None
+
+
 def test_waits_for_a_starting_sidecar(baton_bin, tmp_path):
     # The call is made before the sidecar exists; it connects once it is up.
     from baton_client.testing import BatonDev
@@ -330,10 +343,10 @@ OTEL = textwrap.dedent("""
 """)
 
 
-def test_opentelemetry_continues_the_trace(dev, queue):
+def test_opentelemetry_continues_the_trace(sidecar, queue):
     pytest.importorskip("opentelemetry.sdk", reason="opentelemetry-sdk not installed (.ci/run installs it)")
     import json
-    out = subprocess.run([sys.executable, "-c", OTEL % (os.path.dirname(PKG), dev.socket, queue, queue, queue, queue, queue)],
+    out = subprocess.run([sys.executable, "-c", OTEL % (os.path.dirname(PKG), sidecar, queue, queue, queue, queue, queue)],
                          check=True, stdout=subprocess.PIPE).stdout
     r = json.loads(out)
     # The sidecar of this test does not trace (no OTEL_* variables): Next

@@ -16,10 +16,13 @@ def stored(dev, task_id):
     return json.loads(out)
 
 
-@pytest.fixture(scope="module")
-def indextts2(dev):
-    """A second sidecar started with --label model=indextts2 --label gpu=a100."""
-    return dev.sidecar("indextts2", labels={"model": "indextts2", "gpu": "a100"})
+@pytest.fixture
+def indextts2(dev, queue):
+    """A second sidecar serving the test's queue, started with --label
+    model=indextts2 --label gpu=a100."""
+    sock = dev.sidecar("i2-" + queue, labels={"model": "indextts2", "gpu": "a100"}, queues=[queue])
+    yield sock
+    dev.stop_sidecar(sock)
 
 
 def test_affinity_and_require_are_stored_and_handed_out(dev, indextts2, queue):

@@ -36,6 +36,15 @@ def queue():
 
 
 @pytest.fixture
+def sidecar(dev, queue):
+    """The socket of a sidecar of the test's own, serving its queue: a
+    sidecar hands out and takes tasks of its own queues only."""
+    sock = dev.sidecar(queue, queues=[queue])
+    yield sock
+    dev.stop_sidecar(sock)
+
+
+@pytest.fixture
 def pyenv():
     """Environment for subprocesses that import baton_client and tts_worker."""
     env = dict(os.environ)

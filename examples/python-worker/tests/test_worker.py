@@ -15,8 +15,8 @@ from tts_worker.engines import OfflineEngine
 from tts_worker.worker import Keepalive, run
 
 
-def test_run_writes_named_outputs(dev, queue, tmp_path):
-    c = Client(dev.socket)
+def test_run_writes_named_outputs(sidecar, queue, tmp_path):
+    c = Client(sidecar)
     try:
         c.submit([{"uttid": "a%d" % i, "syn_text": "word %d" % i} for i in range(3)], queue=queue)
         counts = run(c, OfflineEngine(), [queue], str(tmp_path), wait=1, max_tasks=3)
@@ -30,8 +30,8 @@ def test_run_writes_named_outputs(dev, queue, tmp_path):
     assert all(f.split(".")[1].isdigit() for f in files)  # fencing token in the name
 
 
-def test_failed_synthesis_fails_task(dev, queue, tmp_path):
-    c = Client(dev.socket)
+def test_failed_synthesis_fails_task(sidecar, queue, tmp_path):
+    c = Client(sidecar)
     try:
         c.submit([{"id": "nosyn", "prompt_text": "no syn_text here"}], queue=queue)
         counts = run(c, OfflineEngine(), [queue], str(tmp_path), wait=1, max_tasks=1)
@@ -55,11 +55,11 @@ SLOW = textwrap.dedent("""
 """)
 
 
-def test_sigterm_finishes_current_task(dev, queue, tmp_path, pyenv):
-    c = Client(dev.socket)
+def test_sigterm_finishes_current_task(sidecar, queue, tmp_path, pyenv):
+    c = Client(sidecar)
     c.submit([{"uttid": "slow1", "syn_text": "slow"}, {"uttid": "slow2", "syn_text": "never started"}], queue=queue)
     p = subprocess.Popen([sys.executable, "-c", SLOW, "--queue", queue, "--out-dir", str(tmp_path), "--wait", "1"],
-                         env=dict(pyenv, BATON_SOCKET=dev.socket), stdout=subprocess.PIPE)
+                         env=dict(pyenv, BATON_SOCKET=sidecar), stdout=subprocess.PIPE)
     try:
         assert p.stdout.readline().strip() == b"started"
         p.send_signal(signal.SIGTERM)
@@ -85,8 +85,8 @@ def rfc3339(s):
     return base, int((frac + "000000000")[:9])
 
 
-def test_keepalive_heartbeats_during_a_long_synthesis(dev, queue):
-    c = Client(dev.socket)
+def test_keepalive_heartbeats_during_a_long_synthesis(sidecar, queue):
+    c = Client(sidecar)
     try:
         c.submit([TaskSpec(payload={"syn_text": "long"}, id="long1", timeout=30)], queue=queue)
         t = c.next(queue, wait=10)

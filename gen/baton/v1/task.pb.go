@@ -209,7 +209,9 @@ type TaskSpec struct {
 	// Letters, digits and "_.:-", at most 128 bytes. Empty: derived from the
 	// payload (its "id", else its "uttid", else a hash of the payload).
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Queue name; empty means the sidecar's first queue.
+	// Queue name; empty means the sidecar's first queue. Submit refuses
+	// (PERMISSION_DENIED) a queue the sidecar may not submit to
+	// (`--submit-queue`, by default its `--queue`).
 	Queue string `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
 	// The task's payload, a JSON object.
 	Payload *structpb.Struct `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
@@ -567,7 +569,8 @@ func (x *CancelRequested) GetClaim() string {
 type NextRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Queues to take from, in order of preference; empty means the sidecar's
-	// queues.
+	// queues. At most 16, each one the sidecar serves (`--queue`); another
+	// is refused (PERMISSION_DENIED).
 	Queues []string `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
 	// How long to wait for a task; 0 returns at once. At most 10m.
 	Wait *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
