@@ -15,8 +15,9 @@
 //	auditcursor                         the revision up to which the scheduler logged records
 //
 // A record is small (the action, its object, who: OS uid and user name,
-// host, pid, etcd user; at most about 1 KiB) and its key sorts by the
-// writer's clock, so the oldest records come first.
+// host, pid, etcd user; each text field clipped to 256 bytes, so at most
+// about 1.5 KiB) and its key sorts by the writer's clock, so the oldest
+// records come first.
 //
 // # Retention
 //
