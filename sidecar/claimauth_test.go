@@ -2,6 +2,9 @@ package sidecar_test
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 )
 
@@ -54,3 +58,70 @@ func TestClaimAnswerableOnlyByItsHolder(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// logLines returns the JSON log lines of out whose msg is msg.
+func logLines(t *testing.T, out *syncBuffer, msg string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var rec map[string]any
+		if line == "" || json.Unmarshal([]byte(line), &rec) != nil {
+			continue
+		}
+		if rec["msg"] == msg {
+			lines = append(lines, rec)
+		}
+	}
+	return lines
+}
+
+// Hardening issue, "Audit": a refused answer is logged with who sent it —
+// the caller's uid and pid, and the worker name and session id of the
+// worker sessions that process opened on the sidecar — and counted, also
+// when the claim is stale: held by the sidecar but gone in etcd (the lease
+// lapsed, the claim expired). Before, the log had no worker or session,
+// and a stale answer was not counted.
+func TestRefusedAnswersNameTheCaller(t *testing.T) {
+	outs := make([]*syncBuffer, 2)
+	fleet, ns := startFleet(t, 2, func(i int) sidecar.Config {
+		outs[i] = &syncBuffer{}
+		return sidecar.Config{Logger: slog.New(slog.NewJSONHandler(outs[i], nil))}
+	})
+	holder, other := fleet[0], fleet[1]
+	submit(t, holder, &batonv1.TaskSpec{Id: "victim", Payload: payload(t, map[string]any{})})
+	task := next(t, holder, 10*time.Second, "")
+	if task == nil {
+		t.Fatal("no task")
+	}
+	// A worker of the other sidecar answers the holder's claim there.
+	session, _ := lockSession(t, other, "intruder")
+	if _, err := other.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("foreign answer: %v, want FAILED_PRECONDITION", err)
+	}
+	lines := logLines(t, outs[1], "answer refused: the claim is not live on this sidecar")
+	if len(lines) != 1 {
+		t.Fatalf("refusal lines on the other sidecar: %v", lines)
+	}
+	l := lines[0]
+	if l["op"] != "Complete" || l["task"] != "victim" || l["peer_uid"] != float64(os.Getuid()) || l["peer_pid"] != float64(os.Getpid()) ||
+		l["worker"] != "intruder" || l["session"] != session {
+		t.Errorf("refusal logged as %v; want op, task, the caller's uid and pid, worker intruder and session %s", l, session)
+	}
+
+	// The holder's claim is lost in etcd (as when its lease lapses); the
+	// worker's late answer is refused, logged and counted.
+	cli := sidecartest.Client(t, endpoint, ns)
+	if _, err := cli.Delete(context.Background(), "q/claim/victim"); err != nil {
+		t.Fatal(err)
+	}
+	before := holder.Dispatcher().Stats().Refused
+	if _, err := holder.Client.Tasks.Complete(context.Background(), connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim})); connect.CodeOf(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("stale answer: %v, want FAILED_PRECONDITION", err)
+	}
+	if got := holder.Dispatcher().Stats().Refused - before; got != 1 {
+		t.Errorf("stale answers counted: %d, want 1", got)
+	}
+	if lines := logLines(t, outs[0], "answer refused: the claim is not live on this sidecar"); len(lines) != 1 || lines[0]["worker"] != "-" || lines[0]["session"] != "-" {
+		t.Errorf("stale refusal lines on the holder: %v; want one, with no session of the caller", lines)
+	}
+}

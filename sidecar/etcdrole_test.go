@@ -7,9 +7,11 @@ import (
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar"
+	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/sidecartest"
+	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -17,8 +19,8 @@ import (
 // Hardening issue, "etcd that can confine a deployment": a sidecar needs
 // nothing in etcd beyond read and write on its namespace's prefix (the
 // role docs/operations.md gives): with authentication on and only that
-// role, it serves tasks, runs the scheduler, takes locks, and cannot read
-// another deployment's keys.
+// role, it serves tasks, runs the scheduler, takes locks, follows the
+// operators' audit records, and cannot read another deployment's keys.
 func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -61,6 +63,30 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 	if !sc.Dispatcher().Leading() {
 		t.Fatal("the sidecar is not the scheduler: the election needs more than the namespace role")
 	}
+
+	// The operator CLI with the same role: its actions and their audit
+	// records sit under the prefix, and the scheduler follows them there
+	// (it moves the log's cursor, auditcursor, once it has logged one).
+	op, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	aw, err := audit.NewWriter(op.KV, audit.WriterConfig{Actor: audit.LocalActor("sidecar-tts")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opStore, err := workqueue.NewStore(op.KV, workqueue.Config{Audit: aw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := opStore.Pause(ctx, "tts"); err != nil || !changed {
+		t.Fatalf("an audited pause with the namespace role: %v %v", changed, err)
+	}
+	waitFor(t, 20*time.Second, "the scheduler logged the pause", func() bool {
+		resp, err := op.Get(ctx, "auditcursor")
+		return err == nil && len(resp.Kvs) == 1
+	})
 
 	limited, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, Username: "sidecar-tts", Password: "sc-pw", Logger: zap.NewNop()})
 	if err != nil {

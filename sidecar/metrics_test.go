@@ -209,7 +209,7 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		t.Error("no baton_build_info")
 	}
 	// Bounded labels only: never a task id.
-	allowed := map[string]bool{"queue": true, "reason": true, "outcome": true, "state": true, "method": true, "version": true, "go_version": true, "rpc": true}
+	allowed := map[string]bool{"queue": true, "reason": true, "outcome": true, "state": true, "method": true, "version": true, "go_version": true, "rpc": true, "action": true}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {

@@ -20,6 +20,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/otelconnect"
+	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
@@ -293,7 +294,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer cli.Close()
 	s.cli = cli
 
-	store, err := workqueue.NewStore(cli.KV, cfg.Queue)
+	// The scheduler logs and counts operator actions for its term.
+	follower := &audit.Follower{KV: cli.KV, Watcher: cli.Watcher, Logger: log, Observe: func(r audit.Record) { m.OperatorAction(r.Action) }}
+	qcfg := cfg.Queue
+	qcfg.SchedulerDuties = append(qcfg.SchedulerDuties[:len(qcfg.SchedulerDuties):len(qcfg.SchedulerDuties)], follower.Run)
+	store, err := workqueue.NewStore(cli.KV, qcfg)
 	if err != nil {
 		return err
 	}

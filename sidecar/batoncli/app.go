@@ -43,6 +43,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			workersCommand(),
 			locksCommand(),
 			configCommand(),
+			auditCommand(),
 			benchCommand(),
 			benchEtcdCommand(),
 			versionCommand(),

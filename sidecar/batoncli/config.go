@@ -131,7 +131,11 @@ func configSetCommand() *cli.Command {
 				return err
 			}
 			defer etcd.Close()
-			store := configdoc.NewStore(etcd.KV, nil, configdoc.Config{})
+			aw, err := auditWriter(c, etcd)
+			if err != nil {
+				return err
+			}
+			store := configdoc.NewStore(etcd.KV, nil, configdoc.Config{Audit: aw})
 			before, err := store.Get(c.Context, name)
 			if err != nil && !errors.Is(err, configdoc.ErrNotFound) {
 				return err

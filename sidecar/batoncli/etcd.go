@@ -3,6 +3,7 @@ package batoncli
 import (
 	"time"
 
+	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -10,7 +11,8 @@ import (
 )
 
 // connect opens the namespaced etcd client of the global flags, checks that
-// etcd answers, and returns it with a Store on it. Close the client.
+// etcd answers, and returns it with a Store on it that records the
+// operator's actions (auditWriter). Close the client.
 func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 	ecfg := etcdConfig(c)
 	etcd, err := etcdutil.New(ecfg)
@@ -21,12 +23,23 @@ func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 		etcd.Close()
 		return nil, nil, err
 	}
-	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{})
+	aw, err := auditWriter(c, etcd)
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{Audit: aw})
 	if err != nil {
 		etcd.Close()
 		return nil, nil, err
 	}
 	return etcd, store, nil
+}
+
+// auditWriter records the operator actions of this process (audit
+// package): its OS user, host and pid, and its etcd user.
+func auditWriter(c *cli.Context, etcd *clientv3.Client) (*audit.Writer, error) {
+	return audit.NewWriter(etcd.KV, audit.WriterConfig{Actor: audit.LocalActor(c.String("etcd-user"))})
 }
 
 // withEtcd is the action of a command that reads etcd and prints results:

@@ -78,14 +78,24 @@ func queuePause(c *cli.Context, pause bool) error {
 	}
 	defer etcd.Close()
 	if pause {
-		if err := store.Pause(c.Context, q); err != nil {
+		changed, err := store.Pause(c.Context, q)
+		if err != nil {
 			return err
+		}
+		if !changed {
+			fmt.Fprintf(c.App.Writer, "queue %s is paused already\n", q)
+			return nil
 		}
 		fmt.Fprintf(c.App.Writer, "queue %s paused: no new tasks are handed out; claims in hand finish\n", q)
 		return nil
 	}
-	if err := store.Resume(c.Context, q); err != nil {
+	changed, err := store.Resume(c.Context, q)
+	if err != nil {
 		return err
+	}
+	if !changed {
+		fmt.Fprintf(c.App.Writer, "queue %s is not paused\n", q)
+		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "queue %s resumed\n", q)
 	return nil

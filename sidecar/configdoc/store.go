@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/internal/names"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -91,6 +92,10 @@ type Config struct {
 	// Keep is how many earlier versions of each document are kept under
 	// confighist/. Default DefaultKeep.
 	Keep int
+	// Audit, when set, records each Set that changes a document (action
+	// config.set) in the transaction that writes it. Default: none (the
+	// baton CLI always sets it).
+	Audit *audit.Writer
 }
 
 // Store reads and writes documents. Its methods are safe for concurrent
@@ -99,6 +104,7 @@ type Store struct {
 	kv      clientv3.KV
 	watcher clientv3.Watcher
 	keep    int
+	audit   *audit.Writer
 }
 
 // NewStore returns a store on kv (and watcher, for Watch; it may be nil
@@ -107,7 +113,7 @@ func NewStore(kv clientv3.KV, watcher clientv3.Watcher, cfg Config) *Store {
 	if cfg.Keep <= 0 {
 		cfg.Keep = DefaultKeep
 	}
-	return &Store{kv: kv, watcher: watcher, keep: cfg.Keep}
+	return &Store{kv: kv, watcher: watcher, keep: cfg.Keep, audit: cfg.Audit}
 }
 
 func configKey(name string) string     { return prefixConfig + name }
@@ -264,7 +270,8 @@ func (s *Store) Set(ctx context.Context, name string, doc []byte, opts ...SetOpt
 			}
 		}
 		ops := []clientv3.Op{clientv3.OpPut(configKey(name), string(data))}
-		if newSchema != nil && (len(sch) == 0 || !bytes.Equal(sch[0].Value, schemaData)) {
+		schemaChanged := newSchema != nil && (len(sch) == 0 || !bytes.Equal(sch[0].Value, schemaData))
+		if schemaChanged {
 			ops = append(ops, clientv3.OpPut(schemaKey(name), string(schemaData)))
 		}
 		if len(cur) == 1 {
@@ -277,6 +284,20 @@ func (s *Store) Set(ctx context.Context, name string, doc []byte, opts ...SetOpt
 			if drop := len(hist) + 1 - s.keep; drop > 0 {
 				ops = append(ops, clientv3.OpDelete(string(hist[0].Key), clientv3.WithRange(string(hist[drop-1].Key)+"\x00")))
 			}
+		}
+		if s.audit != nil {
+			detail := "new"
+			if curRev != 0 {
+				detail = fmt.Sprintf("replaced revision %d", curRev)
+			}
+			if schemaChanged {
+				detail += "; schema registered"
+			}
+			rec, err := s.audit.Ops(ctx, audit.ConfigSet, name, detail)
+			if err != nil {
+				return Document{}, fmt.Errorf("audit record: %w", err)
+			}
+			ops = append(ops, rec...)
 		}
 		tr, err := s.kv.Txn(ctx).If(
 			clientv3.Compare(clientv3.ModRevision(configKey(name)), "=", curRev),

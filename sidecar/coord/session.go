@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 )
@@ -17,6 +18,10 @@ type Session struct {
 	ID      string
 	Worker  string
 	Started time.Time
+	// PID is the worker process that opened the session (the peer of its
+	// Attach stream), 0 when not known. Logs use it to name who sent a
+	// call that carries no session, such as an answer to a claim.
+	PID int32
 
 	done chan struct{}
 	push chan any
@@ -81,13 +86,17 @@ type Sessions struct {
 func NewSessions() *Sessions { return &Sessions{open: make(map[string]*Session)} }
 
 // Open opens a new session for the named worker.
-func (r *Sessions) Open(worker string) *Session {
+func (r *Sessions) Open(worker string) *Session { return r.OpenFor(worker, 0) }
+
+// OpenFor opens a new session for the named worker, opened by process pid.
+func (r *Sessions) OpenFor(worker string, pid int32) *Session {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	s := &Session{
 		ID:      "s-" + hex.EncodeToString(b[:]),
 		Worker:  worker,
 		Started: time.Now(),
+		PID:     pid,
 		done:    make(chan struct{}),
 		push:    make(chan any, 64),
 		hooks:   make(map[int]func()),
@@ -116,6 +125,24 @@ func (r *Sessions) Get(id string) (*Session, error) {
 		return nil, ErrUnknownSession
 	}
 	return s, nil
+}
+
+// OfPID returns the open sessions opened by process pid (none for pid 0),
+// oldest first.
+func (r *Sessions) OfPID(pid int32) []*Session {
+	if pid == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	var out []*Session
+	for _, s := range r.open {
+		if s.PID == pid {
+			out = append(out, s)
+		}
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Session) int { return a.Started.Compare(b.Started) })
+	return out
 }
 
 // Len returns the number of open sessions.

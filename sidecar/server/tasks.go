@@ -59,7 +59,11 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 	if n := h.Sessions.Len(); n >= MaxSessions {
 		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d worker sessions are open on this sidecar, the limit", n))
 	}
-	s := h.Sessions.Open(req.Msg.GetWorker())
+	var pid int32
+	if p, ok := PeerFrom(ctx); ok {
+		pid = p.PID
+	}
+	s := h.Sessions.OpenFor(req.Msg.GetWorker(), pid)
 	defer h.Sessions.Close(s)
 	h.Logger.DebugContext(ctx, "worker session opened", "session", s.ID, "worker", s.Worker)
 	if err := stream.Send(&batonv1.AttachResponse{Session: s.ID}); err != nil {
@@ -355,11 +359,28 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 // answerErr maps the error of an answer to a claim (Complete, Fail,
 // Release, Heartbeat). A refused answer (a stale, foreign or guessed
 // claim) is logged with who sent it: the caller's uid and pid from the
-// socket's peer credentials, and the claim's task.
+// socket's peer credentials, and the worker name and session id of the
+// worker sessions that process opened on this sidecar (an answer carries
+// no session; "-" when the process opened none; the first 4 when it
+// opened more), and the claim's task.
 func (h *TaskHandler) answerErr(ctx context.Context, op, claim string, err error) error {
 	if errors.Is(err, workqueue.ErrClaimLost) {
 		task, _, _ := strings.Cut(claim, "@")
-		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", "op", op, "task", task)
+		worker, session := "-", "-"
+		if p, ok := PeerFrom(ctx); ok {
+			if ss := h.Sessions.OfPID(p.PID); len(ss) > 0 {
+				var ws, ids []string
+				for _, s := range ss[:min(len(ss), 4)] {
+					ws, ids = append(ws, s.Worker), append(ids, s.ID)
+				}
+				if len(ss) > 4 {
+					ids = append(ids, fmt.Sprintf("and %d more", len(ss)-4))
+				}
+				worker, session = strings.Join(ws, ","), strings.Join(ids, ",")
+			}
+		}
+		// The caller's peer_uid and peer_pid come with ctx.
+		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", "op", op, "task", task, "worker", worker, "session", session)
 	}
 	return rpcErr(ctx, err)
 }

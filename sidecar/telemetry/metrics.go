@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,8 +16,9 @@ import (
 // does nothing on a nil *Metrics, so code can take one optionally.
 //
 // Labels are bounded: queue names (chosen by the operator), the fixed sets
-// of workqueue.Reason, workqueue.Outcome, LockOutcome and ScopedRPC, depth
-// states and etcd's gRPC method names. Task ids, lock names and worker ids never
+// of workqueue.Reason, workqueue.Outcome, LockOutcome, ScopedRPC and
+// audit.Action (plus "other"), depth states and etcd's gRPC method names.
+// Task ids, lock names and worker ids never
 // label a metric.
 type Metrics struct {
 	reg *prometheus.Registry
@@ -30,6 +32,7 @@ type Metrics struct {
 	etcdRTT                             *prometheus.HistogramVec // method, outcome
 	keepaliveFailures                   prometheus.Counter
 	scopeDenied                         *prometheus.CounterVec // rpc
+	operatorActions                     *prometheus.CounterVec // action
 
 	created       time.Time
 	lastKeepalive atomic.Int64 // Unix ns of the last keepalive response
@@ -97,6 +100,11 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		m.keepaliveAge))
 	for _, o := range LockOutcomes {
 		m.lockWait.WithLabelValues(string(o))
+	}
+	m.operatorActions = counter("baton_operator_actions_total",
+		"Operator actions (baton tasks cancel|retry, queues pause|resume, config set) this sidecar logged as the scheduler, by action; \"other\" for an action this build does not know. Sum over the fleet.", "action")
+	for _, a := range audit.Actions {
+		m.operatorActions.WithLabelValues(string(a))
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "baton_build_info", Help: "Always 1; labelled with the build's version."}, []string{"version", "go_version"})
 	build.WithLabelValues(cfg.Version, runtime.Version()).Set(1)
@@ -190,7 +198,8 @@ type SidecarStats struct {
 	// ConnsDenied: socket connections closed because their user is not
 	// allowed.
 	ConnsDenied func() int64
-	// AnswersRefused: answers to claims this sidecar does not hold.
+	// AnswersRefused: answers refused because their claim is not live on
+	// this sidecar.
 	AnswersRefused func() int64
 	// Malformed: ready entries skipped because they do not parse.
 	Malformed func() int64
@@ -222,7 +231,7 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	count("baton_scheduler_terms_total", "Times this sidecar was elected the fleet's scheduler.", s.SchedulerTerms)
 	gauge("baton_socket_connections", "Connections open on the sidecar's socket now.", s.Connections)
 	count("baton_queue_malformed_entries_total", "Ready entries this sidecar, as the scheduler, skipped because their key or value does not parse (each is logged with its key).", s.Malformed)
-	count("baton_claim_answers_refused_total", "Answers (Complete, Fail, Release, Heartbeat) refused because this sidecar does not hold the claim they name: stale, another sidecar's, or guessed.", s.AnswersRefused)
+	count("baton_claim_answers_refused_total", "Answers (Complete, Fail, Release, Heartbeat) refused because the claim they name is not live on this sidecar: stale (lost with the lease, expired, claimed again), another sidecar's, or guessed. Each is logged with the caller.", s.AnswersRefused)
 	count("baton_socket_connections_denied_total", "Connections to the sidecar's socket closed because their user (peer credentials) is not allowed by --allow-uid/--allow-gid.", s.ConnsDenied)
 	count("baton_socket_connections_refused_total", "Connections to the sidecar's socket closed at once because --max-connections were open.", s.ConnsRefused)
 	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)
@@ -240,6 +249,19 @@ func (m *Metrics) keepaliveAge() float64 {
 		return time.Since(m.created).Seconds()
 	}
 	return time.Since(time.Unix(0, last)).Seconds()
+}
+
+// OperatorAction counts an operator action logged by this sidecar (the
+// scheduler's audit.Follower).
+func (m *Metrics) OperatorAction(a audit.Action) {
+	if m == nil {
+		return
+	}
+	label := string(a)
+	if !a.Known() {
+		label = "other"
+	}
+	m.operatorActions.WithLabelValues(label).Inc()
 }
 
 // The workqueue.Observer methods.

@@ -10,13 +10,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/audit"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // What an operator does to tasks and queues: inspect, cancel, retry, pause.
 // Every change is one transaction that compares the state's mod revision
 // with the one read, so it never overwrites a move it did not see; a
-// conflict is retried a few times with a fresh read.
+// conflict is retried a few times with a fresh read. With Config.Audit,
+// the transaction that changes something also writes the action's record
+// (package audit); one that changes nothing writes none.
 
 // ErrNotFound: no task with that id exists (it was never submitted, or it
 // was removed after its retention period).
@@ -147,6 +150,10 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 				ops = append(ops, clientv3.OpDelete(st.Index))
 			}
 			ops = append(ops, finishOps(id, released(st, StateCancelled, now), now)...)
+			ops, err := s.audited(ctx, ops, audit.TaskCancel, id, "was "+string(st.State))
+			if err != nil {
+				return CancelResult{}, err
+			}
 			r, err := s.kv.Txn(ctx).If(sameState).Then(ops...).Commit()
 			if err != nil {
 				return CancelResult{}, err
@@ -163,6 +170,10 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 			ops := []clientv3.Op{clientv3.OpPut(cancelKey(id), strconv.FormatInt(token, 10))}
 			if st.Wait != "" {
 				ops = append(ops, cancelNoticeOp(st.Wait, id, token))
+			}
+			ops, err := s.audited(ctx, ops, audit.TaskCancel, id, fmt.Sprintf("was CLAIMED (fencing token %d): its worker was asked to stop", token))
+			if err != nil {
+				return CancelResult{}, err
 			}
 			r, err := s.kv.Txn(ctx).If(ownsClaim(id, token)).Then(ops...).Commit()
 			if err != nil {
@@ -217,6 +228,10 @@ func (s *Store) Retry(ctx context.Context, id string) (bool, error) {
 		if strings.HasPrefix(gc, prefixGC) {
 			ops = append(ops, clientv3.OpDelete(gc))
 		}
+		ops, err = s.audited(ctx, ops, audit.TaskRetry, id, "was "+string(st.State))
+		if err != nil {
+			return false, err
+		}
 		r, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", resp.Kvs[0].ModRevision)).Then(ops...).Commit()
 		if err != nil {
 			return false, err
@@ -230,23 +245,37 @@ func (s *Store) Retry(ctx context.Context, id string) (bool, error) {
 
 // Pause stops every sidecar handing out tasks of queue q. Claims in hand
 // are answered as usual and Submit still accepts tasks. Pausing a paused
-// queue changes nothing.
-func (s *Store) Pause(ctx context.Context, q string) error {
+// queue changes nothing. It reports whether it changed anything.
+func (s *Store) Pause(ctx context.Context, q string) (bool, error) {
 	if err := ValidateQueue(q); err != nil {
-		return &InvalidError{Field: "queue", Err: err}
+		return false, &InvalidError{Field: "queue", Err: err}
 	}
-	_, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(pauseKey(q)), "=", 0)).
-		Then(clientv3.OpPut(pauseKey(q), strconv.FormatInt(ms(s.cfg.Now()), 10))).Commit()
-	return err
+	ops, err := s.audited(ctx, []clientv3.Op{clientv3.OpPut(pauseKey(q), strconv.FormatInt(ms(s.cfg.Now()), 10))}, audit.QueuePause, q, "")
+	if err != nil {
+		return false, err
+	}
+	r, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(pauseKey(q)), "=", 0)).Then(ops...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return r.Succeeded, nil
 }
 
-// Resume lets queue q hand out tasks again.
-func (s *Store) Resume(ctx context.Context, q string) error {
+// Resume lets queue q hand out tasks again. Resuming a queue that is not
+// paused changes nothing. It reports whether it changed anything.
+func (s *Store) Resume(ctx context.Context, q string) (bool, error) {
 	if err := ValidateQueue(q); err != nil {
-		return &InvalidError{Field: "queue", Err: err}
+		return false, &InvalidError{Field: "queue", Err: err}
 	}
-	_, err := s.kv.Delete(ctx, pauseKey(q))
-	return err
+	ops, err := s.audited(ctx, []clientv3.Op{clientv3.OpDelete(pauseKey(q))}, audit.QueueResume, q, "")
+	if err != nil {
+		return false, err
+	}
+	r, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(pauseKey(q)), ">", 0)).Then(ops...).Commit()
+	if err != nil {
+		return false, err
+	}
+	return r.Succeeded, nil
 }
 
 // ListFilter selects tasks for List. Empty fields match everything.

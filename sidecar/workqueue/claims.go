@@ -164,6 +164,15 @@ func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
 	})
 }
 
+// refused counts an answer refused because its claim is not live: not
+// held here (lookup), or held here but gone in etcd (the lease lapsed,
+// the claim expired and the task was claimed again).
+func (d *Dispatcher) refused() {
+	d.mu.Lock()
+	d.stats.Refused++
+	d.mu.Unlock()
+}
+
 // lookup finds a live claim that this sidecar holds, by its handle: the
 // task id, the fencing token and the secret must all match. A claim held
 // by another sidecar, an old claim of the same task, or a guessed handle
@@ -179,10 +188,11 @@ func (d *Dispatcher) lookup(ctx context.Context, claim string) (id string, token
 	ok := h != nil && h.c.Token == token && subtle.ConstantTimeCompare([]byte(h.c.secret), []byte(secret)) == 1
 	if ok {
 		st, span = h.c.Status, h.span
-	} else {
-		d.stats.Refused++
 	}
 	d.mu.Unlock()
+	if !ok {
+		d.refused()
+	}
 	if !ok {
 		return id, token, st, span, ErrClaimLost // the socket server logs it, with the caller
 	}
@@ -217,6 +227,7 @@ func (d *Dispatcher) settle(span trace.Span, id string, token int64, state State
 	case errors.Is(err, ErrClaimLost):
 		endSpan(span, "", err)
 		d.forget(id, token, OutcomeLost)
+		d.refused()
 	default:
 		endSpan(span, "", err)
 	}
@@ -267,6 +278,7 @@ func (d *Dispatcher) Heartbeat(ctx context.Context, claim string) (Status, error
 	st, err = d.store.Heartbeat(ctx, id, token, st)
 	if errors.Is(err, ErrClaimLost) {
 		d.forget(id, token, OutcomeLost)
+		d.refused()
 	}
 	if err != nil {
 		return st, err

@@ -74,8 +74,9 @@ type Stats struct {
 	// Terms: times this sidecar was elected scheduler.
 	Terms int64
 	// Refused: answers (Complete, Fail, Release, Heartbeat) refused
-	// because this sidecar does not hold the claim they name (stale,
-	// another sidecar's, or a guessed handle).
+	// because the claim they name is not live on this sidecar: not held
+	// here (another sidecar's, an old one, or a guessed handle), or held
+	// here but gone in etcd (the lease lapsed, the claim expired).
 	Refused int64
 	// Malformed: ready entries the scheduler skipped because their key
 	// or value does not parse (each is logged).

@@ -103,6 +103,10 @@ func (d *Dispatcher) lead(ctx context.Context, ld leadership) {
 	hints := make(chan time.Time, 64)
 	wg.Add(1)
 	go func() { defer wg.Done(); d.maintain(tctx, orphans, hints) }()
+	for _, duty := range d.cfg.SchedulerDuties {
+		wg.Add(1)
+		go func() { defer wg.Done(); duty(tctx) }()
+	}
 	s := &schedLoop{d: d, ld: ld, orphans: orphans, hints: hints, results: make(chan result, maxInflight)}
 	s.run(tctx)
 }

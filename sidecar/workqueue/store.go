@@ -1,11 +1,13 @@
 package workqueue
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/audit"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -89,6 +91,16 @@ type Config struct {
 	// TracerProvider makes the dispatcher's spans (claim, requeue, answers).
 	// Default: a no-op provider.
 	TracerProvider trace.TracerProvider
+	// Audit, when set, records the operator's actions (Cancel, Retry,
+	// Pause, Resume) in the transaction that does each: an action that
+	// changes nothing, or whose compare fails, writes no record. Default:
+	// none (the baton CLI always sets it).
+	Audit *audit.Writer
+	// SchedulerDuties run while this sidecar is the elected scheduler,
+	// each in its own goroutine, started with every term; their ctx ends
+	// with the term, which waits for them to return. The sidecar logs
+	// operator actions this way (audit.Follower).
+	SchedulerDuties []func(ctx context.Context)
 }
 
 func (c Config) withDefaults() Config {
@@ -191,3 +203,16 @@ func NewStore(kv clientv3.KV, cfg Config) (*Store, error) {
 
 // Config returns the store's settings with defaults applied.
 func (s *Store) Config() Config { return s.cfg }
+
+// audited returns ops with the record of the operator's action added, when
+// the store records actions (Config.Audit).
+func (s *Store) audited(ctx context.Context, ops []clientv3.Op, action audit.Action, object, detail string) ([]clientv3.Op, error) {
+	if s.cfg.Audit == nil {
+		return ops, nil
+	}
+	rec, err := s.cfg.Audit.Ops(ctx, action, object, detail)
+	if err != nil {
+		return nil, fmt.Errorf("audit record: %w", err)
+	}
+	return append(ops, rec...), nil
+}
