@@ -265,6 +265,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 	ecfg := cfg.Etcd
 	ecfg.DialOptions = append(append([]grpc.DialOption(nil), ecfg.DialOptions...), m.EtcdDialOptions()...)
+	if ecfg.Logger == nil {
+		ecfg.Logger = log
+	}
 	cli, err := etcdutil.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
