@@ -63,6 +63,7 @@ func (e *tlsEtcd) start(clientCA *testcert.CA) {
 	cfg.InitialCluster = cfg.Name + "=" + pu.String()
 	cfg.ClientTLSInfo = transport.TLSInfo{CertFile: e.srvCert, KeyFile: e.srvKey, TrustedCAFile: clientCA.CertFile, ClientCertAuth: true}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.BcryptCost = 4 // the least: every password check costs CPU, and the test machine is shared
 	etcd, err := embed.StartEtcd(cfg)
 	if err != nil {
 		e.t.Fatal(err)
