@@ -29,7 +29,7 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{RootPassword: "root-pw"})
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{RootPassword: "root-pw", BcryptCost: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
