@@ -100,6 +100,11 @@ type Config struct {
 	// and /readyz (see telemetry.Admin). Empty: no admin server. Port 0
 	// picks a free port (Sidecar.AdminAddr tells which).
 	AdminAddr string
+	// AdminCert and AdminKey, when set, make the admin server serve HTTPS
+	// with this certificate and key, re-read when the files change
+	// (telemetry.AdminConfig.CertFile). AdminClientCA makes /metrics
+	// require a client certificate of these CAs.
+	AdminCert, AdminKey, AdminClientCA string
 	// TracerProvider makes the sidecar's spans: one per socket call
 	// (otelconnect), the claim, answer and requeue spans of tasks. Default:
 	// a no-op provider. telemetry.NewTracerProvider builds one from the
@@ -208,6 +213,14 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("admin-addr: %q is not host:port: %w", c.AdminAddr, err)
 		}
 	}
+	switch {
+	case (c.AdminCert == "") != (c.AdminKey == ""):
+		return errors.New("admin-cert, admin-key: give both (a certificate and its key) or neither")
+	case c.AdminClientCA != "" && c.AdminCert == "":
+		return errors.New("admin-client-cacert: needs --admin-cert and --admin-key (client certificates are checked over TLS only)")
+	case c.AdminCert != "" && c.AdminAddr == "":
+		return errors.New("admin-cert: the admin server is off (--admin-addr is empty)")
+	}
 	return c.Queue.Validate()
 }
 
@@ -287,6 +300,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 
 	ecfg := cfg.Etcd
 	ecfg.DialOptions = append(append([]grpc.DialOption(nil), ecfg.DialOptions...), m.EtcdDialOptions()...)
+	if ecfg.Logger == nil {
+		ecfg.Logger = log
+	}
 	cli, err := etcdutil.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
@@ -316,6 +332,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			Ready:    probe.checks(),
 			Logger:   log,
 			Token:    cfg.AdminToken,
+			CertFile: cfg.AdminCert, KeyFile: cfg.AdminKey, ClientCAFile: cfg.AdminClientCA,
 		})
 		if err := admin.Start(); err != nil {
 			return err
@@ -328,7 +345,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.mu.Lock()
 		s.adminAddr = admin.Addr()
 		s.mu.Unlock()
-		log.Info("admin serving", "addr", admin.Addr().String(), "paths", "/metrics /healthz /readyz")
+		log.Info("admin serving", "addr", admin.Addr().String(), "tls", cfg.AdminCert != "", "paths", "/metrics /healthz /readyz")
 	}
 
 	leaseCtx, stopLease := context.WithCancel(context.Background())

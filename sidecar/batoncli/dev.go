@@ -94,7 +94,11 @@ func devCommand() *cli.Command {
 			case <-sc.Ready():
 				admin := "off"
 				if a := sc.AdminAddr(); a != nil {
-					admin = "http://" + a.String() + " (/metrics /healthz /readyz)"
+					scheme := "http://"
+					if cfg.AdminCert != "" {
+						scheme = "https://"
+					}
+					admin = scheme + a.String() + " (/metrics /healthz /readyz)"
 				}
 				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s (user root, password in %s)\n  queues: %v (workers submit to: %v)\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s BATON_ETCD_PASSWORD_FILE=%s\n",
 					cfg.Socket, etcd.Endpoint(), pwFile, cfg.Queues, submitQueues(cfg), admin, cfg.Socket, etcd.Endpoint(), pwFile)

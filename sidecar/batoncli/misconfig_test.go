@@ -20,6 +20,10 @@ func TestMisconfigurationIsRefused(t *testing.T) {
 		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "0777"}, "socket-mode: 0777 lets every local user"},
 		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "0000"}, "socket-mode: 0000"},
 		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--socket-mode", "01777"}, "socket-mode:"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-cert", "/etc/baton/tls.crt"}, "admin-cert, admin-key: give both"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-key", "/etc/baton/tls.key"}, "admin-cert, admin-key: give both"},
+		{"ok", []string{"dev", "--data-dir", filepath.Dir(sock), "--socket", sock, "--admin-client-cacert", "/etc/baton/ca.pem"}, "admin-client-cacert: needs --admin-cert"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-addr", "", "--admin-cert", "c", "--admin-key", "k"}, "admin-cert: the admin server is off"},
 	}
 	for _, c := range cases {
 		_, errOut, code := run(t, c.ns, c.args...)

@@ -41,6 +41,9 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by baton workers list; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics (/healthz and /readyz stay open for probes)"},
+		&cli.StringFlag{Name: "admin-cert", EnvVars: []string{"BATON_ADMIN_CERT"}, Usage: "serve the admin server over HTTPS with this certificate file (PEM; re-read when it changes, so a rotated certificate needs no restart); needs --admin-key"},
+		&cli.StringFlag{Name: "admin-key", EnvVars: []string{"BATON_ADMIN_KEY"}, Usage: "private key file of --admin-cert"},
+		&cli.StringFlag{Name: "admin-client-cacert", EnvVars: []string{"BATON_ADMIN_CLIENT_CACERT"}, Usage: "with --admin-cert: /metrics requires a client certificate signed by a CA in this file (re-read when it changes); /healthz and /readyz stay open for probes"},
 		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
 			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
 	}
@@ -111,6 +114,9 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		Logger:         log,
 		AdminAddr:      c.String("admin-addr"),
 		AdminToken:     token,
+		AdminCert:      c.String("admin-cert"),
+		AdminKey:       c.String("admin-key"),
+		AdminClientCA:  c.String("admin-client-cacert"),
 	}
 	return cfg, nil
 }

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -38,9 +40,23 @@ type AdminConfig struct {
 	// <token>" (compared in constant time); /healthz and /readyz stay
 	// open for probes and say nothing beyond ok or not.
 	Token string
+	// CertFile and KeyFile, when set, serve HTTPS instead of HTTP with
+	// this certificate and key. Both files are read again on every new
+	// connection and used when their contents changed, so a rotated
+	// certificate is served without a restart (a replacement that does not
+	// parse leaves the previous one in use, logged).
+	CertFile string
+	KeyFile  string
+	// ClientCAFile, with CertFile, makes /metrics require a client
+	// certificate signed by one of the CAs in this file (read again like
+	// the certificate). /healthz and /readyz stay open to callers without
+	// one (kubelet probes present none); a certificate that is presented
+	// and not signed by these CAs fails the handshake.
+	ClientCAFile string
 }
 
-// Admin is the sidecar's admin HTTP server:
+// Admin is the sidecar's admin HTTP server (HTTPS with
+// AdminConfig.CertFile):
 //
 //	/metrics  Prometheus text format of Gatherer
 //	/healthz  200 "ok" while the process serves HTTP (liveness)
@@ -64,7 +80,10 @@ func NewAdmin(cfg AdminConfig) *Admin {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	a := &Admin{cfg: cfg}
-	a.srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	a.srv = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// TLS handshake failures (scanners, a client without the CA) and
+		// the like, which net/http would print to stderr.
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)}
 	return a
 }
 
@@ -107,11 +126,19 @@ func (a *Admin) readyz(w http.ResponseWriter, r *http.Request) {
 }
 
 // Start listens on Addr and serves in a goroutine until Stop. An address
-// in use is an error, returned at once.
+// in use or a certificate that does not load is an error, returned at
+// once.
 func (a *Admin) Start() error {
+	tc, err := a.tlsConfig()
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", a.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("admin-addr %s: %w", a.cfg.Addr, err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	a.ln = ln
 	a.done = make(chan struct{})
@@ -147,19 +174,64 @@ func (a *Admin) Stop(ctx context.Context) error {
 	return err
 }
 
+// tlsConfig returns the server's TLS settings, nil for plain HTTP.
+func (a *Admin) tlsConfig() (*tls.Config, error) {
+	switch {
+	case (a.cfg.CertFile == "") != (a.cfg.KeyFile == ""):
+		return nil, errors.New("admin-cert, admin-key: give both (a certificate and its key) or neither")
+	case a.cfg.CertFile == "" && a.cfg.ClientCAFile != "":
+		return nil, errors.New("admin-client-cacert: needs --admin-cert and --admin-key (client certificates are checked over TLS only)")
+	case a.cfg.CertFile == "":
+		return nil, nil
+	}
+	kp, err := tlsfile.LoadKeyPair(a.cfg.CertFile, a.cfg.KeyFile, a.cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("admin-cert, admin-key: %w", err)
+	}
+	tc := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: kp.GetCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+	if a.cfg.ClientCAFile == "" {
+		return tc, nil
+	}
+	cas, err := tlsfile.LoadCAPool(a.cfg.ClientCAFile, a.cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("admin-client-cacert: %w", err)
+	}
+	tc.ClientAuth = tls.VerifyClientCertIfGiven
+	tc.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		pool, err := cas.Pool()
+		if err != nil {
+			return nil, err
+		}
+		c := tc.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = pool
+		return c, nil
+	}
+	return tc, nil
+}
+
 // slogPrinter adapts a logger to promhttp's ErrorLog.
 type slogPrinter struct{ l *slog.Logger }
 
 func (p slogPrinter) Println(v ...any) { p.l.Error("serving metrics failed", "err", fmt.Sprint(v...)) }
 
-// guard requires the bearer token on h when one is configured.
+// guard requires on h the client certificate and the bearer token, each
+// when configured.
 func (a *Admin) guard(h http.Handler) http.Handler {
-	if a.cfg.Token == "" {
+	if a.cfg.Token == "" && a.cfg.ClientCAFile == "" {
 		return h
 	}
 	want := []byte("Bearer " + a.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		if a.cfg.ClientCAFile != "" && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			http.Error(w, "a client certificate is required (--admin-client-cacert)", http.StatusForbidden)
+			return
+		}
+		if a.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "a bearer token is required (--admin-token-file)", http.StatusUnauthorized)
 			return

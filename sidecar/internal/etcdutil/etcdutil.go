@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"github.com/batonhq/baton/sidecar/internal/names"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/internal/names"
+	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/namespace"
 	"go.uber.org/zap"
@@ -25,9 +27,18 @@ type Config struct {
 	DialTimeout time.Duration
 	Username    string
 	Password    string
-	CACert      string
-	Cert        string
-	Key         string
+	// CACert is the CA certificate file that etcd's server certificates
+	// are checked against, read once.
+	CACert string
+	// Cert and Key are the client certificate and key files. They are
+	// read again on every TLS handshake and used when their contents
+	// changed (tlsfile.KeyPair), so a rotated certificate needs no
+	// restart: the next connection to etcd presents it.
+	Cert string
+	Key  string
+	// Logger receives the failures of certificate reloads. Default:
+	// discard.
+	Logger *slog.Logger
 	// DialOptions are added to the etcd client's gRPC options (the
 	// sidecar's metrics interceptors).
 	DialOptions []grpc.DialOption
@@ -95,11 +106,11 @@ func New(c Config) (*clientv3.Client, error) {
 			}
 		}
 		if c.Cert != "" {
-			crt, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+			kp, err := tlsfile.LoadKeyPair(c.Cert, c.Key, c.Logger)
 			if err != nil {
-				return nil, fmt.Errorf("etcd-cert: %w", err)
+				return nil, fmt.Errorf("etcd-cert, etcd-key: %w", err)
 			}
-			tc.Certificates = []tls.Certificate{crt}
+			tc.GetClientCertificate = kp.GetClientCertificate
 		}
 		cc.TLS = tc
 	}
