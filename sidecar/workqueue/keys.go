@@ -103,37 +103,58 @@ type readyEntry struct {
 	ID       string
 }
 
+// parseReadyKey accepts only what readyKey writes: a valid queue and task
+// id, a priority within MinPriority..MaxPriority and a non-negative order,
+// in their fixed widths. Anything else (a key written by hand or by a bug)
+// is malformed, to be skipped and counted, never claimed (FuzzIndexKeys).
 func parseReadyKey(k string) (readyEntry, error) {
 	rest, ok := strings.CutPrefix(k, prefixReady)
 	if !ok {
 		return readyEntry{}, fmt.Errorf("not a ready key: %q", k)
 	}
 	parts := strings.SplitN(rest, "/", 4)
-	if len(parts) != 4 {
+	if len(parts) != 4 || ValidateQueue(parts[0]) != nil || ValidateID(parts[3]) != nil {
 		return readyEntry{}, fmt.Errorf("malformed ready key: %q", k)
 	}
-	p, err := strconv.Atoi(parts[1])
-	if err != nil || len(parts[1]) != 4 {
+	p, ok := fixedDigits(parts[1], 4)
+	if !ok || p > MaxPriority-MinPriority {
 		return readyEntry{}, fmt.Errorf("malformed priority in ready key: %q", k)
 	}
-	o, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || len(parts[2]) != 19 {
+	o, ok := fixedDigits(parts[2], 19)
+	if !ok {
 		return readyEntry{}, fmt.Errorf("malformed order in ready key: %q", k)
 	}
 	return readyEntry{Queue: parts[0], Priority: int32(MaxPriority - p), Order: o, ID: parts[3]}, nil
 }
 
+// parseDelayKey accepts only what delayKey writes: a non-negative due time
+// in 19 digits and a valid task id.
 func parseDelayKey(k string) (due time.Time, id string, err error) {
 	rest, ok := strings.CutPrefix(k, prefixDelay)
 	if !ok {
 		return time.Time{}, "", fmt.Errorf("not a delay key: %q", k)
 	}
 	ns, id, ok := strings.Cut(rest, "/")
-	n, perr := strconv.ParseInt(ns, 10, 64)
-	if !ok || perr != nil || id == "" {
+	n, nok := fixedDigits(ns, 19)
+	if !ok || !nok || ValidateID(id) != nil {
 		return time.Time{}, "", fmt.Errorf("malformed delay key: %q", k)
 	}
 	return time.Unix(0, n), id, nil
+}
+
+// fixedDigits parses s as exactly width decimal digits (no sign) that fit
+// an int64.
+func fixedDigits(s string, width int) (int64, bool) {
+	if len(s) != width {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // ValidateID reports whether id can name a task: 1 to 128 bytes of ASCII
