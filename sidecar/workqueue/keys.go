@@ -203,21 +203,36 @@ func FormatClaim(id string, token int64, secret string) string {
 // secret. Only the canonical form is accepted: a token in decimal without
 // sign or leading zeros, a secret of 32 lower-case hex digits.
 func ParseClaim(c string) (id string, token int64, secret string, err error) {
-	bad := fmt.Errorf("malformed claim %q", c)
 	i := strings.LastIndexByte(c, '@')
 	if i <= 0 {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	tok, secret, ok := strings.Cut(c[i+1:], ".")
 	token, err = strconv.ParseInt(tok, 10, 64)
 	if !ok || err != nil || token <= 0 || strconv.FormatInt(token, 10) != tok || !isLowerHex(secret, claimSecretLen) {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	id = c[:i]
 	if err := ValidateID(id); err != nil {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	return id, token, secret, nil
+}
+
+// maxClaimLen is the longest claim handle: a task id, "@", a token of at
+// most 19 digits, "." and the secret.
+const maxClaimLen = MaxIDLen + 1 + 19 + 1 + claimSecretLen
+
+// malformedClaim is the error for a claim that does not parse. It quotes
+// at most maxClaimLen bytes of it: a claim comes from a socket caller, and
+// a message of up to 4 MiB must not come back whole in the error (nor
+// make the cost of an error grow with it, which kept FuzzParseClaim
+// minimising long inputs).
+func malformedClaim(c string) error {
+	if len(c) > maxClaimLen {
+		return fmt.Errorf("malformed claim %q... (%d bytes, longer than any claim)", c[:maxClaimLen], len(c))
+	}
+	return fmt.Errorf("malformed claim %q", c)
 }
 
 func isLowerHex(s string, n int) bool {

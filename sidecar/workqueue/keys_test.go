@@ -26,8 +26,18 @@ func TestParseClaimCanonicalOnly(t *testing.T) {
 	}
 }
 
+// The error for a malformed claim quotes a bounded part of it: a socket
+// caller's 1 MiB claim came back whole in the error before.
+func TestMalformedClaimErrorIsShort(t *testing.T) {
+	_, _, _, err := ParseClaim(strings.Repeat("\x1b", 1<<20))
+	if err == nil || len(err.Error()) > 4*maxClaimLen+100 || !strings.Contains(err.Error(), "1048576 bytes") {
+		t.Fatalf("error of %d bytes: %.200v", len(err.Error()), err)
+	}
+}
+
 // FuzzParseClaim: whatever ParseClaim accepts formats back to the same
-// handle, and what FormatClaim makes parses back.
+// handle, and what FormatClaim makes parses back; a refusal's message is
+// bounded whatever the claim's length.
 func FuzzParseClaim(f *testing.F) {
 	f.Add("t1@11." + strings.Repeat("0", 32))
 	f.Add("a@b@7." + newClaimSecret())
@@ -35,6 +45,9 @@ func FuzzParseClaim(f *testing.F) {
 	f.Fuzz(func(t *testing.T, c string) {
 		id, token, secret, err := ParseClaim(c)
 		if err != nil {
+			if len(err.Error()) > 4*maxClaimLen+100 {
+				t.Fatalf("error of %d bytes for a claim of %d", len(err.Error()), len(c))
+			}
 			return
 		}
 		if back := FormatClaim(id, token, secret); back != c {
