@@ -262,6 +262,22 @@ func ownerKey(id clientv3.LeaseID) string { return fmt.Sprintf("%s%x", PrefixLoc
 
 func lockPrefix(name string) string { return PrefixLocks + name }
 
+// waiterKey is the key of lock name's waiter under lease.
+func waiterKey(name string, lease clientv3.LeaseID) string {
+	return fmt.Sprintf("%s/%x", lockPrefix(name), int64(lease))
+}
+
+// parseWaiterKey splits a waiter key into the lock's name and the lease in
+// hex (as in lockowners/).
+func parseWaiterKey(k string) (name, lease string, ok bool) {
+	rest, ok := strings.CutPrefix(k, PrefixLocks)
+	i := strings.LastIndexByte(rest, '/')
+	if !ok || i < 0 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}
+
 // begin marks name busy for the session.
 func (l *Locks) begin(sl *sessionLocks, name string) error {
 	l.mu.Lock()
@@ -568,12 +584,10 @@ func ListLocks(ctx context.Context, kv clientv3.KV) ([]LockInfo, error) {
 	byName := map[string][]LockWaiter{}
 	var names []string
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		k := strings.TrimPrefix(string(kv.Key), PrefixLocks)
-		i := strings.LastIndexByte(k, '/')
-		if i < 0 {
+		name, lease, ok := parseWaiterKey(string(kv.Key))
+		if !ok {
 			continue
 		}
-		name, lease := k[:i], k[i+1:]
 		if _, ok := byName[name]; !ok {
 			names = append(names, name)
 		}

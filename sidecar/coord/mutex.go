@@ -3,7 +3,6 @@ package coord
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -30,8 +29,7 @@ type mutex struct {
 }
 
 func newMutex(cli *clientv3.Client, lease clientv3.LeaseID, name string) *mutex {
-	pfx := lockPrefix(name) + "/"
-	return &mutex{cli: cli, lease: lease, pfx: pfx, key: fmt.Sprintf("%s%x", pfx, int64(lease))}
+	return &mutex{cli: cli, lease: lease, pfx: lockPrefix(name) + "/", key: waiterKey(name, lease)}
 }
 
 // enqueue puts the waiter's key (bound to the lease) unless it exists and

@@ -13,6 +13,7 @@ import (
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // MaxLockWait bounds Lock's wait, and is the wait of a Lock without one.
@@ -46,18 +47,33 @@ func (h *LockHandler) lockArgs(name, session string) (*coord.Session, error) {
 	return s, nil
 }
 
+// lockWait reads Lock's wait: MaxLockWait when absent, and a longer one is
+// cut to MaxLockWait.
+func lockWait(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return MaxLockWait, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalidArg("wait", "not a valid duration: "+err.Error())
+	}
+	if d.GetSeconds() < 0 || d.GetNanos() < 0 {
+		return 0, invalidArg("wait", "must not be negative")
+	}
+	if d.GetSeconds() >= int64(MaxLockWait/time.Second) {
+		return MaxLockWait, nil
+	}
+	return d.AsDuration(), nil
+}
+
 // Lock takes the lock, waiting up to the request's wait.
 func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.LockRequest]) (*connect.Response[batonv1.LockResponse], error) {
 	sess, err := h.lockArgs(req.Msg.GetName(), req.Msg.GetSession())
 	if err != nil {
 		return nil, err
 	}
-	wait := MaxLockWait
-	if w := req.Msg.GetWait(); w != nil {
-		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 {
-			return nil, invalidArg("wait", "must be a non-negative duration")
-		}
-		wait = min(w.AsDuration(), MaxLockWait)
+	wait, err := lockWait(req.Msg.GetWait())
+	if err != nil {
+		return nil, err
 	}
 	ctx, obs := telemetry.StartLockWait(ctx, h.TracerProvider, h.Metrics, req.Msg.GetName(), sess.ID)
 	var token int64

@@ -124,15 +124,9 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 			return nil, err
 		}
 	}
-	wait := time.Duration(0)
-	if w := req.Msg.GetWait(); w != nil {
-		if err := w.CheckValid(); err != nil || w.AsDuration() < 0 {
-			return nil, invalidArg("wait", "must be a non-negative duration")
-		}
-		if w.AsDuration() > MaxWait {
-			return nil, invalidArg("wait", fmt.Sprintf("%v is over the limit of %v", w.AsDuration(), MaxWait))
-		}
-		wait = w.AsDuration()
+	wait, err := durationArg("wait", req.Msg.GetWait(), MaxWait)
+	if err != nil {
+		return nil, err
 	}
 	sess, err := h.session(req.Msg.GetSession())
 	if err != nil {
@@ -203,8 +197,8 @@ func (h *TaskHandler) Heartbeat(ctx context.Context, req *connect.Request[batonv
 	if err := needClaim(req.Msg.GetClaim()); err != nil {
 		return nil, err
 	}
-	if p := req.Msg.GetProgress(); p < 0 || p > 1 {
-		return nil, invalidArg("progress", "must be between 0 and 1")
+	if err := progressArg(req.Msg.GetProgress()); err != nil {
+		return nil, err
 	}
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()
@@ -244,12 +238,9 @@ func (h *TaskHandler) Fail(ctx context.Context, req *connect.Request[batonv1.Fai
 	if err := needClaim(req.Msg.GetClaim()); err != nil {
 		return nil, err
 	}
-	var after time.Duration
-	if ra := req.Msg.GetRetryAfter(); ra != nil {
-		if err := ra.CheckValid(); err != nil || ra.AsDuration() < 0 {
-			return nil, invalidArg("retry_after", "must be a non-negative duration")
-		}
-		after = ra.AsDuration()
+	after, err := durationArg("retry_after", req.Msg.GetRetryAfter(), workqueue.MaxDelay)
+	if err != nil {
+		return nil, err
 	}
 	ectx, cancel := etcdContext(ctx)
 	defer cancel()
@@ -341,17 +332,13 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 		return sp, invalidArg(field+".payload", err.Error())
 	}
 	sp.Payload = b
-	if d := t.GetTimeout(); d != nil {
-		if err := d.CheckValid(); err != nil {
-			return sp, invalidArg(field+".timeout", err.Error())
-		}
-		sp.Timeout = d.AsDuration()
+	// Store.Normalize checks the timeout's lower bound and how far ahead
+	// not_before may be.
+	if sp.Timeout, err = durationArg(field+".timeout", t.GetTimeout(), workqueue.MaxTimeout); err != nil {
+		return sp, err
 	}
-	if nb := t.GetNotBefore(); nb != nil {
-		if err := nb.CheckValid(); err != nil {
-			return sp, invalidArg(field+".not_before", err.Error())
-		}
-		sp.NotBefore = nb.AsTime()
+	if sp.NotBefore, err = timestampArg(field+".not_before", t.GetNotBefore()); err != nil {
+		return sp, err
 	}
 	return sp, nil
 }

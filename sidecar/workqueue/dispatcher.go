@@ -170,6 +170,24 @@ func (d *Dispatcher) Track(queues ...string) {
 	}
 }
 
+// CheckQueues reports what is wrong with the queues of a Next call (an
+// *InvalidError naming queues or queues[i]): 1 to MaxQueuesPerNext valid
+// queue names.
+func CheckQueues(queues []string) error {
+	if len(queues) == 0 {
+		return invalid("queues", "at least one queue is required")
+	}
+	if len(queues) > MaxQueuesPerNext {
+		return invalid("queues", "%d queues, over the limit of %d", len(queues), MaxQueuesPerNext)
+	}
+	for i, q := range queues {
+		if err := ValidateQueue(q); err != nil {
+			return &InvalidError{Field: fmt.Sprintf("queues[%d]", i), Err: err}
+		}
+	}
+	return nil
+}
+
 // Next claims a task from the first of queues that has one, waiting up to
 // wait for one to arrive. It returns (nil, nil) when the wait ends without
 // a task. With a session, the claim is given back with its attempt counted
@@ -184,16 +202,8 @@ func (d *Dispatcher) Track(queues ...string) {
 // returned Claimed's Traceparent is that span's, so the worker's span
 // becomes its child.
 func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Duration, sess *coord.Session) (*Claimed, error) {
-	for i, q := range queues {
-		if err := ValidateQueue(q); err != nil {
-			return nil, &InvalidError{Field: fmt.Sprintf("queues[%d]", i), Err: err}
-		}
-	}
-	if len(queues) == 0 {
-		return nil, invalid("queues", "at least one queue is required")
-	}
-	if len(queues) > MaxQueuesPerNext {
-		return nil, invalid("queues", "%d queues, over the limit of %d", len(queues), MaxQueuesPerNext)
+	if err := CheckQueues(queues); err != nil {
+		return nil, err
 	}
 	if d.isDraining() {
 		return nil, ErrDraining

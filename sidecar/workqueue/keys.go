@@ -103,37 +103,58 @@ type readyEntry struct {
 	ID       string
 }
 
+// parseReadyKey accepts only what readyKey writes: a valid queue and task
+// id, a priority within MinPriority..MaxPriority and a non-negative order,
+// in their fixed widths. Anything else (a key written by hand or by a bug)
+// is malformed, to be skipped and counted, never claimed (FuzzIndexKeys).
 func parseReadyKey(k string) (readyEntry, error) {
 	rest, ok := strings.CutPrefix(k, prefixReady)
 	if !ok {
 		return readyEntry{}, fmt.Errorf("not a ready key: %q", k)
 	}
 	parts := strings.SplitN(rest, "/", 4)
-	if len(parts) != 4 {
+	if len(parts) != 4 || ValidateQueue(parts[0]) != nil || ValidateID(parts[3]) != nil {
 		return readyEntry{}, fmt.Errorf("malformed ready key: %q", k)
 	}
-	p, err := strconv.Atoi(parts[1])
-	if err != nil || len(parts[1]) != 4 {
+	p, ok := fixedDigits(parts[1], 4)
+	if !ok || p > MaxPriority-MinPriority {
 		return readyEntry{}, fmt.Errorf("malformed priority in ready key: %q", k)
 	}
-	o, err := strconv.ParseInt(parts[2], 10, 64)
-	if err != nil || len(parts[2]) != 19 {
+	o, ok := fixedDigits(parts[2], 19)
+	if !ok {
 		return readyEntry{}, fmt.Errorf("malformed order in ready key: %q", k)
 	}
 	return readyEntry{Queue: parts[0], Priority: int32(MaxPriority - p), Order: o, ID: parts[3]}, nil
 }
 
+// parseDelayKey accepts only what delayKey writes: a non-negative due time
+// in 19 digits and a valid task id.
 func parseDelayKey(k string) (due time.Time, id string, err error) {
 	rest, ok := strings.CutPrefix(k, prefixDelay)
 	if !ok {
 		return time.Time{}, "", fmt.Errorf("not a delay key: %q", k)
 	}
 	ns, id, ok := strings.Cut(rest, "/")
-	n, perr := strconv.ParseInt(ns, 10, 64)
-	if !ok || perr != nil || id == "" {
+	n, nok := fixedDigits(ns, 19)
+	if !ok || !nok || ValidateID(id) != nil {
 		return time.Time{}, "", fmt.Errorf("malformed delay key: %q", k)
 	}
 	return time.Unix(0, n), id, nil
+}
+
+// fixedDigits parses s as exactly width decimal digits (no sign) that fit
+// an int64.
+func fixedDigits(s string, width int) (int64, bool) {
+	if len(s) != width {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // ValidateID reports whether id can name a task: 1 to 128 bytes of ASCII
@@ -182,21 +203,36 @@ func FormatClaim(id string, token int64, secret string) string {
 // secret. Only the canonical form is accepted: a token in decimal without
 // sign or leading zeros, a secret of 32 lower-case hex digits.
 func ParseClaim(c string) (id string, token int64, secret string, err error) {
-	bad := fmt.Errorf("malformed claim %q", c)
 	i := strings.LastIndexByte(c, '@')
 	if i <= 0 {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	tok, secret, ok := strings.Cut(c[i+1:], ".")
 	token, err = strconv.ParseInt(tok, 10, 64)
 	if !ok || err != nil || token <= 0 || strconv.FormatInt(token, 10) != tok || !isLowerHex(secret, claimSecretLen) {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	id = c[:i]
 	if err := ValidateID(id); err != nil {
-		return "", 0, "", bad
+		return "", 0, "", malformedClaim(c)
 	}
 	return id, token, secret, nil
+}
+
+// maxClaimLen is the longest claim handle: a task id, "@", a token of at
+// most 19 digits, "." and the secret.
+const maxClaimLen = MaxIDLen + 1 + 19 + 1 + claimSecretLen
+
+// malformedClaim is the error for a claim that does not parse. It quotes
+// at most maxClaimLen bytes of it: a claim comes from a socket caller, and
+// a message of up to 4 MiB must not come back whole in the error (nor
+// make the cost of an error grow with it, which kept FuzzParseClaim
+// minimising long inputs).
+func malformedClaim(c string) error {
+	if len(c) > maxClaimLen {
+		return fmt.Errorf("malformed claim %q... (%d bytes, longer than any claim)", c[:maxClaimLen], len(c))
+	}
+	return fmt.Errorf("malformed claim %q", c)
 }
 
 func isLowerHex(s string, n int) bool {

@@ -1,6 +1,7 @@
 package workqueue
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,18 @@ func TestParseClaimCanonicalOnly(t *testing.T) {
 	}
 }
 
+// The error for a malformed claim quotes a bounded part of it: a socket
+// caller's 1 MiB claim came back whole in the error before.
+func TestMalformedClaimErrorIsShort(t *testing.T) {
+	_, _, _, err := ParseClaim(strings.Repeat("\x1b", 1<<20))
+	if err == nil || len(err.Error()) > 4*maxClaimLen+100 || !strings.Contains(err.Error(), "1048576 bytes") {
+		t.Fatalf("error of %d bytes: %.200v", len(err.Error()), err)
+	}
+}
+
 // FuzzParseClaim: whatever ParseClaim accepts formats back to the same
-// handle, and what FormatClaim makes parses back.
+// handle, and what FormatClaim makes parses back; a refusal's message is
+// bounded whatever the claim's length.
 func FuzzParseClaim(f *testing.F) {
 	f.Add("t1@11." + strings.Repeat("0", 32))
 	f.Add("a@b@7." + newClaimSecret())
@@ -34,6 +45,9 @@ func FuzzParseClaim(f *testing.F) {
 	f.Fuzz(func(t *testing.T, c string) {
 		id, token, secret, err := ParseClaim(c)
 		if err != nil {
+			if len(err.Error()) > 4*maxClaimLen+100 {
+				t.Fatalf("error of %d bytes for a claim of %d", len(err.Error()), len(c))
+			}
 			return
 		}
 		if back := FormatClaim(id, token, secret); back != c {
@@ -77,6 +91,170 @@ func FuzzWaitKey(f *testing.F) {
 		}
 		if l, s, err := parseWaitKey(k); err == nil && waitKey(l, s) != k {
 			t.Fatalf("parseWaitKey(%q) formats back as %q", k, waitKey(l, s))
+		}
+	})
+}
+
+// TestParseIndexKeysCanonicalOnly: the parsers of ready and delay keys
+// accept only what readyKey and delayKey write. Before, a signed or
+// out-of-range priority, a negative order or due time, or an empty or
+// slashed task id parsed, and the entry would have been claimed as a
+// task that cannot exist (found by FuzzParseIndexKeys).
+func TestParseIndexKeysCanonicalOnly(t *testing.T) {
+	good := readyKey("tts", 5, 1_763_000_000_000_000_000, "utt_1")
+	if _, err := parseReadyKey(good); err != nil {
+		t.Fatalf("parseReadyKey(%q): %v", good, err)
+	}
+	for _, bad := range []string{
+		"q/ready/tts/+995/1763000000000000000/utt_1",
+		"q/ready/tts/-001/1763000000000000000/utt_1",
+		"q/ready/tts/9999/1763000000000000000/utt_1",
+		"q/ready/tts/0995/-763000000000000000/utt_1",
+		"q/ready/tts/0995/+763000000000000000/utt_1",
+		"q/ready/tts/0995/1763000000000000000/",
+		"q/ready/tts/0995/1763000000000000000/a/b",
+		"q/ready//0995/1763000000000000000/utt_1",
+		"q/ready/t s/0995/1763000000000000000/utt_1",
+	} {
+		if e, err := parseReadyKey(bad); err == nil {
+			t.Errorf("parseReadyKey(%q) accepted: %+v", bad, e)
+		}
+	}
+	for _, bad := range []string{
+		"q/delay/-000000000000000001/utt_1", "q/delay/+763000000000000000/utt_1",
+		"q/delay/1763000000000000000/", "q/delay/1763000000000000000/a/b", "q/delay/17/utt_1",
+	} {
+		if due, id, err := parseDelayKey(bad); err == nil {
+			t.Errorf("parseDelayKey(%q) accepted: %v %q", bad, due, id)
+		}
+	}
+}
+
+// FuzzParseIndexKeys: whatever parseReadyKey or parseDelayKey accepts is
+// a key that readyKey or delayKey writes, byte for byte, for a valid
+// queue, priority and task id; the entry of any other key is skipped,
+// never claimed.
+func FuzzParseIndexKeys(f *testing.F) {
+	f.Add(readyKey("tts", 5, 1_763_000_000_000_000_000, "utt_1"))
+	f.Add(readyKey("q.a-b", MinPriority, 0, "x:y"))
+	f.Add(delayKey(time.Unix(0, 1_763_000_000_000_000_000), "utt_1"))
+	f.Add("q/ready/tts/+995/1763000000000000000/utt_1")
+	f.Add("q/delay/-000000000000000001/utt_1")
+	f.Fuzz(func(t *testing.T, k string) {
+		if e, err := parseReadyKey(k); err == nil {
+			if ValidateQueue(e.Queue) != nil || ValidateID(e.ID) != nil || e.Priority < MinPriority || e.Priority > MaxPriority || e.Order < 0 {
+				t.Fatalf("parseReadyKey(%q) = %+v: out of what is ever written", k, e)
+			}
+			if back := readyKey(e.Queue, e.Priority, e.Order, e.ID); back != k {
+				t.Fatalf("parseReadyKey(%q) formats back as %q", k, back)
+			}
+		}
+		if due, id, err := parseDelayKey(k); err == nil {
+			if ValidateID(id) != nil || due.UnixNano() < 0 {
+				t.Fatalf("parseDelayKey(%q) = %v %q: out of what is ever written", k, due, id)
+			}
+			if back := delayKey(due, id); back != k {
+				t.Fatalf("parseDelayKey(%q) formats back as %q", k, back)
+			}
+		}
+	})
+}
+
+// FuzzNames: a task id, queue or batch name is accepted only when it
+// cannot escape the keys it is used in: printable ASCII without "/", so
+// that each key built from it lies under its own prefix, cuts back to the
+// name, and no other accepted name's prefix contains it (batch "a" does
+// not list the members of "a/b"; queue "q" does not see the ready
+// entries of "q/x"). Claim handles made for an accepted id parse back.
+func FuzzNames(f *testing.F) {
+	f.Add("utt_1", "tts", "b1", "b2")
+	f.Add("a/b", "q/x", "..", ".")
+	f.Add("x:y", "a.b-c", "a", "a:b")
+	f.Add("\x1b[31m", "", "é", strings.Repeat("x", 129))
+	f.Fuzz(func(t *testing.T, id, queue, batch, other string) {
+		accepted := func(check func(string) error, s string, max int) bool {
+			err := check(s)
+			if err != nil {
+				if err.Error() == "" {
+					t.Fatalf("%q refused with an empty error", s)
+				}
+				return false
+			}
+			if s == "" || len(s) > max || strings.ContainsAny(s, "/ ") {
+				t.Fatalf("%q accepted", s)
+			}
+			for i := 0; i < len(s); i++ {
+				if s[i] < 0x21 || s[i] > 0x7e {
+					t.Fatalf("%q accepted with byte %#x", s, s[i])
+				}
+			}
+			return true
+		}
+		if accepted(ValidateID, id, MaxIDLen) {
+			for _, k := range []struct{ prefix, key string }{
+				{prefixTask, taskKey(id)}, {prefixState, stateKey(id)}, {prefixResult, resultKey(id)}, {prefixError, errorKey(id)},
+				{prefixClaim, claimKey(id)}, {prefixRun, runKey(id)}, {prefixCancel, cancelKey(id)},
+			} {
+				if rest, ok := strings.CutPrefix(k.key, k.prefix); !ok || rest != id {
+					t.Fatalf("key %q of id %q does not cut back to it under %q", k.key, id, k.prefix)
+				}
+			}
+			for _, token := range []int64{1, 1 << 62} {
+				sec := newClaimSecret()
+				gid, gtok, gsec, err := ParseClaim(FormatClaim(id, token, sec))
+				if err != nil || gid != id || gtok != token || gsec != sec {
+					t.Fatalf("claim of %q, %d does not parse back: %q %d %v", id, token, gid, gtok, err)
+				}
+			}
+		}
+		if accepted(ValidateQueue, queue, MaxQueueLen) {
+			if rest, ok := strings.CutPrefix(pauseKey(queue), prefixPause); !ok || rest != queue {
+				t.Fatalf("pause key %q does not cut back to %q", pauseKey(queue), queue)
+			}
+			if ValidateQueue(other) == nil && other != queue && strings.HasPrefix(readyKey(other, 0, 0, "t"), readyPrefix(queue)) {
+				t.Fatalf("ready entries of queue %q lie under the prefix of queue %q", other, queue)
+			}
+		}
+		if accepted(ValidateBatch, batch, MaxIDLen) {
+			if rest, ok := strings.CutPrefix(pinKey(batch), prefixPin); !ok || rest != batch {
+				t.Fatalf("pin key %q does not cut back to %q", pinKey(batch), batch)
+			}
+			p := prefixBatch + batch + "/" // BatchIDs' prefix
+			if ValidateID(id) == nil && strings.TrimPrefix(batchKey(batch, id), p) != id {
+				t.Fatalf("member key %q of batch %q does not cut back to id %q", batchKey(batch, id), batch, id)
+			}
+			if ValidateBatch(other) == nil && other != batch && strings.HasPrefix(batchKey(other, "t"), p) {
+				t.Fatalf("members of batch %q lie under the prefix of batch %q", other, batch)
+			}
+		}
+	})
+}
+
+// FuzzStatus: the record written to state/<id> (and to the task's index
+// and claim keys) decodes to what was encoded, and whatever decodes from
+// arbitrary bytes encodes and decodes again to the same record.
+func FuzzStatus(f *testing.F) {
+	f.Add([]byte(`{"state":"PENDING","queue":"tts","attempt":0,"max_attempts":3,"timeout_ms":30000,"order":1,"index":"q/ready/tts/1000/0000000000000000001/a","updated_ms":1,"require":{"model":"x"}}`))
+	f.Add([]byte(`{"state":"CLAIMED","queue":"tts","priority":-1000,"lease":7,"deadline_ms":9223372036854775807}`))
+	f.Add([]byte(`{"require":{},"affinity":"\u001b"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := decodeStatus(b)
+		if err != nil {
+			return
+		}
+		enc := st.encode()
+		back, err := decodeStatus([]byte(enc))
+		if err != nil {
+			t.Fatalf("encode of %+v does not decode: %v", st, err)
+		}
+		if len(st.Require) == 0 && len(back.Require) == 0 {
+			st.Require, back.Require = nil, nil // omitempty: empty and absent are the same record
+		}
+		if !reflect.DeepEqual(st, back) {
+			t.Fatalf("state record does not round trip:\n%+v\n%+v", st, back)
+		}
+		if again := back.encode(); again != enc {
+			t.Fatalf("encoding is not stable: %s then %s", enc, again)
 		}
 	})
 }

@@ -185,9 +185,13 @@ func (d *Dispatcher) recoverByState(ctx context.Context, id string) {
 // promote moves delayed tasks that are due into their ready index and
 // returns when the next one is due (zero when none is waiting).
 func (d *Dispatcher) promote(ctx context.Context) time.Time {
+	// from moves past every page read: a malformed entry is skipped, not
+	// removed, and re-reading from the start would read the same page
+	// again and again once 128 of them lead the index.
+	from := prefixDelay
 	for {
 		now := d.cfg.Now()
-		resp, err := d.kv.Get(ctx, prefixDelay, clientv3.WithRange(delayUpTo(now)), clientv3.WithLimit(128))
+		resp, err := d.kv.Get(ctx, from, clientv3.WithRange(delayUpTo(now)), clientv3.WithLimit(128))
 		if err != nil {
 			if ctx.Err() == nil {
 				d.cfg.Logger.Warn("promoting delayed tasks failed", "err", err)
@@ -215,19 +219,23 @@ func (d *Dispatcher) promote(ctx context.Context) time.Time {
 				d.mu.Unlock()
 			}
 		}
-		if !resp.More {
+		if !resp.More || len(resp.Kvs) == 0 {
 			break
 		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	resp, err := d.kv.Get(ctx, prefixDelay, clientv3.WithPrefix(), clientv3.WithLimit(1), clientv3.WithKeysOnly())
-	if err != nil || len(resp.Kvs) == 0 {
-		return time.Time{}
-	}
-	due, _, err := parseDelayKey(string(resp.Kvs[0].Key))
+	// The next due time is the first entry's that parses; a malformed one
+	// ahead of it must not hide it.
+	resp, err := d.kv.Get(ctx, prefixDelay, clientv3.WithPrefix(), clientv3.WithLimit(16), clientv3.WithKeysOnly())
 	if err != nil {
 		return time.Time{}
 	}
-	return due
+	for _, kv := range resp.Kvs {
+		if due, _, err := parseDelayKey(string(kv.Key)); err == nil {
+			return due
+		}
+	}
+	return time.Time{}
 }
 
 // collect removes finished tasks older than the retention period. It reads
