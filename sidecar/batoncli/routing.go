@@ -81,19 +81,9 @@ func requireNote(m map[string]string) string {
 	return ", require " + labels(m)
 }
 
-func countAffinity(specs []workqueue.Spec) int {
-	n := 0
-	for i := range specs {
-		if specs[i].Affinity != "" {
-			n++
-		}
-	}
-	return n
-}
-
-func affinityNote(field string, specs []workqueue.Spec) string {
+func affinityNote(field string, withAffinity int) string {
 	if field == "" {
 		return ""
 	}
-	return fmt.Sprintf(", %d with affinity (%s)", countAffinity(specs), field)
+	return fmt.Sprintf(", %d with affinity (%s)", withAffinity, field)
 }

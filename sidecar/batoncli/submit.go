@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"sort"
 	"time"
 
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
-	"github.com/batonhq/baton/sidecar/jsonl"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -32,7 +29,13 @@ func submitCommand() *cli.Command {
 			"{\"uttid\": \"...\", \"prompt_text\": \"...\", \"prompt_speech\": \"...\", \"syn_text\": \"...\"}.\n" +
 			"The task id is the --id-field of the line (default: \"id\", else \"uttid\", else a hash of the line),\n" +
 			"so submitting the same file twice creates nothing new. Every line is checked first; any bad\n" +
-			"line is reported as FILE:LINE: reason and nothing is written.\n\n" +
+			"line is reported as FILE:LINE: reason (the first --show-errors of them; all are counted) and\n" +
+			"nothing is written.\n\n" +
+			"The file is read twice, a line at a time (lines up to 4 MiB): memory does not grow with its\n" +
+			"length, except 56 bytes per line to find two lines with one id. FILE must be a regular file;\n" +
+			"a FIFO, a device or a directory is refused. To stream from a pipe give - (cmd | baton submit -):\n" +
+			"standard input is copied to an unlinked file in $TMPDIR while it is checked, unless it is a\n" +
+			"regular file itself.\n\n" +
 			"Routing: --affinity-field prompt_speech gives each task the speaker prompt of its line as its\n" +
 			"affinity key, so that tasks of one speaker prefer the worker whose GPU has that speaker's\n" +
 			"conditioning cached. A line without the field (or with null) has no affinity; a value that is\n" +
@@ -50,6 +53,7 @@ func submitCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Usage: "how long a claim may go without a heartbeat (default 5m)"},
 			&cli.TimestampFlag{Name: "not-before", Layout: time.RFC3339, Usage: "hold the tasks back until this time (RFC 3339)"},
 			&cli.IntFlag{Name: "max-txn-ops", Value: 128, Usage: "operations per etcd transaction; at most the server's --max-txn-ops"},
+			&cli.IntFlag{Name: "show-errors", Value: 20, Usage: "bad lines to print; the rest are counted"},
 			&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest payload in bytes"},
 		},
 		Action: func(c *cli.Context) error {
@@ -59,92 +63,68 @@ func submitCommand() *cli.Command {
 			if c.String("pin-config") != "" && c.String("batch") == "" {
 				return cli.Exit("submit: --pin-config needs --batch: the config is pinned to a batch", 2)
 			}
+			if c.Int("show-errors") < 0 {
+				return cli.Exit(fmt.Sprintf("submit: --show-errors %d: must be 0 or more", c.Int("show-errors")), 2)
+			}
 			require, err := parseRequire(c.StringSlice("require"))
 			if err != nil {
 				return cli.Exit("submit: "+err.Error(), 2)
 			}
-			name := c.Args().First()
-			var in io.Reader = os.Stdin
-			if name != "-" {
-				f, err := os.Open(name)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				in = f
-			} else {
-				name = "<stdin>"
+			in, err := openSubmitInput(c.Args().First(), c.App.Reader)
+			if err != nil {
+				return cli.Exit("submit: "+err.Error(), 2)
 			}
-			recs, err := jsonl.Read(in, name)
-			var bad jsonl.Errors
-			if err != nil && !errors.As(err, &bad) {
-				return err
-			}
+			defer in.Close()
 			store, err := workqueue.NewStore(nil, workqueue.Config{MaxTxnOps: c.Int("max-txn-ops"), PayloadLimit: c.Int("payload-limit")})
 			if err != nil {
 				return err
 			}
-			specs, badSpecs := buildSpecs(c, store, recs, name, require)
-			if bad = append(bad, badSpecs...); len(bad) > 0 {
-				sort.Slice(bad, func(i, j int) bool { return bad[i].Line < bad[j].Line })
-				return cli.Exit(fmt.Sprintf("%s\n%d bad lines; nothing was written", bad.Error(), len(bad)), 1)
+			b := newSpecBuilder(c, store, in.name, require)
+			fc, err := checkFile(in, b, c.Int("show-errors"))
+			if err != nil {
+				return err
 			}
-			if len(specs) == 0 {
-				fmt.Fprintf(c.App.ErrWriter, "%s: no tasks\n", name)
+			if fc.bad > 0 {
+				return cli.Exit(fc.report(), 1)
+			}
+			if fc.tasks == 0 {
+				fmt.Fprintf(c.App.ErrWriter, "%s: no tasks\n", in.name)
 				return nil
 			}
-			if f := c.String("affinity-field"); f != "" && countAffinity(specs) == 0 {
-				fmt.Fprintf(c.App.ErrWriter, "%s: no line has a value in --affinity-field %q; the tasks have no affinity\n", name, f)
+			if f := c.String("affinity-field"); f != "" && fc.withAffinity == 0 {
+				fmt.Fprintf(c.App.ErrWriter, "%s: no line has a value in --affinity-field %q; the tasks have no affinity\n", in.name, f)
 			}
-			return doSubmit(c, specs, name)
+			return doSubmit(c, in, b, fc)
 		},
 	}
 }
 
-// buildSpecs turns lines into specs and checks each, so that every bad
-// line is reported before anything is written. Every spec requires the
-// labels require.
-func buildSpecs(c *cli.Context, store *workqueue.Store, recs []jsonl.Record, file string, require map[string]string) ([]workqueue.Spec, jsonl.Errors) {
-	var bad jsonl.Errors
-	seen := map[string]int{}
-	specs := make([]workqueue.Spec, 0, len(recs))
-	for _, r := range recs {
-		sp := workqueue.Spec{
-			ID:          workqueue.DeriveID(r.Payload, c.String("id-field")),
+// newSpecBuilder returns the builder of the specs the flags describe for
+// the lines of file. Every spec requires the labels require.
+func newSpecBuilder(c *cli.Context, store *workqueue.Store, file string, require map[string]string) *specBuilder {
+	b := &specBuilder{
+		store: store,
+		file:  file,
+		tmpl: workqueue.Spec{
 			Queue:       c.String("queue"),
-			Payload:     r.Payload,
 			Priority:    int32(c.Int("priority")),
 			MaxAttempts: int32(c.Int("max-attempts")),
 			Timeout:     c.Duration("timeout"),
 			Batch:       c.String("batch"),
 			Require:     require,
-		}
-		if t := c.Timestamp("not-before"); t != nil {
-			sp.NotBefore = *t
-		}
-		if f := c.String("affinity-field"); f != "" {
-			aff, err := affinityOf(r.Payload, f)
-			if err != nil {
-				bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: err})
-				continue
-			}
-			sp.Affinity = aff
-		}
-		if err := store.Normalize(&sp, ""); err != nil {
-			bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: err})
-			continue
-		}
-		if first, dup := seen[sp.ID]; dup {
-			bad = append(bad, &jsonl.LineError{File: file, Line: r.Line, Err: fmt.Errorf("id %q is also the id of line %d", sp.ID, first)})
-			continue
-		}
-		seen[sp.ID] = r.Line
-		specs = append(specs, sp)
+		},
+		idField:       c.String("id-field"),
+		affinityField: c.String("affinity-field"),
 	}
-	return specs, bad
+	if t := c.Timestamp("not-before"); t != nil {
+		b.tmpl.NotBefore = *t
+	}
+	return b
 }
 
-func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
+// doSubmit writes the tasks of a checked file, a chunk at a time, reading
+// the file again. Each chunk has 10 minutes to be written.
+func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) error {
 	ecfg := etcdConfig(c)
 	etcd, err := etcdutil.New(ecfg)
 	if err != nil {
@@ -178,27 +158,55 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 		return err
 	}
 	defer flush()
-	bar := newProgress(c.App.ErrWriter, "submit", len(specs))
-	ctx, cancel := context.WithTimeout(c.Context, 10*time.Minute)
-	defer cancel()
+	r, err := in.rewind()
+	if err != nil {
+		return cli.Exit("submit: "+err.Error(), 1)
+	}
+	bar := newProgress(c.App.ErrWriter, "submit", fc.tasks)
 	start := time.Now()
 	// One span for the file; its context is stored with every task, so each
 	// task's claim, worker and answer spans join this trace.
-	ctx, span := tp.Tracer(tracerName).Start(ctx, "baton.submit", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+	ctx, span := tp.Tracer(tracerName).Start(c.Context, "baton.submit", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 		workqueue.AttrTaskQueue.String(c.String("queue")),
 		workqueue.AttrBatch.String(c.String("batch")),
-		attribute.String("baton.submit.file", name),
-		attribute.Int("baton.submit.tasks", len(specs)),
+		attribute.String("baton.submit.file", in.name),
+		attribute.Int("baton.submit.tasks", fc.tasks),
 	))
-	if tp := workqueue.FormatTraceparent(span.SpanContext()); tp != "" {
+	traceparent := workqueue.FormatTraceparent(span.SpanContext())
+	var (
+		done, created, existing int
+		pin                     *workqueue.Pin
+	)
+	chunks := newTaskChunks(r, b, submitChunk)
+	for err == nil {
+		var specs []workqueue.Spec
+		if specs, err = chunks.next(); err != nil {
+			break
+		}
 		for i := range specs {
-			specs[i].Traceparent = tp
+			specs[i].Traceparent = traceparent
+		}
+		base := done
+		progress := workqueue.WithProgress(func(n, _ int) { bar.set(base + n) })
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		var res workqueue.SubmitResult
+		res, err = store.Submit(cctx, specs, append(opts, progress)...)
+		cancel()
+		if err == nil {
+			n, e := res.Counts()
+			created, existing, done = created+n, existing+e, done+len(specs)
+			if pin == nil {
+				pin = res.Pin
+			}
 		}
 	}
-	opts = append(opts, workqueue.WithProgress(func(done, total int) { bar.set(done) }))
-	res, err := store.Submit(ctx, specs, opts...)
+	if errors.Is(err, io.EOF) {
+		err = nil
+		if done != fc.tasks {
+			err = fmt.Errorf("%s changed after it was checked: %d tasks, %d when checked", in.name, done, fc.tasks)
+		}
+	}
 	bar.finish()
-	created, existing := res.Counts()
 	span.SetAttributes(attribute.Int("baton.submit.created", created), attribute.Int("baton.submit.existing", existing))
 	if err != nil {
 		span.RecordError(err)
@@ -207,14 +215,14 @@ func doSubmit(c *cli.Context, specs []workqueue.Spec, name string) error {
 	span.End()
 	if err != nil {
 		var inv *workqueue.InvalidError
-		if errors.As(err, &inv) {
+		if errors.As(err, &inv) && done == 0 {
 			return cli.Exit(err.Error(), 1)
 		}
-		return fmt.Errorf("submit %s: %w (tasks written before the failure stay; submitting again writes the rest)", name, err)
+		return fmt.Errorf("submit %s: %w (the first %d of %d tasks were written or existed; they stay, and submitting again writes the rest)", in.name, err, done, fc.tasks)
 	}
 	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s%s%s in %v\n",
-		name, len(specs), created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(res.Pin),
-		affinityNote(c.String("affinity-field"), specs), requireNote(specs[0].Require), time.Since(start).Round(time.Millisecond))
+		in.name, fc.tasks, created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(pin),
+		affinityNote(c.String("affinity-field"), fc.withAffinity), requireNote(b.tmpl.Require), time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -1,5 +1,8 @@
 // Package jsonl reads task files: one JSON object per line, as GLM-TTS and
 // most batch inference tools write them.
+//
+// A Scanner reads one line at a time, so a file of any length is read in
+// bounded memory: one line of at most MaxLine bytes, and a 64 KiB buffer.
 package jsonl
 
 import (
@@ -15,7 +18,7 @@ import (
 // Record is one task line.
 type Record struct {
 	Line    int             // 1-based line number
-	Payload json.RawMessage // the line, compacted
+	Payload json.RawMessage // the line, compacted; owned by the caller
 }
 
 // LineError is a bad line.
@@ -28,7 +31,7 @@ type LineError struct {
 func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.Line, e.Err) }
 func (e *LineError) Unwrap() error { return e.Err }
 
-// Errors lists every bad line of a file.
+// Errors lists bad lines of a file.
 type Errors []*LineError
 
 func (es Errors) Error() string {
@@ -42,42 +45,58 @@ func (es Errors) Error() string {
 	return b.String()
 }
 
-// MaxLine bounds one line; longer lines are reported, not read whole.
+// MaxLine bounds one line (4 MiB); a longer line is reported as bad with
+// its number, and is read to its end without being held.
 const MaxLine = 4 << 20
 
-// Read reads every line of r. Blank lines are skipped. Every line that is
-// not a JSON object is reported (as Errors) with its line number; file
-// names the input in those messages. It reads to the end even after bad
-// lines so that all of them are reported at once.
-func Read(r io.Reader, file string) ([]Record, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	var recs []Record
-	var bad Errors
-	for n := 1; ; n++ {
-		line, long, err := readLine(br)
-		if len(line) > 0 || long || err == nil {
-			rec, lerr := parse(line, n)
-			if long {
-				lerr = fmt.Errorf("line is longer than %d bytes", MaxLine)
-			}
-			if lerr != nil {
-				bad = append(bad, &LineError{File: file, Line: n, Err: lerr})
-			} else if rec != nil {
-				recs = append(recs, *rec)
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", file, n, err)
-		}
-	}
-	if len(bad) > 0 {
-		return recs, bad
-	}
-	return recs, nil
+// Scanner reads the records of a JSONL input one line at a time. Blank
+// lines are skipped. It is not safe for concurrent use.
+type Scanner struct {
+	br   *bufio.Reader
+	file string
+	n    int  // lines read so far
+	done bool // the input ended or failed
 }
+
+// NewScanner returns a Scanner of r; file names the input in errors.
+func NewScanner(r io.Reader, file string) *Scanner {
+	return &Scanner{br: bufio.NewReaderSize(r, 64<<10), file: file}
+}
+
+// Next returns the next record. A bad line (not a JSON object, invalid
+// JSON, longer than MaxLine) is a *LineError naming the file and line;
+// scanning may go on after it, so that every bad line can be reported.
+// Next returns io.EOF after the last line; any other error is the
+// input's read error, wrapped with the file and line, and ends the scan.
+func (s *Scanner) Next() (Record, error) {
+	for !s.done {
+		s.n++
+		line, long, err := readLine(s.br)
+		if err != nil {
+			s.done = true
+			if !errors.Is(err, io.EOF) {
+				return Record{}, fmt.Errorf("%s:%d: %w", s.file, s.n, err)
+			}
+			if len(line) == 0 && !long {
+				break
+			}
+		}
+		if long {
+			return Record{}, &LineError{File: s.file, Line: s.n, Err: fmt.Errorf("line is longer than %d bytes", MaxLine)}
+		}
+		rec, lerr := parse(line, s.n)
+		if lerr != nil {
+			return Record{}, &LineError{File: s.file, Line: s.n, Err: lerr}
+		}
+		if rec != nil {
+			return *rec, nil
+		}
+	}
+	return Record{}, io.EOF
+}
+
+// Line returns the number of the last line read (0 before the first).
+func (s *Scanner) Line() int { return s.n }
 
 // readLine returns one line without its newline. A line longer than
 // MaxLine is read to its end and dropped, with long set. err is io.EOF for
