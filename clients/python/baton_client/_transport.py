@@ -10,6 +10,7 @@ length) followed by JSON; flag 0x02 marks the end-of-stream message.
 import errno
 import http.client
 import json
+import os
 import socket
 import struct
 import time
@@ -168,7 +169,12 @@ class Stream:
         sock = self._conn.sock
         self._conn.sock = None
         if sock is not None:
-            sock.close()  # close(2) only; no shutdown(2), so the parent's stream stays up
+            # close(2) only; no shutdown(2), so the parent's stream stays
+            # up. socket.close() would leave the descriptor open while the
+            # response's file object refers to it.
+            fd = sock.detach()
+            if fd >= 0:
+                os.close(fd)
 
 
 def open_stream(path: str, method: str, request: Dict[str, Any], connect_timeout: float) -> Tuple[Stream, Dict[str, Any]]:
