@@ -10,6 +10,7 @@ package opens no socket and starts no thread.
             task.result = synthesize(task.payload)
 """
 
+from ._version import VERSION as __version__  # one place: pyproject.toml reads it too
 from .client import Client, SubmitResult, TaskSpec
 from .config import ConfigDoc, ConfigWatch
 from .errors import (
@@ -21,6 +22,7 @@ from .errors import (
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
+    IncompatibleSidecar,
     Internal,
     InvalidArgument,
     LockLost,
@@ -52,6 +54,7 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "IncompatibleSidecar",
     "Internal",
     "InvalidArgument",
     "Lock",
@@ -71,6 +74,6 @@ __all__ = [
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "__version__",
 ]
 
-__version__ = "0.1.0"

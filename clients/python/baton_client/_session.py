@@ -135,8 +135,39 @@ class Session:
         self._stream.detach()
 
 
-def open_session(socket: str, worker: str, connect_timeout: float, service: str) -> Session:
+#: The socket API version this client speaks (the sidecar's
+#: server.APIVersion), and the response header that carries the sidecar's.
+API_VERSION = 1
+API_VERSION_HEADER = "Baton-Api-Version"
+
+
+def check_api_version(header: Optional[str], socket: str, client_version: str) -> None:
+    """Raise IncompatibleSidecar unless the sidecar's API version (the
+    Attach response's header, None when absent) is this client's."""
+    if header is not None and header.strip() == str(API_VERSION):
+        return
+    try:
+        theirs = int(header) if header is not None else 0
+    except ValueError:
+        theirs = -1
+    if theirs == -1:
+        raise errors.IncompatibleSidecar("the sidecar at %s sent %s %r, not a version number" % (socket, API_VERSION_HEADER, header))
+    if theirs < API_VERSION:
+        raise errors.IncompatibleSidecar(
+            "baton_client %s speaks socket API %d; the sidecar at %s is too old (API %d%s): upgrade baton"
+            % (client_version, API_VERSION, socket, theirs, ", it sends no %s" % API_VERSION_HEADER if header is None else ""))
+    raise errors.IncompatibleSidecar(
+        "baton_client %s speaks socket API %d; the sidecar at %s speaks API %d: upgrade baton_client (clients/python)"
+        % (client_version, API_VERSION, socket, theirs))
+
+
+def open_session(socket: str, worker: str, connect_timeout: float, service: str, client_version: str) -> Session:
     stream, first = _transport.open_stream(socket, service + "Attach", {"worker": worker}, connect_timeout)
+    try:
+        check_api_version(stream.header(API_VERSION_HEADER), socket, client_version)
+    except errors.IncompatibleSidecar:
+        stream.close()
+        raise
     sid = str(first.get("session", ""))
     if not sid:
         stream.close()

@@ -119,6 +119,10 @@ class Stream:
         self._conn = conn
         self._resp = resp
 
+    def header(self, name: str) -> Optional[str]:
+        """A response header of the call, None when absent."""
+        return self._resp.getheader(name)
+
     def fileno(self) -> int:
         sock = self._conn.sock
         return sock.fileno() if sock is not None else -1

@@ -11,7 +11,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from . import _session, _signals, _trace, _transport, errors
+from . import _session, _signals, _trace, _transport, _version, errors
 from . import config as _config
 from .config import ConfigDoc, ConfigWatch
 from .lock import Lock
@@ -183,7 +183,7 @@ class Client:
                 else:
                     s.detach()
             self._box[0] = None
-            s = _session.open_session(self.socket, self.worker, self.connect_timeout, _SERVICE)
+            s = _session.open_session(self.socket, self.worker, self.connect_timeout, _SERVICE, _version.VERSION)
             self._box[0] = s
             return s
 

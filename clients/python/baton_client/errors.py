@@ -77,6 +77,13 @@ class LockLost(FailedPrecondition):
     the lock must be checked against their fencing token."""
 
 
+class IncompatibleSidecar(BatonError):
+    """The sidecar speaks another version of the socket API than this
+    client; the message says which side to upgrade."""
+
+    code = "failed_precondition"
+
+
 class Aborted(BatonError):
     code = "aborted"
 
