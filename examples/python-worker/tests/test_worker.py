@@ -190,3 +190,23 @@ def test_sigterm_finishes_current_task(dev, queue, tmp_path, pyenv):
     assert t is not None and t.id == "slow2" and t.attempt == 1
     t.complete({})
     c.close()
+
+
+def test_payload_output_stays_in_the_output_directory(tmp_path):
+    # IndexTTS2 batch lines name their file ("output"); a task's payload must
+    # not make the worker write outside --out-dir.
+    from tts_worker.engines import PayloadError
+    from tts_worker.worker import output_path
+
+    class T:
+        id, fencing_token = "t1", 7
+        payload = {}
+
+    t = T()
+    assert output_path(str(tmp_path), t) == str(tmp_path / "t1.7.wav")
+    t.payload = {"output": "spk/a.wav"}
+    assert output_path(str(tmp_path), t) == str(tmp_path / "spk" / "a.wav")
+    for bad in ("/etc/x.wav", "../x.wav", "a/../../x.wav", "x.txt", "", 3):
+        t.payload = {"output": bad}
+        with pytest.raises(PayloadError, match="payload.output"):
+            output_path(str(tmp_path), t)
