@@ -7,6 +7,7 @@ runs longer than its timeout keeps its claim, and it reports what the
 sidecar answers: a cancel request, or a refused claim (lost).
 """
 
+import contextvars
 import logging
 import threading
 from typing import TYPE_CHECKING, Optional
@@ -43,7 +44,10 @@ class Heartbeater:
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="baton-heartbeat-" + self.task.id, daemon=True)
+        # The thread runs in a copy of the caller's context: inside the
+        # task's OpenTelemetry span, its Heartbeat calls join the trace.
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(target=ctx.run, args=(self._loop,), name="baton-heartbeat-" + self.task.id, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:

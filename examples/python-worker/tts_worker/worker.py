@@ -51,6 +51,10 @@ def output_path(out_dir: str, task: Task) -> str:
 def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, Any]:
     """Synthesize task into a fenced output (moved into place when the
     task's Complete succeeds); the result."""
+    # One heartbeat before the heavy work: the status says "synthesizing",
+    # and a cancel requested while the task waited stops it here.
+    task.heartbeat(0.0, "synthesizing")
+    task.checkpoint()
     final = output_path(out_dir, task)
     os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
     tmp = task.output(final)
@@ -79,14 +83,18 @@ def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, 
 
 
 def run(client: Client, engine: Engine, queues: List[str], out_dir: str, wait: float = 2.0,
-        max_tasks: int = 0) -> Dict[str, int]:
-    """The loop: one task at a time until client.stop() (or max_tasks)."""
+        max_tasks: int = 0, heartbeat: Optional[float] = None) -> Dict[str, int]:
+    """The loop: one task at a time until client.stop() (or max_tasks).
+    heartbeat: seconds between heartbeats during a synthesis; None: the
+    client's default (a third of the task's timeout); 0: none."""
     os.makedirs(out_dir, exist_ok=True)
     counts = {"completed": 0, "failed": 0, "lost": 0, "released": 0, "cancelled": 0}
     backoff = 0.0
     pause = threading.Event()  # never set: waits out the OOM backoff
     for task in client.tasks(queues, wait=wait):
         oom = False
+        if heartbeat is not None:
+            task.heartbeat_interval = heartbeat
         with task:
             try:
                 task.result = process(engine, task, out_dir, client.worker)
@@ -147,6 +155,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="glmtts: seed when the payload gives none (default 0)")
     p.add_argument("--sample-method", default="ras", help="glmtts: sampling method when the payload gives none (default ras)")
     p.add_argument("--voice", default="en", help="offline: espeak-ng voice (default en)")
+    p.add_argument("--heartbeat", type=float, default=None,
+                   help="seconds between heartbeats during a synthesis (default: a third of the task's timeout; 0: none)")
     p.add_argument("--max-tasks", type=int, default=0, help="exit after this many tasks (default 0: run until SIGTERM)")
     return p
 
@@ -174,7 +184,7 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
         engine.load()  # once per process, before the first claim
         kind = getattr(engine, "kind", engine.name)
         log.info("engine %s loaded in %.1fs", kind, time.monotonic() - t0)
-        counts = run(client, engine, a.queue or [], out_dir, a.wait, a.max_tasks)
+        counts = run(client, engine, a.queue or [], out_dir, a.wait, a.max_tasks, a.heartbeat)
     except KeyboardInterrupt:
         log.info("interrupted; the task in hand was released")
         return 130
