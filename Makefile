@@ -36,8 +36,12 @@ lint: lint-py ## gofmt, go vet, staticcheck, buf lint; pyflakes and mypy --stric
 test-go: ## Go tests with the race detector
 	$(GO) test $(GOTESTFLAGS) ./...
 
-lint-py: ## pyflakes and mypy --strict on the Python client and example worker
+# vermin checks that the code runs on the Python versions pyproject.toml
+# claims (requires-python >= 3.9), from the syntax and library calls used.
+VERMIN := $(PYTHON) -c 'import sys; from vermin.main import main; sys.argv[0] = "vermin"; sys.exit(main())'
+lint-py: ## pyflakes, mypy --strict and vermin (Python >= 3.9) on the Python client and example worker
 	$(PYTHON) -m pyflakes clients/python examples/python-worker
+	$(VERMIN) -q -t=3.9- --no-tips --violations --eval-annotations clients/python/baton_client examples/python-worker/tts_worker
 	cd clients/python && $(PYTHON) -m mypy --strict --cache-dir $(CURDIR)/.mypy_cache baton_client
 	MYPYPATH=$(CURDIR)/clients/python $(PYTHON) -m mypy --strict --cache-dir $(CURDIR)/.mypy_cache examples/python-worker/tts_worker
 
@@ -49,9 +53,10 @@ test-py: ## Python client tests against a real baton
 
 # The Python test tools, pinned, installed with pip only when missing, so that
 # `make test` passes on a fresh machine with nothing but Go and Python.
-deps-py: ## install the pinned Python test tools that are missing (pytest, mypy, pyflakes, OpenTelemetry)
+deps-py: ## install the pinned Python test tools that are missing (pytest, mypy, pyflakes, vermin, OpenTelemetry)
 	@$(PYTHON) -c 'import pytest' 2>/dev/null || $(PYTHON) -m pip install -q pytest
 	@$(PYTHON) -c 'import mypy, pyflakes' 2>/dev/null || $(PYTHON) -m pip install -q mypy==2.4.1 pyflakes==4.1.0
+	@$(PYTHON) -c 'import vermin' 2>/dev/null || $(PYTHON) -m pip install -q vermin==1.9.2
 	@$(PYTHON) -c 'import opentelemetry.sdk' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
 	@$(PYTHON) -c 'import opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-exporter-otlp-proto-grpc==1.45.2
 

@@ -22,14 +22,15 @@ const (
 
 func waitCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "wait",
-		Usage: "wait until every task of a batch is finished; exit 0 only when all are DONE",
+		Name:      "wait",
+		Usage:     "wait until every task of a batch is finished; exit 0 only when all are DONE",
+		ArgsUsage: "BATCH (or --batch BATCH)",
 		Description: "Follows the batch with an etcd watch. On a terminal it draws a progress bar (done/dead/total,\n" +
 			"rate, ETA) on stderr; otherwise it prints a progress line at most once a second. The summary\n" +
 			"goes to stdout. Exit codes: 0 every task DONE; 1 the batch ended with tasks DEAD, CANCELLED or\n" +
 			"removed; 2 bad usage or no such batch; 3 --timeout passed first.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "batch", Required: true, Usage: "batch id given to baton submit --batch"},
+			&cli.StringFlag{Name: "batch", Usage: "batch id given to baton submit --batch (or as the argument)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (default: wait for ever)"},
 			outputFlag(),
 		},
@@ -42,7 +43,10 @@ func waitAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	batch := c.String("batch")
+	batch, err := waitBatch(c)
+	if err != nil {
+		return err
+	}
 	if err := workqueue.ValidateBatch(batch); err != nil {
 		return cli.Exit(fmt.Sprintf("batch: %v", err), 2)
 	}
@@ -88,6 +92,23 @@ func waitAction(c *cli.Context) error {
 		return cli.Exit(fmt.Sprintf("batch %s finished with %d of %d tasks not DONE", batch, counts.Total-counts.States[workqueue.StateDone], counts.Total), waitFailed)
 	}
 	return nil
+}
+
+// waitBatch is the batch to wait for: the argument or --batch (the same
+// one when both are given).
+func waitBatch(c *cli.Context) (string, error) {
+	flag := c.String("batch")
+	switch args := c.Args().Slice(); {
+	case len(args) > 1:
+		return "", cli.Exit(fmt.Sprintf("batch: one batch id expected, got %d arguments (%s)", len(args), strings.Join(args, " ")), 2)
+	case len(args) == 1 && flag != "" && flag != args[0]:
+		return "", cli.Exit(fmt.Sprintf("batch: the argument %q and --batch %q differ; give one", args[0], flag), 2)
+	case len(args) == 1:
+		return args[0], nil
+	case flag == "":
+		return "", cli.Exit("batch: give the batch id, as in `baton wait BATCH` or `baton wait --batch BATCH`", 2)
+	}
+	return flag, nil
 }
 
 // summary lists the counts in lifecycle order, zeros left out.

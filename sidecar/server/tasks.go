@@ -35,6 +35,15 @@ const (
 	MaxSubmitTasks = 10_000
 )
 
+// The version of the socket API, sent in the APIVersionHeader of every
+// Attach response. It rises when a change would break a client written for
+// the earlier one; clients compare it with their own on connect and say
+// which side to upgrade (clients/python does).
+const (
+	APIVersion       = "1"
+	APIVersionHeader = "Baton-Api-Version"
+)
+
 // TaskHandler implements TaskService on a Dispatcher.
 type TaskHandler struct {
 	Dispatcher *workqueue.Dispatcher
@@ -66,6 +75,7 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 	s := h.Sessions.OpenFor(req.Msg.GetWorker(), pid)
 	defer h.Sessions.Close(s)
 	h.Logger.DebugContext(ctx, "worker session opened", "session", s.ID, "worker", s.Worker)
+	stream.ResponseHeader().Set(APIVersionHeader, APIVersion)
 	if err := stream.Send(&batonv1.AttachResponse{Session: s.ID}); err != nil {
 		return err
 	}

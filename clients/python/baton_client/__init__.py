@@ -10,6 +10,7 @@ package opens no socket and starts no thread.
             task.result = synthesize(task.payload)
 """
 
+from ._version import VERSION as __version__  # one place: pyproject.toml reads it too
 from .client import Client, SubmitResult, TaskSpec
 from .config import ConfigDoc, ConfigWatch
 from .errors import (
@@ -21,15 +22,18 @@ from .errors import (
     DataLoss,
     DeadlineExceeded,
     FailedPrecondition,
+    IncompatibleSidecar,
     Internal,
     InvalidArgument,
     LockLost,
     NotFound,
     OutOfRange,
+    PermanentError,
     PermissionDenied,
     ResourceExhausted,
     SessionLost,
     SidecarNotFound,
+    TaskCancelled,
     Unauthenticated,
     Unavailable,
     Unimplemented,
@@ -50,23 +54,26 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "IncompatibleSidecar",
     "Internal",
     "InvalidArgument",
     "Lock",
     "LockLost",
     "NotFound",
     "OutOfRange",
+    "PermanentError",
     "PermissionDenied",
     "ResourceExhausted",
     "SessionLost",
     "SidecarNotFound",
     "SubmitResult",
     "Task",
+    "TaskCancelled",
     "TaskSpec",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
     "Unknown",
+    "__version__",
 ]
 
-__version__ = "0.1.0"

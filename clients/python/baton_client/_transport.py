@@ -10,6 +10,7 @@ length) followed by JSON; flag 0x02 marks the end-of-stream message.
 import errno
 import http.client
 import json
+import os
 import socket
 import struct
 import time
@@ -118,6 +119,10 @@ class Stream:
         self._conn = conn
         self._resp = resp
 
+    def header(self, name: str) -> Optional[str]:
+        """A response header of the call, None when absent."""
+        return self._resp.getheader(name)
+
     def fileno(self) -> int:
         sock = self._conn.sock
         return sock.fileno() if sock is not None else -1
@@ -168,7 +173,12 @@ class Stream:
         sock = self._conn.sock
         self._conn.sock = None
         if sock is not None:
-            sock.close()  # close(2) only; no shutdown(2), so the parent's stream stays up
+            # close(2) only; no shutdown(2), so the parent's stream stays
+            # up. socket.close() would leave the descriptor open while the
+            # response's file object refers to it.
+            fd = sock.detach()
+            if fd >= 0:
+                os.close(fd)
 
 
 def open_stream(path: str, method: str, request: Dict[str, Any], connect_timeout: float) -> Tuple[Stream, Dict[str, Any]]:

@@ -1,15 +1,17 @@
 """The client of one local Baton sidecar."""
 
+import asyncio
 import datetime
 import logging
 import os
 import socket
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
-from . import _trace, _transport, errors
+from . import _session, _signals, _trace, _transport, _version, errors
 from . import config as _config
 from .config import ConfigDoc, ConfigWatch
 from .lock import Lock
@@ -108,30 +110,45 @@ class Client:
     connect_timeout: seconds to keep retrying while the socket does not
     exist or refuses connections (the sidecar is starting); default 10.
     worker: a name for this worker process, shown by the sidecar.
+    heartbeat: whether ``with task:`` heartbeats automatically (default
+    True; every task.heartbeat_interval seconds, a third of the task's
+    timeout).
 
-    Creating a Client opens nothing. Every unary call uses its own
-    connection. The worker session (an Attach stream) is opened lazily by
-    tasks() or session and kept open, without any thread, as one socket held
-    by this process: while it is open the sidecar knows the worker is alive,
-    and when the process dies (even by SIGKILL) the kernel closes it and the
-    sidecar returns the session's claims to the queue at once. After fork()
-    the child drops the inherited socket (without shutting it down, so the
+    Creating a Client opens nothing and starts no thread. Every unary call
+    uses its own connection. The worker session (an Attach stream) is
+    opened lazily by next()/tasks() or session, with one thread that reads
+    what the sidecar pushes on it (cancel requests); close() ends both.
+    While it is open the sidecar knows the worker is alive, and when the
+    process dies (even by SIGKILL) the kernel closes it and the sidecar
+    returns the session's claims to the queue at once. After fork() the
+    child drops the inherited socket (without shutting it down, so the
     parent's session is unaffected) and opens its own session when it needs
-    one. A Client may be used from several threads for unary calls;
-    tasks() is meant for one worker loop.
+    one.
+
+    Thread-safe: one Client may be shared by threads (each running its own
+    tasks() loop, or calling next()) and by coroutines (``async for``); they
+    share one worker session. A Client collected without close() closes
+    its session.
     """
 
-    def __init__(self, socket: Optional[str] = None, connect_timeout: float = 10.0, worker: Optional[str] = None) -> None:
+    def __init__(self, socket: Optional[str] = None, connect_timeout: float = 10.0, worker: Optional[str] = None,
+                 heartbeat: bool = True) -> None:
         path = socket or os.environ.get("BATON_SOCKET", "")
         if not path:
             raise ValueError("socket: no socket path given and BATON_SOCKET is not set")
         self.socket = path
         self.connect_timeout = connect_timeout
         self.worker = worker or "%s-%d" % (_hostname(), os.getpid())
-        self._stream: Optional[_transport.Stream] = None
-        self._session = ""
-        self._session_pid = 0
+        self.heartbeat = heartbeat
+        self._mu = threading.Lock()
+        # The open session, in a box the finalizer shares: a Client
+        # collected without close() ends its session and its thread.
+        self._box: List[Optional[_session.Session]] = [None]
+        weakref.finalize(self, _close_box, self._box)
+        # Written by stop() (any thread, or a signal handler: a plain
+        # bool, no lock) and by the first loop to start.
         self._stopping = False
+        self._loops = 0
         _clients.add(self)
 
     # --- plumbing -------------------------------------------------------
@@ -148,34 +165,51 @@ class Client:
         return _transport.unary(self.socket, method, req, timeout, self.connect_timeout, _trace.current_traceparent())
 
     def _forget_session(self) -> None:
-        if self._stream is not None:
-            self._stream.detach()
-        self._stream = None
-        self._session = ""
-        self._session_pid = 0
+        """In a forked child: drop the parent's session (and a lock another
+        thread of the parent may have held)."""
+        self._mu = threading.Lock()
+        s, self._box[0] = self._box[0], None
+        if s is not None:
+            s.detach()
+
+    def _open_session(self) -> _session.Session:
+        with self._mu:
+            s = self._box[0]
+            if s is not None and s.alive:
+                return s
+            if s is not None:
+                if s.pid == os.getpid():
+                    s.close()
+                else:
+                    s.detach()
+            self._box[0] = None
+            s = _session.open_session(self.socket, self.worker, self.connect_timeout, _SERVICE, _version.VERSION)
+            self._box[0] = s
+            return s
+
+    def _drop_session(self, s: _session.Session) -> None:
+        """Forget s if it is still the current session (another thread may
+        have replaced it already)."""
+        with self._mu:
+            if self._box[0] is not s:
+                return
+            self._box[0] = None
+        s.close()
 
     @property
     def session(self) -> str:
         """The worker session id, opening the Attach stream if needed."""
-        if self._session and self._session_pid == os.getpid():
-            return self._session
-        self._forget_session()
-        stream, first = _transport.open_stream(self.socket, _SERVICE + "Attach", {"worker": self.worker}, self.connect_timeout)
-        sid = str(first.get("session", ""))
-        if not sid:
-            stream.close()
-            raise errors.Internal("Attach: first message carries no session")
-        self._stream, self._session, self._session_pid = stream, sid, os.getpid()
-        return sid
+        return self._open_session().id
 
     def close(self) -> None:
         """Close the worker session: the sidecar returns every task still
-        claimed under it to the queue."""
-        if self._stream is not None and self._session_pid == os.getpid():
-            self._stream.close()
-        self._stream = None
-        self._session = ""
-        self._session_pid = 0
+        claimed under it to the queue; tasks still held see their claim
+        lost (task.lost), and their heartbeat threads stop. The session
+        thread is joined."""
+        with self._mu:
+            s, self._box[0] = self._box[0], None
+        if s is not None:
+            s.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -185,56 +219,70 @@ class Client:
 
     # --- worker loop ----------------------------------------------------
 
-    def next(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0) -> Optional[Task]:
+    def next(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0,
+             fail_on: Tuple[Type[BaseException], ...] = ()) -> Optional[Task]:
         """Claim one task under this client's session, waiting up to wait
         seconds (at most MAX_WAIT, 600: a longer wait is shortened to it;
         the sidecar refuses more). None when no task came. queues: names in
         order of preference (at most 16); None means the sidecar's
         --queue. A queue the sidecar does not serve (--queue) raises
-        PermissionDenied."""
+        PermissionDenied. fail_on: exception types that fail the task
+        permanently when they leave ``with task:``."""
         qs = [queues] if isinstance(queues, str) else list(queues or [])
         wait = min(max(wait, 0.0), MAX_WAIT)
-        req: Dict[str, Any] = {"queues": qs, "wait": duration(wait), "session": self.session}
+        sess = self._open_session()
+        req: Dict[str, Any] = {"queues": qs, "wait": duration(wait), "session": sess.id}
         try:
             resp = self._call("Next", req, timeout=wait + 60.0)
         except errors.FailedPrecondition as e:
-            self._forget_session()
+            self._drop_session(sess)
             raise errors.SessionLost(e.message, e.code) from None
         doc = resp.get("task")
-        return Task(self, doc) if doc else None
+        return Task(self, doc, sess, fail_on) if doc else None
 
-    def tasks(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0) -> Iterator[Task]:
-        """Yield claimed tasks forever, until stop() is called. Each task must
-        be finished (complete/fail/release or ``with task:``) before the next
-        is asked for. wait bounds each long poll, so stop() takes effect
-        within wait seconds while idle. A lost session (sidecar restarted) is
-        reopened; while the sidecar or etcd is unavailable the loop retries
-        with a backoff of up to 5 seconds (logged on the baton_client logger)."""
-        self._stopping = False
-        delay = 0.1
-        while not self._stopping:
-            try:
-                t = self.next(queues, wait)
-            except errors.SessionLost:
-                continue
-            except errors.Unavailable as e:
-                log.warning("sidecar unavailable, retrying in %.1fs: %s", delay, e)
-                time.sleep(delay)  # retry backoff
-                delay = min(delay * 2, 5.0)
-                continue
-            delay = 0.1
-            if t is None:
-                continue
-            yield t
+    def tasks(self, queues: Union[str, Sequence[str], None] = None, wait: float = 5.0,
+              fail_on: Tuple[Type[BaseException], ...] = (), handle_signals: bool = True) -> "TaskLoop":
+        """Claimed tasks, one at a time, until stop() is called:
+        ``for task in client.tasks("tts"):`` or, in a coroutine, ``async for
+        task in client.tasks("tts"):``. Each task must be finished (``with
+        task:``, or complete/fail/release) before the next is asked for.
+
+        wait bounds each long poll, so stop() takes effect within wait
+        seconds while idle. A lost session (sidecar restarted) is reopened;
+        while the sidecar or etcd is unavailable the loop retries with a
+        backoff of up to 5 seconds (logged on the baton_client logger).
+
+        fail_on: exception types that fail a task permanently (DEAD at
+        once, with the message) when they leave ``with task:``, e.g.
+        ``(ValueError, KeyError)`` for bad payloads; PermanentError always
+        does.
+
+        handle_signals: in the main thread, while the loop runs, SIGTERM
+        and a first SIGINT (Ctrl-C) call stop(): the task in hand finishes,
+        then the loop ends (no traceback). A second SIGINT raises
+        KeyboardInterrupt: ``with task:`` releases the task at once. Only
+        signals whose handlers are Python's defaults are taken over, and
+        they are restored when the loop ends."""
+        return TaskLoop(self, queues, wait, tuple(fail_on), handle_signals)
 
     def stop(self) -> None:
-        """Make tasks() return before its next claim. Safe to call from a
-        signal handler."""
+        """Make every tasks() loop of this client return before its next
+        claim. Safe to call from any thread and from a signal handler."""
         self._stopping = True
 
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    def _loop_started(self) -> None:
+        with self._mu:
+            if self._loops == 0:
+                self._stopping = False  # a stopped client may loop again
+            self._loops += 1
+
+    def _loop_ended(self) -> None:
+        with self._mu:
+            self._loops -= 1
 
     # --- submit ---------------------------------------------------------
 
@@ -307,6 +355,119 @@ class Client:
         if callback is not None:
             w.start(callback)
         return w
+
+
+def _close_box(box: List[Optional[_session.Session]]) -> None:
+    s, box[0] = box[0], None
+    if s is not None:
+        s.close()
+
+
+class TaskLoop:
+    """What Client.tasks() returns: iterate it (``for``) in a thread, or
+    (``async for``) in a coroutine. Several loops may run at once on one
+    Client, in threads or coroutines."""
+
+    def __init__(self, client: "Client", queues: Union[str, Sequence[str], None], wait: float,
+                 fail_on: Tuple[Type[BaseException], ...], handle_signals: bool) -> None:
+        self._client = client
+        self._queues = queues
+        self._wait = wait
+        self._fail_on = fail_on
+        self._handle_signals = handle_signals
+        self._aio_started = False
+        self._aio_signals: Optional[_signals.StopOnSignals] = None
+
+    # --- threads ----------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Task]:
+        c = self._client
+        sigs = _signals.StopOnSignals(c) if self._handle_signals else None
+        c._loop_started()
+        if sigs is not None:
+            sigs.install()
+        try:
+            delay = 0.1
+            while not c._stopping:
+                try:
+                    t = c.next(self._queues, self._wait, self._fail_on)
+                except errors.SessionLost:
+                    continue
+                except errors.Unavailable as e:
+                    log.warning("sidecar unavailable, retrying in %.1fs: %s", delay, e)
+                    time.sleep(delay)  # retry backoff
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.1
+                if t is None:
+                    continue
+                yield t
+        finally:
+            if sigs is not None:
+                sigs.restore()
+            c._loop_ended()
+
+    # --- asyncio ------------------------------------------------------------
+
+    def __aiter__(self) -> "TaskLoop":
+        return self
+
+    async def __anext__(self) -> Task:
+        c = self._client
+        loop = asyncio.get_running_loop()
+        if not self._aio_started:
+            self._aio_started = True
+            c._loop_started()
+            if self._handle_signals:
+                self._aio_signals = _signals.StopOnSignals(c)
+                self._aio_signals.install_asyncio(loop)
+        delay = 0.1
+        try:
+            while not c._stopping:
+                fut = loop.run_in_executor(None, c.next, self._queues, self._wait, self._fail_on)
+                try:
+                    t = await asyncio.shield(fut)
+                except asyncio.CancelledError:
+                    # The claim Next may still make is given back.
+                    fut.add_done_callback(_release_unwanted)
+                    raise
+                except errors.SessionLost:
+                    continue
+                except errors.Unavailable as e:
+                    log.warning("sidecar unavailable, retrying in %.1fs: %s", delay, e)
+                    await asyncio.sleep(delay)  # retry backoff
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.1
+                if t is not None:
+                    return t
+        except BaseException:
+            self._aio_end(loop)
+            raise
+        self._aio_end(loop)
+        raise StopAsyncIteration
+
+    def _aio_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._aio_started:
+            self._aio_started = False
+            if self._aio_signals is not None:
+                self._aio_signals.restore_asyncio(loop)
+                self._aio_signals = None
+            self._client._loop_ended()
+
+
+def _release_unwanted(fut: "asyncio.Future[Optional[Task]]") -> None:
+    """A Next that finished after its coroutine was cancelled: give its
+    task back (one short unary call, in the event loop's thread)."""
+    if fut.cancelled() or fut.exception() is not None:
+        return
+    t = fut.result()
+    if t is None:
+        return
+    try:
+        t.release()
+    except errors.BatonError as e:
+        log.warning("task %s: release after a cancelled Next failed: %s", t.id, e)
 
 
 def _hostname() -> str:

@@ -77,6 +77,13 @@ class LockLost(FailedPrecondition):
     the lock must be checked against their fencing token."""
 
 
+class IncompatibleSidecar(BatonError):
+    """The sidecar speaks another version of the socket API than this
+    client; the message says which side to upgrade."""
+
+    code = "failed_precondition"
+
+
 class Aborted(BatonError):
     code = "aborted"
 
@@ -109,6 +116,21 @@ class DataLoss(BatonError):
 
 class Unauthenticated(BatonError):
     code = "unauthenticated"
+
+
+class TaskCancelled(Exception):
+    """Raised by Task.checkpoint() when an operator asked to cancel the
+    task (``baton tasks cancel``). Leaving ``with task:`` with it ends the
+    task CANCELLED. Not a BatonError: it comes from the worker's own code.
+    An ``except Exception:`` in the worker swallows it; re-raise it."""
+
+
+class PermanentError(Exception):
+    """Raise it (or a subclass) inside ``with task:`` for a failure that no
+    retry can fix, such as a bad payload: the task is DEAD at once, with the
+    message, instead of being retried max_attempts times. ``fail_on=`` on
+    Client.tasks() does the same for exception types you do not own
+    (``fail_on=(ValueError, KeyError)``)."""
 
 
 _BY_CODE: Dict[str, Type[BatonError]] = {

@@ -371,3 +371,24 @@ def test_release_and_interrupt(client, queue):
     t3 = claim(client, queue)
     assert t3.id == "r1" and t3.attempt == 1
     t3.complete({})
+
+
+def test_api_version_is_checked_on_connect(client, queue):
+    from baton_client import IncompatibleSidecar, _session
+    # The real sidecar speaks this client's version: the session opens.
+    assert client.session
+    # Too old (no header, or a lower version) and too new say which side to upgrade.
+    for header, want in ((None, "too old (API 0, it sends no Baton-Api-Version): upgrade baton"),
+                         ("0", "too old (API 0): upgrade baton"),
+                         ("2", "speaks API 2: upgrade baton_client"),
+                         ("x", "not a version number")):
+        with pytest.raises(IncompatibleSidecar) as ei:
+            _session.check_api_version(header, "/run/b.sock", baton_client.__version__)
+        assert want in ei.value.message and "/run/b.sock" in ei.value.message
+
+
+def test_one_version():
+    # pyproject.toml takes the version from baton_client._version, the one place.
+    text = open(os.path.join(os.path.dirname(PKG), "pyproject.toml")).read()
+    assert 'dynamic = ["version"]' in text and 'attr = "baton_client._version.VERSION"' in text
+    assert baton_client.__version__ == baton_client._version.VERSION

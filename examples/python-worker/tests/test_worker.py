@@ -7,12 +7,30 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
+import pytest
 from baton_client import Client, TaskSpec
+from baton_client.testing import BatonDev
+from test_engines import FakeGLMModule
 
-from tts_worker.engines import OfflineEngine
-from tts_worker.worker import Keepalive, run
+from tts_worker.engines import GLMTTSEngine, OfflineEngine
+from tts_worker.worker import main, run
+
+QUEUES = ["bad", "oom", "wcancel", "glm"]
+
+
+@pytest.fixture(scope="module")
+def wdev(baton_bin):
+    d = BatonDev(baton_bin, queues=QUEUES)
+    d.start()
+    yield d
+    d.stop()
+
+
+def stored(dev, task_id):
+    out = subprocess.run([dev.baton, "--endpoints", dev.endpoint, "tasks", "get", "-o", "json", task_id],
+                         check=True, stdout=subprocess.PIPE, env=dev.env).stdout
+    return json.loads(out)
 
 
 def test_run_writes_named_outputs(sidecar, queue, tmp_path):
@@ -30,14 +48,109 @@ def test_run_writes_named_outputs(sidecar, queue, tmp_path):
     assert all(f.split(".")[1].isdigit() for f in files)  # fencing token in the name
 
 
-def test_failed_synthesis_fails_task(sidecar, queue, tmp_path):
-    c = Client(sidecar)
+def test_bad_payloads_are_dead_at_once(wdev, tmp_path):
+    c = Client(wdev.socket)
     try:
-        c.submit([{"id": "nosyn", "prompt_text": "no syn_text here"}], queue=queue)
-        counts = run(c, OfflineEngine(), [queue], str(tmp_path), wait=1, max_tasks=1)
+        c.submit([TaskSpec(payload={"prompt_text": "no syn_text here"}, id="nosyn", max_attempts=3),
+                  TaskSpec(payload={"syn_text": "hi", "emotion_wieght": 1}, id="typo", max_attempts=3)], queue="bad")
+        counts = run(c, OfflineEngine(), ["bad"], str(tmp_path), wait=1, max_tasks=2)
     finally:
         c.close()
-    assert counts["failed"] == 1 and os.listdir(str(tmp_path)) == []
+    assert counts["failed"] == 2 and os.listdir(str(tmp_path)) == []
+    for tid, msg in (("nosyn", "payload.syn_text"), ("typo", "payload.emotion_wieght: unknown field")):
+        info = stored(wdev, tid)
+        assert info["status"]["state"] == "DEAD" and info["status"]["attempt"] == 1, info
+        assert msg in info["last_error"]["error"]
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named as torch.cuda.OutOfMemoryError."""
+
+
+class OOMOnce(OfflineEngine):
+    def __init__(self):
+        super().__init__(espeak="")
+        self.calls = 0
+        self.freed = 0
+
+    def synthesize(self, payload, path, progress=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().synthesize(payload, path)
+
+    def free_memory(self):
+        self.freed += 1
+
+
+def test_out_of_memory_releases_the_task(wdev, tmp_path):
+    c = Client(wdev.socket)
+    e = OOMOnce()
+    try:
+        c.submit([TaskSpec(payload={"syn_text": "big"}, id="oom1", max_attempts=1)], queue="oom")
+        counts = run(c, e, ["oom"], str(tmp_path), wait=1, max_tasks=2)
+    finally:
+        c.close()
+    # The first attempt was given back (no attempt used: max_attempts is 1),
+    # the cache freed; the second completed.
+    assert counts["released"] == 1 and counts["completed"] == 1 and e.freed == 1
+    info = stored(wdev, "oom1")
+    assert info["status"]["state"] == "DONE" and info["status"]["attempt"] == 1
+    assert [f for f in os.listdir(str(tmp_path)) if not f.startswith("oom1.")] == []
+
+
+class Stepping(OfflineEngine):
+    """An engine that reports progress between steps, as IndexTTS2 does per
+    segment; the first call signals that it started."""
+
+    def __init__(self, started):
+        super().__init__(espeak="")
+        self.started = started
+
+    def synthesize(self, payload, path, progress=None):
+        ev = threading.Event()
+        for i in range(600):
+            progress(i / 600.0, "segment %d" % i)
+            self.started.set()
+            ev.wait(0.05)  # one segment of inference
+        return super().synthesize(payload, path)
+
+
+def test_cancel_stops_the_engine(wdev, tmp_path):
+    c = Client(wdev.socket)
+    started = threading.Event()
+    try:
+        c.submit([TaskSpec(payload={"syn_text": "long"}, id="wc1", timeout=60)], queue="wcancel")
+        counts = {}
+        th = threading.Thread(target=lambda: counts.update(run(c, Stepping(started), ["wcancel"], str(tmp_path), wait=1, max_tasks=1)))
+        th.start()
+        assert started.wait(20)
+        subprocess.run([wdev.baton, "--endpoints", wdev.endpoint, "tasks", "cancel", "wc1"], check=True, env=wdev.env,
+                       stdout=subprocess.DEVNULL)
+        th.join(20)
+        assert not th.is_alive()
+    finally:
+        c.close()
+    assert counts["cancelled"] == 1 and os.listdir(str(tmp_path)) == []
+    assert stored(wdev, "wc1")["status"]["state"] == "CANCELLED"
+
+
+def test_glmtts_relative_socket_and_out_dir(wdev, tmp_path, monkeypatch):
+    # GLM-TTS loads from its checkout's directory; a relative BATON_SOCKET
+    # and --out-dir still mean what they meant where the worker started.
+    checkout = str(tmp_path / "GLM-TTS")
+    os.makedirs(checkout)
+    c = Client(wdev.socket)
+    c.submit([{"uttid": "g1", "prompt_text": "p", "prompt_speech": "p.wav", "syn_text": "hello"}], queue="glm")
+    c.close()
+    monkeypatch.chdir(os.path.dirname(wdev.socket))
+    monkeypatch.setenv("BATON_SOCKET", os.path.basename(wdev.socket))
+    engine = GLMTTSEngine(code_dir=checkout, module=FakeGLMModule(checkout))
+    code = main(["--engine", "glmtts", "--queue", "glm", "--out-dir", "out-g", "--max-tasks", "1", "--wait", "1"], engine=engine)
+    assert code == 0
+    files = os.listdir(os.path.join(os.path.dirname(wdev.socket), "out-g"))
+    assert [f.split(".")[0] for f in files] == ["g1"]
+    assert stored(wdev, "g1")["status"]["state"] == "DONE"
 
 
 SLOW = textwrap.dedent("""
@@ -46,10 +159,10 @@ SLOW = textwrap.dedent("""
     from tts_worker.worker import main
 
     class Slow(OfflineEngine):
-        def synthesize(self, payload, path):
+        def synthesize(self, payload, path, progress):
             print("started", flush=True)
             time.sleep(1.0)  # simulated inference time, long enough to get SIGTERM mid-task
-            return super().synthesize(payload, path)
+            return super().synthesize(payload, path, progress)
 
     sys.exit(main(sys.argv[1:], engine=Slow()))
 """)
@@ -79,27 +192,21 @@ def test_sigterm_finishes_current_task(sidecar, queue, tmp_path, pyenv):
     c.close()
 
 
-def rfc3339(s):
-    """A sortable (seconds part, nanoseconds) tuple of a UTC RFC 3339 time."""
-    base, _, frac = s.rstrip("Z").partition(".")
-    return base, int((frac + "000000000")[:9])
+def test_payload_output_stays_in_the_output_directory(tmp_path):
+    # IndexTTS2 batch lines name their file ("output"); a task's payload must
+    # not make the worker write outside --out-dir.
+    from tts_worker.engines import PayloadError
+    from tts_worker.worker import output_path
 
+    class T:
+        id, fencing_token = "t1", 7
+        payload = {}
 
-def test_keepalive_heartbeats_during_a_long_synthesis(sidecar, queue):
-    c = Client(sidecar)
-    try:
-        c.submit([TaskSpec(payload={"syn_text": "long"}, id="long1", timeout=30)], queue=queue)
-        t = c.next(queue, wait=10)
-        first = t.deadline
-        done = threading.Event()
-        with Keepalive(t, 0.05) as ka:
-            # Stands in for a long engine call: wait (with a deadline) until
-            # the helper thread has heartbeated a few times.
-            deadline = time.monotonic() + 20
-            while ka.beats < 3 and time.monotonic() < deadline:
-                done.wait(0.05)
-        assert ka.beats >= 3 and not ka.lost
-        assert rfc3339(t.deadline) > rfc3339(first)
-        t.complete({})
-    finally:
-        c.close()
+    t = T()
+    assert output_path(str(tmp_path), t) == str(tmp_path / "t1.7.wav")
+    t.payload = {"output": "spk/a.wav"}
+    assert output_path(str(tmp_path), t) == str(tmp_path / "spk" / "a.wav")
+    for bad in ("/etc/x.wav", "../x.wav", "a/../../x.wav", "x.txt", "", 3):
+        t.payload = {"output": bad}
+        with pytest.raises(PayloadError, match="payload.output"):
+            output_path(str(tmp_path), t)

@@ -4,7 +4,8 @@ An engine is loaded once per process (load()) and then turns one task
 payload into one WAV file (synthesize()). Engines are not thread-safe; the
 worker runs one task at a time. Heavy libraries (torch, indextts, GLM-TTS)
 are imported in load(), never at module import, so the worker and its tests
-start without them.
+start without them. A payload an engine cannot use raises PayloadError (a
+PermanentError: the task is DEAD at once, with the field named).
 """
 
 import math
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import wave
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from baton_client import PermanentError
 
 
 @dataclass
@@ -27,25 +30,82 @@ class Synthesis:
     note: str = ""
 
 
+#: Called by an engine with its progress (0 to 1) and a short message; the
+#: worker feeds it into the task's heartbeats.
+Progress = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, message: str) -> None:
+    pass
+
+
+class PayloadError(PermanentError, ValueError):
+    """A payload no retry can fix (a missing or unknown field): the task is
+    DEAD at once with this message, which names the field."""
+
+
+#: Fields any engine accepts: the task id fields `baton submit` reads.
+ID_FIELDS = ("id", "uttid")
+
+
 class Engine:
-    """The interface: a name, load() once, synthesize(payload, path) per task."""
+    """The interface: a name, load() once, synthesize(payload, path) per task.
+
+    FIELDS lists the payload fields the engine reads; any other field is a
+    PayloadError naming it (a typo must not be dropped silently)."""
 
     name = "engine"
+    FIELDS: Tuple[str, ...] = ()
 
     def load(self) -> None:
         """Load the model. Called once, before the first task."""
 
-    def synthesize(self, payload: Dict[str, Any], output_path: str) -> Synthesis:
+    def synthesize(self, payload: Dict[str, Any], output_path: str, progress: Progress = _no_progress) -> Synthesis:
         """Write a WAV file for payload at output_path."""
         raise NotImplementedError
+
+    def check_fields(self, payload: Dict[str, Any]) -> None:
+        unknown = sorted(set(payload) - set(self.FIELDS) - set(ID_FIELDS))
+        if unknown:
+            raise PayloadError("payload.%s: unknown field for the %s engine (it reads %s)"
+                               % (unknown[0], self.name, ", ".join(self.FIELDS)))
+
+    def free_memory(self) -> None:
+        """Release cached GPU memory after an out-of-memory error."""
+        torch = sys.modules.get("torch")
+        cuda = getattr(torch, "cuda", None)
+        if cuda is not None and cuda.is_available():
+            cuda.empty_cache()
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """A CUDA out-of-memory error (torch.cuda.OutOfMemoryError, or a
+    RuntimeError saying so): the GPU is busy, not the input bad."""
+    return type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(e)
 
 
 def text_of(payload: Dict[str, Any]) -> str:
     """The text to speak: GLM-TTS's syn_text, else text."""
     t = payload.get("syn_text", payload.get("text"))
     if not isinstance(t, str) or not t.strip():
-        raise ValueError("payload.syn_text: a non-empty string is required (or payload.text)")
+        raise PayloadError("payload.syn_text: a non-empty string is required (or payload.text)")
     return t
+
+
+def _string(payload: Dict[str, Any], field: str, required: bool = False) -> Optional[str]:
+    v = payload.get(field)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v:
+        raise PayloadError("payload.%s: a non-empty string is required" % field)
+    return v
+
+
+def _number(payload: Dict[str, Any], field: str, kind: type = float) -> Any:
+    v = payload[field]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+        raise PayloadError("payload.%s: a%s number is required, not %r" % (field, "n integer" if kind is int else "", v))
+    return kind(v)
 
 
 def wav_info(path: str) -> Optional[Synthesis]:
@@ -59,23 +119,47 @@ def wav_info(path: str) -> Optional[Synthesis]:
 
 
 class IndexTTS2Engine(Engine):
-    """IndexTTS2: ``indextts.infer_v2.IndexTTS2(cfg_path, model_dir, ...)``
-    and ``.infer(spk_audio_prompt=..., text=..., output_path=...)``.
+    """IndexTTS2 (github.com/index-tts/index-tts, ``indextts/infer_v2.py``):
+    ``IndexTTS2(cfg_path, model_dir, use_fp16, device, use_cuda_kernel,
+    use_deepspeed, use_accel, use_torch_compile)`` and ``.infer(
+    spk_audio_prompt, text, output_path, emo_audio_prompt, emo_alpha,
+    emo_vector, use_emo_text, emo_text, use_random, interval_silence,
+    max_text_tokens_per_segment, **generation_kwargs)``.
 
-    Payload: text or syn_text; spk_audio_prompt or prompt_speech (the voice
-    prompt WAV); optional emo_audio_prompt, emo_alpha, emo_vector,
-    use_emo_text, emo_text are passed through. factory replaces the
-    IndexTTS2 class (tests pass a fake).
+    Payload: the text (``text`` or GLM-TTS's ``syn_text``), the voice prompt
+    WAV (``voice``, upstream's batch field, or ``spk_audio_prompt`` or
+    ``prompt_speech``); emotion from ``emotion_audio``/``emo_audio_prompt``,
+    ``emotion_weight``/``emo_alpha``, ``emotion_vector``/``emo_vector`` (8
+    numbers), ``emotion_text``/``emo_text`` (sets use_emo_text), ``use_emo_text``,
+    ``use_random``; ``interval_silence`` (ms), ``max_text_tokens_per_segment``;
+    generation settings ``temperature``, ``top_p``, ``top_k``, ``num_beams``,
+    ``repetition_penalty``, ``max_mel_tokens``, ``length_penalty``,
+    ``do_sample``. ``output`` (upstream's) is read by the worker (the file
+    name). factory replaces the IndexTTS2 class (tests pass a fake).
     """
 
     name = "indextts2"
-    PASSTHROUGH = ("emo_audio_prompt", "emo_alpha", "emo_vector", "use_emo_text", "emo_text", "use_random")
+    # upstream batch field -> infer() argument
+    ALIASES = {"emotion_audio": "emo_audio_prompt", "emotion_weight": "emo_alpha", "emotion_vector": "emo_vector",
+               "emotion_text": "emo_text"}
+    INFER = ("emo_audio_prompt", "emo_alpha", "emo_vector", "use_emo_text", "emo_text", "use_random",
+             "interval_silence", "max_text_tokens_per_segment")
+    GENERATION = ("temperature", "top_p", "top_k", "num_beams", "repetition_penalty", "max_mel_tokens",
+                  "length_penalty", "do_sample")
+    INTS = ("interval_silence", "max_text_tokens_per_segment", "top_k", "num_beams", "max_mel_tokens")
+    BOOLS = ("use_emo_text", "use_random", "do_sample")
+    FIELDS = ("text", "syn_text", "voice", "spk_audio_prompt", "prompt_speech", "prompt_text", "output") + \
+        tuple(ALIASES) + INFER + GENERATION
 
     def __init__(self, model_dir: str = "checkpoints", cfg_path: str = "", use_fp16: bool = False,
+                 device: Optional[str] = None, use_cuda_kernel: Optional[bool] = None, use_deepspeed: bool = False,
+                 use_accel: bool = False, use_torch_compile: bool = False,
                  factory: Optional[Callable[..., Any]] = None) -> None:
         self.model_dir = model_dir
         self.cfg_path = cfg_path or os.path.join(model_dir, "config.yaml")
-        self.use_fp16 = use_fp16
+        self.options: Dict[str, Any] = {"use_fp16": use_fp16, "device": device, "use_cuda_kernel": use_cuda_kernel,
+                                        "use_deepspeed": use_deepspeed, "use_accel": use_accel,
+                                        "use_torch_compile": use_torch_compile}
         self._factory = factory
         self.model: Any = None
 
@@ -85,14 +169,49 @@ class IndexTTS2Engine(Engine):
             from indextts.infer_v2 import IndexTTS2  # type: ignore[import-not-found]  # heavy: imported here only
 
             factory = IndexTTS2
-        self.model = factory(cfg_path=self.cfg_path, model_dir=self.model_dir, use_fp16=self.use_fp16)
+        self.model = factory(cfg_path=self.cfg_path, model_dir=self.model_dir, **self.options)
 
-    def synthesize(self, payload: Dict[str, Any], output_path: str) -> Synthesis:
-        prompt = payload.get("spk_audio_prompt", payload.get("prompt_speech"))
-        if not isinstance(prompt, str) or not prompt:
-            raise ValueError("payload.prompt_speech: the voice prompt WAV path is required (or payload.spk_audio_prompt)")
-        kw = {k: payload[k] for k in self.PASSTHROUGH if k in payload}
-        self.model.infer(spk_audio_prompt=prompt, text=text_of(payload), output_path=output_path, **kw)
+    def arguments(self, payload: Dict[str, Any]) -> Dict[str, Any]:
+        """infer()'s keyword arguments for payload (bad fields named)."""
+        self.check_fields(payload)
+        p = dict(payload)
+        for upstream, ours in self.ALIASES.items():
+            if upstream in p:
+                if ours in p:
+                    raise PayloadError("payload.%s: give it or payload.%s, not both" % (upstream, ours))
+                p[ours] = p.pop(upstream)
+        voice = p.get("voice", p.get("spk_audio_prompt", p.get("prompt_speech")))
+        if not isinstance(voice, str) or not voice:
+            raise PayloadError("payload.voice: the voice prompt WAV path is required (or payload.spk_audio_prompt, payload.prompt_speech)")
+        kw: Dict[str, Any] = {"spk_audio_prompt": voice, "text": text_of(p)}
+        if "emo_text" in p and "use_emo_text" not in p:
+            p["use_emo_text"] = True
+        for f in self.INFER + self.GENERATION:
+            if f not in p:
+                continue
+            v = p[f]
+            if f in self.BOOLS:
+                if not isinstance(v, bool):
+                    raise PayloadError("payload.%s: true or false, not %r" % (f, v))
+            elif f == "emo_audio_prompt" or f == "emo_text":
+                v = _string(p, f, True)
+            elif f == "emo_vector":
+                if not isinstance(v, list) or len(v) != 8 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                    raise PayloadError("payload.emotion_vector: 8 numbers are required "
+                                       "(happy, angry, sad, afraid, disgusted, melancholic, surprised, calm)")
+            else:
+                v = _number(p, f, int if f in self.INTS else float)
+            kw[f] = v
+        return kw
+
+    def synthesize(self, payload: Dict[str, Any], output_path: str, progress: Progress = _no_progress) -> Synthesis:
+        kw = self.arguments(payload)
+        # Upstream reports progress through its gr_progress attribute.
+        self.model.gr_progress = lambda value, desc=None: progress(float(value), str(desc or ""))
+        try:
+            self.model.infer(output_path=output_path, **kw)
+        finally:
+            self.model.gr_progress = None
         info = wav_info(output_path)
         if info is None:
             raise RuntimeError("indextts2 wrote no PCM WAV at %s" % output_path)
@@ -101,24 +220,34 @@ class IndexTTS2Engine(Engine):
 
 class GLMTTSEngine(Engine):
     """GLM-TTS (github.com/zai-org/GLM-TTS): its ``glmtts_inference`` module's
-    load_models() and generate_long(), fed one batch line at a time:
-    ``uttid``, ``prompt_text``, ``prompt_speech`` (WAV path), ``syn_text``.
+    load_models(use_phoneme, sample_rate) and generate_long(frontend,
+    text_frontend, llm, flow, text_info, cache, device, embedding, seed,
+    sample_method, flow_prompt_token, speech_feat, ..., use_phoneme), fed
+    one batch line at a time: ``uttid``, ``prompt_text``, ``prompt_speech``
+    (WAV path), ``syn_text``; per task ``seed`` (int) and ``sample_method``
+    (upstream's "ras" by default) override the worker's.
 
-    code_dir is the GLM-TTS checkout (its scripts use paths relative to it:
-    ckpt/, frontend/). module replaces the imported glmtts_inference (tests
-    pass a fake exposing load_models, generate_long, DEVICE, torch and
-    torchaudio, as the real module does).
+    code_dir is the GLM-TTS checkout: load_models() reads ckpt/ and
+    frontend/ relative to the working directory, so load() changes into it
+    for the load only and changes back. device ("cuda:1", "cpu") replaces
+    the module's DEVICE before loading. module replaces the imported
+    glmtts_inference (tests pass a fake exposing load_models,
+    generate_long, DEVICE, torch and torchaudio, as the real module does).
     """
 
     name = "glmtts"
+    FIELDS = ("uttid", "prompt_text", "prompt_speech", "syn_text", "seed", "sample_method")
 
     def __init__(self, code_dir: str = ".", sample_rate: int = 24000, use_phoneme: bool = False,
-                 use_cache: bool = True, seed: int = 0, module: Any = None) -> None:
+                 use_cache: bool = True, seed: int = 0, sample_method: str = "ras", device: Optional[str] = None,
+                 module: Any = None) -> None:
         self.code_dir = code_dir
         self.sample_rate = sample_rate
         self.use_phoneme = use_phoneme
         self.use_cache = use_cache
         self.seed = seed
+        self.sample_method = sample_method
+        self.device = device
         self.m = module
         self.frontend: Any = None
         self.text_frontend: Any = None
@@ -126,21 +255,31 @@ class GLMTTSEngine(Engine):
         self.flow: Any = None
 
     def load(self) -> None:
-        if self.m is None:
-            code_dir = os.path.abspath(self.code_dir)
-            sys.path.insert(0, code_dir)
-            os.chdir(code_dir)  # GLM-TTS loads ckpt/ and frontend/ relative to its checkout
-            import glmtts_inference  # type: ignore[import-not-found]  # heavy: imported here only
+        code_dir = os.path.abspath(self.code_dir)
+        cwd = os.getcwd()
+        os.chdir(code_dir)  # GLM-TTS loads ckpt/ and frontend/ relative to its checkout
+        try:
+            if self.m is None:
+                sys.path.insert(0, code_dir)
+                import glmtts_inference  # type: ignore[import-not-found]  # heavy: imported here only
 
-            self.m = glmtts_inference
-        self.frontend, self.text_frontend, _, self.llm, self.flow = self.m.load_models(
-            use_phoneme=self.use_phoneme, sample_rate=self.sample_rate)
+                self.m = glmtts_inference
+            if self.device:
+                self.m.DEVICE = self.m.torch.device(self.device)
+            self.frontend, self.text_frontend, _, self.llm, self.flow = self.m.load_models(
+                use_phoneme=self.use_phoneme, sample_rate=self.sample_rate)
+        finally:
+            os.chdir(cwd)
 
-    def synthesize(self, payload: Dict[str, Any], output_path: str) -> Synthesis:
+    def synthesize(self, payload: Dict[str, Any], output_path: str, progress: Progress = _no_progress) -> Synthesis:
+        self.check_fields(payload)
         for f in ("uttid", "prompt_text", "prompt_speech", "syn_text"):
             if not isinstance(payload.get(f), str) or not payload[f]:
-                raise ValueError("payload.%s: a non-empty string is required (GLM-TTS batch line)" % f)
+                raise PayloadError("payload.%s: a non-empty string is required (GLM-TTS batch line)" % f)
+        seed = _number(payload, "seed", int) if "seed" in payload else self.seed
+        method = _string(payload, "sample_method") or self.sample_method
         m, fe, tf = self.m, self.frontend, self.text_frontend
+        progress(0.05, "prompt features")
         prompt_text = tf.text_normalize(payload["prompt_text"])
         syn_text = tf.text_normalize(payload["syn_text"])
         speech = payload["prompt_speech"]
@@ -152,10 +291,11 @@ class GLMTTSEngine(Engine):
         flow_prompt_token = m.torch.tensor(cache_speech_token, dtype=m.torch.int32).to(m.DEVICE)
         cache = {"cache_text": [prompt_text], "cache_text_token": [prompt_text_token],
                  "cache_speech_token": cache_speech_token, "use_cache": self.use_cache}
+        progress(0.2, "generating")
         tts_speech, _, _, _ = m.generate_long(
             frontend=fe, text_frontend=tf, llm=self.llm, flow=self.flow,
-            text_info=[payload["uttid"], syn_text], cache=cache, embedding=embedding, seed=self.seed,
-            flow_prompt_token=flow_prompt_token, speech_feat=speech_feat, device=m.DEVICE,
+            text_info=[payload["uttid"], syn_text], cache=cache, embedding=embedding, seed=seed,
+            sample_method=method, flow_prompt_token=flow_prompt_token, speech_feat=speech_feat, device=m.DEVICE,
             use_phoneme=self.use_phoneme)
         m.torchaudio.save(output_path, tts_speech, self.sample_rate)
         info = wav_info(output_path)
@@ -170,6 +310,8 @@ class OfflineEngine(Engine):
     result ("note") and the worker's log, one short beep per word."""
 
     name = "offline"
+    # GLM-TTS batch lines (sample.jsonl) run on it too; the prompt is unused.
+    FIELDS = ("syn_text", "text", "voice", "prompt_text", "prompt_speech")
 
     def __init__(self, espeak: Optional[str] = None, voice: str = "en") -> None:
         self.espeak = espeak if espeak is not None else (shutil.which("espeak-ng") or "")
@@ -179,7 +321,8 @@ class OfflineEngine(Engine):
     def kind(self) -> str:
         return "espeak-ng" if self.espeak else "synthetic tone (espeak-ng not found; this is not speech)"
 
-    def synthesize(self, payload: Dict[str, Any], output_path: str) -> Synthesis:
+    def synthesize(self, payload: Dict[str, Any], output_path: str, progress: Progress = _no_progress) -> Synthesis:
+        self.check_fields(payload)
         text = text_of(payload)
         if self.espeak:
             voice = payload.get("voice", self.voice)
