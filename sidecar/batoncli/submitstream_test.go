@@ -67,8 +67,9 @@ func runWithin(t *testing.T, d time.Duration, ns string, stdin io.Reader, args .
 	}
 }
 
-// runIn is run with standard input stdin.
+// runIn is run with standard input stdin (nil: the app's default).
 func runIn(t *testing.T, ns string, stdin io.Reader, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errb bytes.Buffer
 	app := batoncli.New(&out, &errb)
 	if stdin != nil {
