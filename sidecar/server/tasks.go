@@ -123,8 +123,10 @@ func (h *TaskHandler) Next(ctx context.Context, req *connect.Request[batonv1.Nex
 	if len(queues) == 0 {
 		return nil, invalidArg("queues", "no queue given and the sidecar has no --queue")
 	}
-	if n := len(queues); n > workqueue.MaxQueuesPerNext {
-		return nil, invalidArg("queues", fmt.Sprintf("%d queues, over the limit of %d", n, workqueue.MaxQueuesPerNext))
+	// The count and the names first: the scope check below then never
+	// runs over more than MaxQueuesPerNext names.
+	if err := workqueue.CheckQueues(queues); err != nil {
+		return nil, rpcErr(ctx, err)
 	}
 	for i, q := range req.Msg.GetQueues() {
 		if err := h.Scope.checkNext(fmt.Sprintf("queues[%d]", i), q); err != nil {
