@@ -67,6 +67,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			workersCommand(),
 			locksCommand(),
 			configCommand(),
+			authCommand(),
 			benchCommand(),
 			benchEtcdCommand(),
 			versionCommand(),

@@ -6,13 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -37,6 +37,10 @@ type Config struct {
 	// "root" of this password (kept when the data directory was set up
 	// before: its password must be the same). Clients then need it.
 	RootPassword string
+	// BcryptCost is the cost of hashing users' passwords (etcd's
+	// --bcrypt-cost). Default etcd's (10); tests lower it (4, the least)
+	// because every login and user change hashes.
+	BcryptCost uint
 }
 
 // Server is a running embedded etcd.
@@ -60,6 +64,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.ClientAddr = "127.0.0.1:0"
 	}
 	ec := embed.NewConfig()
+	if cfg.BcryptCost != 0 {
+		ec.BcryptCost = cfg.BcryptCost
+	}
 	ec.Name = "baton"
 	ec.Dir = filepath.Join(dir, "etcd")
 	cu, err := url.Parse("http://" + cfg.ClientAddr)
@@ -155,22 +162,8 @@ func (s *Server) enableAuth(ctx context.Context, password string) error {
 		}
 		return nil
 	}
-	if _, err := cli.RoleAdd(ctx, "root"); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.UserAdd(ctx, "root", password); errors.Is(err, rpctypes.ErrUserAlreadyExist) {
-		_, err = cli.UserChangePassword(ctx, "root", password)
-		if err != nil {
-			return fmt.Errorf("embedetcd: auth: %w", err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.AuthEnable(ctx); err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
+	if err := etcdutil.EnableAuth(ctx, cli, password); err != nil {
+		return fmt.Errorf("embedetcd: %w", err)
 	}
 	return nil
 }
