@@ -166,6 +166,20 @@ func checkChartWorker(t *testing.T, objs map[string][]obj) {
 			t.Errorf("PodMonitor %v scrapes port %v", pm["metadata"], p)
 		}
 	}
+	// The auth Job runs `baton auth grant` as the release's user, on the
+	// sidecars' endpoints and namespace.
+	for _, job := range objs["Job"] {
+		c := at(t, job, "spec", "template", "spec", "containers", 0).(obj)
+		jargs := strs(t, c, "args")
+		if got := checkBatonArgs(t, "chart auth job", jargs); got != "auth grant" {
+			t.Errorf("the auth Job runs %q", got)
+		}
+		jf := flagsOf(jargs)
+		if jf["endpoints"] != env["BATON_ENDPOINTS"] || jf["namespace"] != env["BATON_NAMESPACE"] || jf["user"] != env["BATON_ETCD_USER"] {
+			t.Errorf("the auth Job grants %s on %s at %s; the sidecars are %s on %s at %s",
+				jf["user"], jf["namespace"], jf["endpoints"], env["BATON_ETCD_USER"], env["BATON_NAMESPACE"], env["BATON_ENDPOINTS"])
+		}
+	}
 	// The autoscalers select what the recording rule computes.
 	rule := backlogRule(t)
 	for _, so := range objs["ScaledObject"] {
@@ -244,7 +258,7 @@ func TestHelmChartRefusesBadValues(t *testing.T) {
 		{[]string{"--set", "autoscaling.keda.enabled=true,autoscaling.hpa.enabled=true"}, "autoscaling:"},
 		{[]string{"--set", "etcd.enabled=false"}, "etcd.endpoints:"},
 		{[]string{"--set", "etcd.tls.enabled=true,etcd.tls.clientSecret=c"}, "etcd.tls.serverSecret:"},
-		{[]string{"--set", "etcd.auth.enabled=true"}, "etcd.auth.passwordSecret:"},
+		{[]string{"--set", "etcd.enabled=false,etcd.endpoints={https://etcd:2379},etcd.auth.enabled=true"}, "etcd.auth.passwordSecret:"},
 	} {
 		_, err := helmTemplate(t, c.set...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

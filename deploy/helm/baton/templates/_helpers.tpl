@@ -28,6 +28,11 @@ app.kubernetes.io/name: baton-worker
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- define "baton.authJobSelector" -}}
+app.kubernetes.io/name: baton-etcd-auth
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{- define "baton.etcdSelector" -}}
 app.kubernetes.io/name: baton-etcd
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -57,6 +62,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-baton" .Release.Name) .Values.etcd.auth.user -}}
 {{- end -}}
 
+{{- define "baton.userSecret" -}}
+{{- default (printf "%s-etcd-user" (include "baton.fullname" .)) .Values.etcd.auth.passwordSecret -}}
+{{- end -}}
+
+{{- define "baton.rootSecret" -}}
+{{- default (printf "%s-etcd-root" (include "baton.fullname" .)) .Values.etcd.auth.rootPasswordSecret -}}
+{{- end -}}
+
+{{/* The auth Job runs: with the chart's etcd, or a root password given. */}}
+{{- define "baton.authJob" -}}
+{{- if and .Values.etcd.auth.enabled (or .Values.etcd.enabled .Values.etcd.auth.rootPasswordSecret) }}true{{ end -}}
+{{- end -}}
+
 {{/*
 The backlog query: pending plus claimed tasks of the release's queues. Only
 the elected scheduler sidecar samples baton_queue_depth_tasks; a sidecar
@@ -75,5 +93,5 @@ sum(max by (queue, state) (baton_queue_depth_tasks{namespace="{{ .Release.Namesp
 {{- if and .Values.etcd.tls.enabled (not .Values.etcd.tls.clientSecret) -}}{{- fail "etcd.tls.clientSecret: the Secret with the sidecars' client certificate (ca.crt, tls.crt, tls.key)" -}}{{- end -}}
 {{- if and .Values.etcd.enabled .Values.etcd.tls.enabled (not .Values.etcd.tls.serverSecret) -}}{{- fail "etcd.tls.serverSecret: the Secret with the members' certificate (ca.crt, tls.crt, tls.key)" -}}{{- end -}}
 {{- if and .Values.etcd.enabled (lt (int .Values.etcd.replicas) 1) -}}{{- fail "etcd.replicas: at least 1 (3 or 5 in production)" -}}{{- end -}}
-{{- if and .Values.etcd.auth.enabled (not .Values.etcd.auth.passwordSecret) -}}{{- fail "etcd.auth.passwordSecret: the Secret whose key \"password\" is the password of etcd.auth.user" -}}{{- end -}}
+{{- if and .Values.etcd.auth.enabled (not .Values.etcd.enabled) (not .Values.etcd.auth.passwordSecret) (not .Values.etcd.auth.rootPasswordSecret) -}}{{- fail "etcd.auth.passwordSecret: with an existing etcd, the Secret holding the password of etcd.auth.user (or etcd.auth.rootPasswordSecret for the chart to create the user)" -}}{{- end -}}
 {{- end -}}
