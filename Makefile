@@ -19,8 +19,10 @@ HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
 PROMTOOL := $(TOOLS_DIR)/promtool-$(PROMETHEUS_VERSION)/promtool
 $(HELM):
 	GOBIN=$(dir $@) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+# remove_all_sd leaves out promtool's service-discovery plugins (cloud SDKs):
+# about 250 packages fewer to build; checking rules needs none of them.
 $(PROMTOOL):
-	GOBIN=$(dir $@) $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	GOBIN=$(dir $@) $(GO) install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 .DEFAULT_GOAL := help
 tools: $(HELM) $(PROMTOOL) ## build the pinned helm and promtool into bin/tools (once)
 
