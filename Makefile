@@ -9,7 +9,24 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py fuzz
+# helm and promtool, pinned, built from their Go modules with `go install`
+# into bin/tools/NAME-VERSION/ (gitignored) once; a build is skipped when its
+# binary is there. Each takes a few minutes of CPU the first time.
+HELM_VERSION ?= v4.3.2
+PROMETHEUS_VERSION ?= v0.316.0
+TOOLS_DIR := $(CURDIR)/bin/tools
+HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
+PROMTOOL := $(TOOLS_DIR)/promtool-$(PROMETHEUS_VERSION)/promtool
+$(HELM):
+	GOBIN=$(dir $@) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+# remove_all_sd leaves out promtool's service-discovery plugins (cloud SDKs):
+# about 250 packages fewer to build; checking rules needs none of them.
+$(PROMTOOL):
+	GOBIN=$(dir $@) $(GO) install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+.DEFAULT_GOAL := help
+tools: $(HELM) $(PROMTOOL) ## build the pinned helm and promtool into bin/tools (once)
+
+.PHONY: help build demo test test-go test-py test-deploy lint lint-py generate check-generated clean chaos bench deps-py fuzz tools
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,11 +47,12 @@ check-generated: generate ## fail when the committed generated code is stale
 lint: lint-py ## gofmt, go vet, staticcheck, buf lint; pyflakes and mypy --strict
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	$(GO) -C deploy/kubecheck vet ./...
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint
 
-test-go: ## Go tests with the race detector
-	$(GO) test $(GOTESTFLAGS) ./...
+test-go: $(HELM) ## Go tests with the race detector
+	BATON_HELM=$(HELM) $(GO) test $(GOTESTFLAGS) ./...
 
 # vermin checks that the code runs on the Python versions pyproject.toml
 # claims (requires-python >= 3.9), from the syntax and library calls used.
@@ -60,7 +78,21 @@ deps-py: ## install the pinned Python test tools that are missing (pytest, mypy,
 	@$(PYTHON) -c 'import opentelemetry.sdk' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
 	@$(PYTHON) -c 'import opentelemetry.exporter.otlp.proto.grpc' 2>/dev/null || $(PYTHON) -m pip install -q opentelemetry-exporter-otlp-proto-grpc==1.45.2
 
-test: deps-py check-generated lint test-go test-py ## everything CI runs
+
+CHART := deploy/helm/baton
+RULES := deploy/observability/baton-rules.yml
+# The deploy checks: helm lint and helm template, every rendered object
+# decoded strictly (deploy/kubecheck, its own Go module: the k8s.io types
+# stay out of the sidecar's go.mod), promtool on the alerting rules and
+# their unit tests. deploy/deploy_test.go (in test-go) renders the chart too.
+test-deploy: $(HELM) $(PROMTOOL) ## helm lint + template, strict validation of every rendered object, promtool check/test rules
+	$(HELM) lint --strict $(CHART)
+	@for f in $(CHART)/ci/*.yaml; do echo "helm lint --strict -f $$f"; $(HELM) lint --strict -f $$f $(CHART) >/dev/null || exit 1; done
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules deploy/observability/baton-rules.test.yml
+	BATON_HELM=$(HELM) $(GO) -C deploy/kubecheck test $(GOTESTFLAGS) ./...
+
+test: deps-py check-generated lint test-deploy test-go test-py ## everything CI runs
 
 # `make chaos SEED=n` replays the fault sequence of seed n; CHAOSFLAGS adds
 # flags (see bin/baton-chaos -h).
@@ -94,5 +126,6 @@ fuzz: ## fuzz every parser of untrusted input (claims, keys, names, state record
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg)"; \
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
-clean: ## remove build output and dev data
-	rm -rf bin .baton
+clean: ## remove build output and dev data (the tools in bin/tools stay: they take minutes to build)
+	find bin -mindepth 1 -maxdepth 1 ! -name tools -exec rm -rf {} + 2>/dev/null || true
+	rm -rf .baton

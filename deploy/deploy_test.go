@@ -131,6 +131,13 @@ func checkBatonArgs(t *testing.T, where string, args []string) (command string) 
 					return a
 				}
 				command = a
+				continue
+			}
+			for _, sub := range cmd.Subcommands { // "auth grant"
+				if sub.Name == a {
+					cmd, command = sub, command+" "+a
+					break
+				}
 			}
 			continue
 		}

@@ -44,6 +44,7 @@ func New(stdout, stderr io.Writer) *cli.App {
 			locksCommand(),
 			configCommand(),
 			auditCommand(),
+			authCommand(),
 			benchCommand(),
 			benchEtcdCommand(),
 			versionCommand(),

@@ -6,13 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -162,22 +162,8 @@ func (s *Server) enableAuth(ctx context.Context, password string) error {
 		}
 		return nil
 	}
-	if _, err := cli.RoleAdd(ctx, "root"); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.UserAdd(ctx, "root", password); errors.Is(err, rpctypes.ErrUserAlreadyExist) {
-		_, err = cli.UserChangePassword(ctx, "root", password)
-		if err != nil {
-			return fmt.Errorf("embedetcd: auth: %w", err)
-		}
-	} else if err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
-	}
-	if _, err := cli.AuthEnable(ctx); err != nil {
-		return fmt.Errorf("embedetcd: auth: %w", err)
+	if err := etcdutil.EnableAuth(ctx, cli, password); err != nil {
+		return fmt.Errorf("embedetcd: %w", err)
 	}
 	return nil
 }

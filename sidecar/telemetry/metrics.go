@@ -79,7 +79,7 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 		"How long claims made by this sidecar were held, from claim to answer or loss, by outcome: completed, failed, released, lost.",
 		prometheus.ExponentialBuckets(0.1, 3, 12), "queue", "outcome")
 	m.depth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "baton_queue_depth_tasks",
-		Help: "Tasks of the queue by state (pending, delayed, claimed), sampled periodically from etcd; every sidecar reports the same queue-wide value."},
+		Help: "Tasks of the queue by state (pending, delayed, claimed), sampled periodically from etcd by the elected scheduler only (a sidecar whose term ended reports 0, the others nothing): take the max over sidecars."},
 		[]string{"queue", "state"})
 	m.reg.MustRegister(m.depth)
 	m.lockWait = histogram("baton_lock_wait_seconds",
