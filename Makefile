@@ -9,24 +9,33 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-# helm and promtool, pinned, built from their Go modules with `go install`
-# into bin/tools/NAME-VERSION/ (gitignored) once; a build is skipped when its
-# binary is there. Each takes a few minutes of CPU the first time.
-HELM_VERSION ?= v4.3.2
-PROMETHEUS_VERSION ?= v0.316.0
+# helm and promtool, pinned, built from source into bin/tools/NAME-VERSION/
+# (gitignored) once; a build is skipped when its binary is there. Both are
+# `tool`s of deploy/kubecheck's go.mod, which pins their versions and
+# checksums: built in one module they share their k8s.io packages, and the
+# kubecheck tests reuse those from the build cache too (about 130 s of CPU
+# less than two `go install pkg@version` builds). -s -w: no symbol table or
+# DWARF. Cold (empty caches) they take about 6 minutes of CPU together:
+# `make test` builds them niced beside the other checks (docs/decisions.md,
+# D-deploy2). Change a version with `go -C deploy/kubecheck get -tool
+# PKG@VERSION`.
+modversion = $(shell awk '$$1 == "$(1)" { print $$2 }' deploy/kubecheck/go.mod)
+HELM_VERSION := $(call modversion,helm.sh/helm/v4)
+PROMETHEUS_VERSION := $(call modversion,github.com/prometheus/prometheus)
 TOOLS_DIR := $(CURDIR)/bin/tools
+TOOLS_BUILD := $(GO) -C deploy/kubecheck build -ldflags '-s -w'
 HELM := $(TOOLS_DIR)/helm-$(HELM_VERSION)/helm
 PROMTOOL := $(TOOLS_DIR)/promtool-$(PROMETHEUS_VERSION)/promtool
 $(HELM):
-	GOBIN=$(dir $@) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	$(TOOLS_BUILD) -o $@ helm.sh/helm/v4/cmd/helm
 # remove_all_sd leaves out promtool's service-discovery plugins (cloud SDKs):
 # about 250 packages fewer to build; checking rules needs none of them.
 $(PROMTOOL):
-	GOBIN=$(dir $@) $(GO) install -tags remove_all_sd github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	$(TOOLS_BUILD) -tags remove_all_sd -o $@ github.com/prometheus/prometheus/cmd/promtool
 .DEFAULT_GOAL := help
 tools: $(HELM) $(PROMTOOL) ## build the pinned helm and promtool into bin/tools (once)
 
-.PHONY: help build demo test test-go test-py test-deploy lint lint-py generate check-generated clean chaos bench deps-py fuzz tools
+.PHONY: help build demo test test-go test-py test-deploy test-lanes lane-tools lane-checks lint lint-py generate check-generated clean chaos bench deps-py fuzz tools
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,8 +60,9 @@ lint: lint-py ## gofmt, go vet, staticcheck, buf lint; pyflakes and mypy --stric
 	$(TOOL) staticcheck ./...
 	$(TOOL) buf lint
 
-test-go: $(HELM) ## Go tests with the race detector
-	BATON_HELM=$(HELM) $(GO) test $(GOTESTFLAGS) ./...
+# ./deploy renders the chart with helm: test-deploy runs it.
+test-go: ## Go tests with the race detector (all but ./deploy: test-deploy runs it)
+	$(GO) test $(GOTESTFLAGS) $$($(GO) list ./... | grep -vx 'github.com/batonhq/baton/deploy')
 
 # vermin checks that the code runs on the Python versions pyproject.toml
 # claims (requires-python >= 3.9), from the syntax and library calls used.
@@ -84,15 +94,35 @@ RULES := deploy/observability/baton-rules.yml
 # The deploy checks: helm lint and helm template, every rendered object
 # decoded strictly (deploy/kubecheck, its own Go module: the k8s.io types
 # stay out of the sidecar's go.mod), promtool on the alerting rules and
-# their unit tests. deploy/deploy_test.go (in test-go) renders the chart too.
-test-deploy: $(HELM) $(PROMTOOL) ## helm lint + template, strict validation of every rendered object, promtool check/test rules
+# their unit tests, and ./deploy's tests (the chart's objects against
+# baton's flags, the compose file against the Compose Specification's
+# schema, Dockerfiles and manifests).
+# kubecheck's tests run one goroutine and share nothing, so they run
+# without the race detector: race-built k8s.io/api costs about 75 s of CPU
+# cold, and without it they reuse the packages the helm build compiled.
+KUBECHECKFLAGS ?= -count=1 -timeout 5m
+test-deploy: $(HELM) $(PROMTOOL) ## helm lint + template, strict validation of every rendered object, promtool check/test rules, ./deploy's tests
 	$(HELM) lint --strict $(CHART)
 	@for f in $(CHART)/ci/*.yaml; do echo "helm lint --strict -f $$f"; $(HELM) lint --strict -f $$f $(CHART) >/dev/null || exit 1; done
 	$(PROMTOOL) check rules $(RULES)
 	$(PROMTOOL) test rules deploy/observability/baton-rules.test.yml
-	BATON_HELM=$(HELM) $(GO) -C deploy/kubecheck test $(GOTESTFLAGS) ./...
+	BATON_HELM=$(HELM) $(GO) test $(GOTESTFLAGS) ./deploy
+	BATON_HELM=$(HELM) $(GO) -C deploy/kubecheck test $(KUBECHECKFLAGS) ./...
 
-test: deps-py check-generated lint test-deploy test-go test-py ## everything CI runs
+# `make test` runs two lanes at once, then the deploy checks: one lane builds
+# the tools, niced, so that it takes the CPU that the other leaves idle (etcd
+# round trips, lease and TTL waits, pytest against a real baton) and yields
+# the rest; the other checks generated code, lints and runs the Go and
+# Python tests, in that order, stopping at the first failure.
+test: deps-py ## everything CI runs
+	$(MAKE) --no-print-directory -j2 --output-sync=line test-lanes
+	$(MAKE) --no-print-directory test-deploy
+
+test-lanes: lane-tools lane-checks
+lane-tools:
+	nice -n 10 $(MAKE) --no-print-directory tools
+lane-checks:
+	@for t in check-generated lint test-go test-py; do $(MAKE) --no-print-directory $$t || exit 1; done
 
 # `make chaos SEED=n` replays the fault sequence of seed n; CHAOSFLAGS adds
 # flags (see bin/baton-chaos -h).

@@ -4,7 +4,8 @@
 // Prometheus Operator's PodMonitor) are checked against the OpenAPI schema
 // of their published CRD (deploy/schemas), with unknown fields refused as
 // well. It is its own Go module so that the k8s.io types stay out of the
-// sidecar's go.mod (docs/decisions.md, D-deploy1).
+// sidecar's go.mod (docs/decisions.md, D-deploy1); its go.mod also pins helm
+// and promtool as tools, which the Makefile builds from it (D-deploy2).
 //
 // `make test-deploy` runs it with BATON_HELM set to the pinned helm.
 package kubecheck
