@@ -115,7 +115,7 @@ test-deploy: $(HELM) $(PROMTOOL) ## helm lint + template, strict validation of e
 # the rest; the other checks generated code, lints and runs the Go and
 # Python tests, in that order, stopping at the first failure.
 test: deps-py ## everything CI runs
-	$(MAKE) --no-print-directory -j2 --output-sync=line test-lanes
+	$(MAKE) --no-print-directory -j2 test-lanes
 	$(MAKE) --no-print-directory test-deploy
 
 test-lanes: lane-tools lane-checks
