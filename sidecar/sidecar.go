@@ -79,6 +79,11 @@ type Config struct {
 	Grace time.Duration
 	// Queue tunes the work queue.
 	Queue workqueue.Config
+	// EtcdQuotaBytes is etcd's --quota-backend-bytes: Submit is refused
+	// with a workqueue.QuotaError once etcd's database passes
+	// workqueue.DefaultSubmitHighWater of it (unless Queue.Admission is
+	// set). Default workqueue.DefaultQuotaBytes (2 GiB, etcd's default).
+	EtcdQuotaBytes int64
 	// Logger receives diagnostics. Default: discard. Wrap its handler
 	// with telemetry.LogHandler to get trace ids on lines logged inside a
 	// span.
@@ -272,6 +277,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer cli.Close()
 	s.cli = cli
 
+	if cfg.Queue.Admission == nil {
+		adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: cli.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: cfg.EtcdQuotaBytes})
+		if err != nil {
+			return err
+		}
+		cfg.Queue.Admission = adm
+	}
 	store, err := workqueue.NewStore(cli.KV, cfg.Queue)
 	if err != nil {
 		return err
@@ -335,6 +347,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		AnswersRefused: func() int64 { return d.Stats().Refused },
 		Malformed:      func() int64 { return d.Stats().Malformed },
 		Assigned:       func() int64 { return d.Stats().Assigned },
+		EtcdDBSize: func() int64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, _ := store.Config().Admission.DBSize(ctx)
+			return n
+		},
+		EtcdQuota: store.Config().Admission.Quota,
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -10,7 +10,8 @@ import (
 )
 
 // connect opens the namespaced etcd client of the global flags, checks that
-// etcd answers, and returns it with a Store on it. Close the client.
+// etcd answers, and returns it with a Store on it, whose Submit is refused
+// near --etcd-quota-bytes. Close the client.
 func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 	ecfg := etcdConfig(c)
 	etcd, err := etcdutil.New(ecfg)
@@ -21,7 +22,12 @@ func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 		etcd.Close()
 		return nil, nil, err
 	}
-	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{})
+	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: etcd.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: c.Int64("etcd-quota-bytes")})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{Admission: adm})
 	if err != nil {
 		etcd.Close()
 		return nil, nil, err

@@ -99,6 +99,10 @@ type Config struct {
 	// TracerProvider makes the dispatcher's spans (claim, requeue, answers).
 	// Default: a no-op provider.
 	TracerProvider trace.TracerProvider
+	// Admission, when set, refuses Submit with a *QuotaError while etcd's
+	// database is above the high-water mark of its quota (see
+	// admission.go). Default: none.
+	Admission *Admission
 }
 
 func (c Config) withDefaults() Config {
