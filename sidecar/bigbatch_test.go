@@ -13,6 +13,7 @@ import (
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/sidecartest"
+	"github.com/batonhq/baton/sidecar/workqueue"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -49,19 +50,25 @@ func glmSpec(t testing.TB, i int) *batonv1.TaskSpec {
 
 // Big batches issue, item 3: a real etcd with a small quota is filled with
 // submits. Submit is refused with RESOURCE_EXHAUSTED naming the database
-// size, the quota and the pending tasks before etcd raises NOSPACE; the
-// workers then finish every pending task (claims and answers still
-// write), nothing is lost and etcd never raised the alarm. After the
-// documented compaction and defragmentation, submits are admitted again.
+// size, the quota and the pending tasks before etcd raises NOSPACE;
+// heartbeats, locks, claims and completes go on; the workers then finish
+// every pending task, nothing is lost and etcd never raised the alarm.
+// After the documented compaction and defragmentation, submits are
+// admitted again.
 //
-// The sidecar is told a quota of 8 MiB (--etcd-quota-bytes) on an etcd of
-// 16 MiB: on so small a quota, 20% is not room enough for the history the
-// drain writes between compactions (with the sidecar told the real quota,
-// a drain of 9,000 tasks met NOSPACE after 1,939 completes under load).
-// docs/operations.md says how to size that headroom.
+// Tasks carry 24 KB payloads so that a hundred fill the quota in a dozen
+// submits. The size is read from etcd on every submit (Refresh 1ns), so
+// the refusal comes at 80% of the real database, not of an estimate. The
+// sidecar is told a quota of 4 MiB (--etcd-quota-bytes) on an etcd of
+// 8 MiB: on so small a quota, 20% is not room enough for the history the
+// drain writes between compactions (told the real 4 MiB, the drain of 104
+// tasks met NOSPACE at the 87th complete: with 24 KB values, compaction
+// rewrites the bbolt leaves that hold the specs, and the database grew by
+// about 19 KB per drained task). docs/operations.md says how to size that
+// headroom.
 func TestSubmitRefusedNearQuota(t *testing.T) {
-	const quota, told = 16 << 20, 8 << 20
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	const quota, told = 8 << 20, 4 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := embedetcd.Start(ctx, embedetcd.Config{QuotaBackendBytes: quota, AutoCompactionRetention: time.Second})
 	if err != nil {
@@ -69,8 +76,12 @@ func TestSubmitRefusedNearQuota(t *testing.T) {
 	}
 	defer srv.Close()
 	ns := sidecartest.Namespace(t)
-	sc := sidecartest.StartSidecar(t, srv.Endpoint(), ns, sidecar.Config{Queues: []string{"tts"}, EtcdQuotaBytes: told})
 	cli := sidecartest.Client(t, srv.Endpoint(), ns)
+	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: cli.Maintenance, Endpoints: []string{srv.Endpoint()}, QuotaBytes: told, Refresh: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := sidecartest.StartSidecar(t, srv.Endpoint(), ns, sidecar.Config{Queues: []string{"tts"}, Queue: workqueue.Config{Admission: adm}})
 	noAlarm := func(when string) {
 		t.Helper()
 		resp, err := cli.AlarmList(ctx)
@@ -81,16 +92,20 @@ func TestSubmitRefusedNearQuota(t *testing.T) {
 			t.Fatalf("%s: etcd raised %v", when, resp.Alarms)
 		}
 	}
+	bigSpec := func(i int) *batonv1.TaskSpec {
+		return &batonv1.TaskSpec{Id: fmt.Sprintf("utt_%07d", i), Batch: "corpus", Payload: payload(t, map[string]any{
+			"uttid": fmt.Sprintf("utt_%07d", i), "syn_text": strings.Repeat("x", 24_000)})}
+	}
 
 	created := map[string]bool{}
 	var refusal error
-	for i := 0; refusal == nil; i += 200 {
-		if i > 100_000 {
-			t.Fatal("100,000 tasks submitted under an 8 MiB quota without a refusal")
+	for i := 0; refusal == nil; i += 8 {
+		if i > 400 {
+			t.Fatal("400 tasks of 24 KB submitted under a 4 MiB quota without a refusal")
 		}
-		specs := make([]*batonv1.TaskSpec, 200)
+		specs := make([]*batonv1.TaskSpec, 8)
 		for j := range specs {
-			specs[j] = glmSpec(t, i+j)
+			specs[j] = bigSpec(i + j)
 		}
 		resp, err := sc.Client.Tasks.Submit(ctx, connect.NewRequest(&batonv1.SubmitRequest{Tasks: specs}))
 		if err != nil {
@@ -102,24 +117,55 @@ func TestSubmitRefusedNearQuota(t *testing.T) {
 		}
 	}
 	msg := refusal.Error()
-	if connect.CodeOf(refusal) != connect.CodeResourceExhausted || !strings.Contains(msg, "8.4 MB quota") ||
+	if connect.CodeOf(refusal) != connect.CodeResourceExhausted || !strings.Contains(msg, "4.2 MB quota") ||
 		!strings.Contains(msg, fmt.Sprintf("%d tasks pending", len(created))) || !strings.Contains(msg, "database is") {
 		t.Fatalf("refusal after %d tasks: %v; want RESOURCE_EXHAUSTED naming the database size, the quota and %d tasks pending", len(created), refusal, len(created))
 	}
-	t.Logf("%d tasks admitted; then: %v", len(created), refusal)
+	st, err := cli.Status(ctx, srv.Endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refused because etcd was near its quota, not because of a guess: the
+	// database is past 80% less one submit (8 tasks, ~0.4 MB estimated).
+	if st.DbSize < told*8/10-500_000 {
+		t.Fatalf("refused with etcd's database at %d bytes of %d", st.DbSize, told)
+	}
+	t.Logf("%d tasks admitted; database %d of %d bytes; then: %v", len(created), st.DbSize, told, refusal)
 	noAlarm("after the refusal")
 
-	// Workers drain the queue: every pending task is claimed and completed.
+	// Near the quota, the writes that workers make go on: a claim, its
+	// heartbeat, a lock and its release, the completion.
+	session, endSession := lockSession(t, sc, "near-quota")
+	task := next(t, sc, 10*time.Second, session)
+	if task == nil {
+		t.Fatal("no task to claim near the quota")
+	}
+	if _, err := sc.Client.Tasks.Heartbeat(ctx, connect.NewRequest(&batonv1.HeartbeatRequest{Claim: task.Claim, Progress: 0.5})); err != nil {
+		t.Fatalf("heartbeat near the quota: %v", err)
+	}
+	if _, err := lock(sc.Client, "model-load", session, 10*time.Second); err != nil {
+		t.Fatalf("lock near the quota: %v", err)
+	}
+	if err := unlock(sc.Client, "model-load", session); err != nil {
+		t.Fatalf("unlock near the quota: %v", err)
+	}
+	if _, err := sc.Client.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: task.Claim,
+		Result: payload(t, map[string]any{"path": "/data/out/" + task.Id + ".wav"})})); err != nil {
+		t.Fatalf("complete near the quota: %v", err)
+	}
+	endSession()
 	var mu sync.Mutex
-	done := map[string]int{}
+	done := map[string]int{task.Id: 1}
+
+	// Workers drain the queue: every pending task is claimed and completed.
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
+	errs := make(chan error, 4)
+	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				resp, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Wait: durationpb.New(2 * time.Second)}))
+				resp, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Wait: durationpb.New(time.Second)}))
 				if connect.CodeOf(err) == connect.CodeUnavailable && ctx.Err() == nil {
 					continue // etcd slow to answer (a loaded machine): retry, as workers do
 				}
@@ -155,11 +201,23 @@ func TestSubmitRefusedNearQuota(t *testing.T) {
 			t.Fatalf("task %s completed %d times (created: %v)", id, n, created[id])
 		}
 	}
+	// etcd agrees: every task of the batch is DONE.
+	store, err := workqueue.NewStore(cli.KV, workqueue.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := store.BatchWatch(ctx, cli.Watcher, "corpus", func(workqueue.BatchCounts) bool { return false })
+	if err != nil || counts.Total != len(created) || counts.States[workqueue.StateDone] != len(created) {
+		t.Fatalf("batch in etcd: %+v, %v; want %d tasks, all DONE", counts, err, len(created))
+	}
 	noAlarm("after the drain")
+	if st, err := cli.Status(ctx, srv.Endpoint()); err == nil {
+		t.Logf("after the drain: database %d bytes", st.DbSize)
+	}
 
 	// The routine of docs/operations.md: compact, defragment; then submits
 	// are admitted again.
-	st, err := cli.Status(ctx, srv.Endpoint())
+	st, err = cli.Status(ctx, srv.Endpoint())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,15 +227,7 @@ func TestSubmitRefusedNearQuota(t *testing.T) {
 	if _, err := cli.Defragment(ctx, srv.Endpoint()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := sc.Client.Tasks.Submit(ctx, connect.NewRequest(&batonv1.SubmitRequest{Tasks: []*batonv1.TaskSpec{glmSpec(t, 1_000_000)}}))
-		if err == nil {
-			break
-		}
-		if connect.CodeOf(err) != connect.CodeResourceExhausted || time.Now().After(deadline) {
-			t.Fatalf("submit after compaction and defragmentation: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := sc.Client.Tasks.Submit(ctx, connect.NewRequest(&batonv1.SubmitRequest{Tasks: []*batonv1.TaskSpec{bigSpec(1_000_000)}})); err != nil {
+		t.Fatalf("submit after compaction and defragmentation: %v", err)
 	}
 }
