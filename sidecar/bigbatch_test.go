@@ -41,13 +41,6 @@ func TestBigResultRefused(t *testing.T) {
 	}
 }
 
-// glmSpec is a task of a GLM-TTS corpus: a 246-byte line.
-func glmSpec(t testing.TB, i int) *batonv1.TaskSpec {
-	return &batonv1.TaskSpec{Id: fmt.Sprintf("utt_%07d", i), Batch: "corpus", Payload: payload(t, map[string]any{
-		"uttid": fmt.Sprintf("utt_%07d", i), "prompt_text": "The quick brown fox jumps over the lazy dog near the river bank.",
-		"prompt_speech": fmt.Sprintf("prompts/spk_%04d.wav", i%1000), "syn_text": strings.Repeat("x", 89)})}
-}
-
 // Big batches issue, item 3: a real etcd with a small quota is filled with
 // submits. Submit is refused with RESOURCE_EXHAUSTED naming the database
 // size, the quota and the pending tasks before etcd raises NOSPACE;

@@ -212,7 +212,7 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 // task). The rest is for the tasks of other batches, finished tasks within
 // their retention, the history written until the next compaction, and the
 // 20% that admission control keeps. 2 GiB and 250-byte payloads: about
-// 305,000.
+// 307,000.
 func DefaultMaxPending(quotaBytes int64, avgPayload int) int {
 	if quotaBytes <= 0 {
 		quotaBytes = DefaultQuotaBytes

@@ -97,7 +97,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 		if err != nil {
 			return 0, err
 		}
-		if _, err := raw.Compact(ctx, st.Header.Revision); err != nil && !strings.Contains(err.Error(), "compacted") {
+		if _, err := raw.Compact(ctx, st.Header.Revision, clientv3.WithCompactPhysical()); err != nil && !strings.Contains(err.Error(), "compacted") {
 			return 0, err
 		}
 		for _, ep := range cfg.Etcd.Endpoints {
