@@ -3,11 +3,11 @@ package workqueue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -183,18 +183,18 @@ func (o *Outstanding) run(ctx context.Context) error {
 	rev := o.startRev
 	for {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		err := o.follow(wctx, rev)
+		werr := o.follow(wctx, rev)
 		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !errors.Is(err, rpctypes.ErrCompacted) && err != nil && !errors.Is(err, errWatchClosed) {
-			return err
-		}
-		// Compacted, or the watch closed (leader lost): read every state
-		// again, then watch from that read.
+		// Compacted (rpctypes.ErrCompacted: this process fell behind), or
+		// the watch ended (errWatchClosed, the leader lost): read every
+		// state again, then watch from that read. If etcd cannot answer
+		// the reads, Run stops, and the submit with it.
+		var err error
 		if rev, err = o.resync(ctx); err != nil {
-			return err
+			return fmt.Errorf("reading the states again after the watch ended (%v): %w", werr, err)
 		}
 	}
 }
