@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	case "lock-sidecar":
 		runLockSidecarRole()
 		return
+	case "submit":
+		runSubmitRole()
+		return
 	}
 	os.Exit(sidecartest.RunWithEtcd(m, &endpoint))
 }

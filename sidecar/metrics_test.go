@@ -208,6 +208,13 @@ func TestMetricsAfterWorkload(t *testing.T) {
 	if _, ok := value(fams, "baton_build_info"); !ok {
 		t.Error("no baton_build_info")
 	}
+	// etcd's database against its quota (the default 2 GiB).
+	if v, _ := value(fams, "baton_etcd_db_size_bytes"); v <= 0 || v >= 2<<30 {
+		t.Errorf("baton_etcd_db_size_bytes = %v, want etcd's database size", v)
+	}
+	if v, _ := value(fams, "baton_etcd_quota_bytes"); v != 2<<30 {
+		t.Errorf("baton_etcd_quota_bytes = %v, want 2 GiB (the default --etcd-quota-bytes)", v)
+	}
 	// Bounded labels only: never a task id.
 	allowed := map[string]bool{"queue": true, "reason": true, "outcome": true, "state": true, "method": true, "version": true, "go_version": true, "rpc": true, "action": true}
 	for name, f := range fams {

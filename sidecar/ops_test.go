@@ -282,8 +282,9 @@ func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
 		t.Fatalf("after resume got %v", task)
 	}
 	out, _, _ := opsCLI(t, ns, "queues", "list")
-	if !strings.Contains(out, "CLAIMED") || !strings.Contains(out, "tts") {
-		t.Fatalf("table:\n%s", out)
+	if !strings.Contains(out, "CLAIMED") || !strings.Contains(out, "tts") ||
+		!strings.Contains(out, "etcd database: ") || !strings.Contains(out, "of its 2147.5 MB quota") {
+		t.Fatalf("table (with etcd's database size against its quota):\n%s", out)
 	}
 }
 

@@ -87,6 +87,11 @@ type Config struct {
 	Grace time.Duration
 	// Queue tunes the work queue.
 	Queue workqueue.Config
+	// EtcdQuotaBytes is etcd's --quota-backend-bytes: Submit is refused
+	// with a workqueue.QuotaError once etcd's database passes
+	// workqueue.DefaultSubmitHighWater of it (unless Queue.Admission is
+	// set). Default workqueue.DefaultQuotaBytes (2 GiB, etcd's default).
+	EtcdQuotaBytes int64
 	// Logger receives diagnostics. Default: discard. Lines logged while
 	// serving a socket call carry the caller's peer_uid and peer_pid
 	// (New wraps the handler with telemetry.CallerHandler). Wrap its
@@ -314,6 +319,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	follower := &audit.Follower{KV: cli.KV, Watcher: cli.Watcher, Logger: log, Observe: func(r audit.Record) { m.OperatorAction(r.Action) }}
 	qcfg := cfg.Queue
 	qcfg.SchedulerDuties = append(qcfg.SchedulerDuties[:len(qcfg.SchedulerDuties):len(qcfg.SchedulerDuties)], follower.Run)
+	if qcfg.Admission == nil {
+		adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: cli.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: cfg.EtcdQuotaBytes})
+		if err != nil {
+			return err
+		}
+		qcfg.Admission = adm
+	}
 	store, err := workqueue.NewStore(cli.KV, qcfg)
 	if err != nil {
 		return err
@@ -378,6 +390,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		AnswersRefused: func() int64 { return d.Stats().Refused },
 		Malformed:      func() int64 { return d.Stats().Malformed },
 		Assigned:       func() int64 { return d.Stats().Assigned },
+		EtcdDBSize: func() int64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, _ := store.Config().Admission.DBSize(ctx)
+			return n
+		},
+		EtcdQuota: store.Config().Admission.Quota,
 	}); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

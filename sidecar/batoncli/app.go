@@ -13,6 +13,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/telemetry"
+	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 )
 
@@ -110,6 +111,8 @@ func commandCopy(f cli.Flag) cli.Flag {
 			def = cli.NewStringSlice(f.Value.Value()...)
 		}
 		return &cli.StringSliceFlag{Name: f.Name, Value: def, Usage: f.Usage, Category: category}
+	case *cli.Int64Flag:
+		return &cli.Int64Flag{Name: f.Name, Value: f.Value, Usage: f.Usage, Category: category}
 	}
 	panic(fmt.Sprintf("global flag %v of an unexpected type", f.Names()))
 }
@@ -181,6 +184,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"BATON_ETCD_CACERT"}, Usage: "CA certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"BATON_ETCD_CERT"}, Usage: "client certificate file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"BATON_ETCD_KEY"}, Usage: "client key file for etcd TLS"},
+		&cli.Int64Flag{Name: "etcd-quota-bytes", Value: workqueue.DefaultQuotaBytes, EnvVars: []string{"BATON_ETCD_QUOTA_BYTES"}, Usage: "etcd's --quota-backend-bytes (Status does not report it): submits are refused with the numbers once etcd's database passes 80% of it, so that claims and answers never meet NOSPACE"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"BATON_LOG_FORMAT"}, Usage: "log format: text or json"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"BATON_LOG_LEVEL"}, Usage: "log level: debug, info, warn or error"},
 	}

@@ -34,7 +34,12 @@ func benchCommand() *cli.Command {
 			"overhead (claim and lock through the socket against the same done directly) and the claim\n" +
 			"cost at each --depths queue depth (--skip-overhead, --skip-depth). The old default run is\n" +
 			"`baton bench --systems all --skip-fleet --skip-affinity`.\n" +
-			"The table (or --json) goes to stdout, progress to stderr.\n" +
+			"The table (or --json) goes to stdout, progress to stderr.\n\n" +
+			"--batch measures a big batch instead: a file of --batch-lines GLM-TTS lines is submitted by a\n" +
+			"`baton submit` child process with no bound and no workers (lines/s, peak RSS, etcd bytes per\n" +
+			"pending task after compaction and defragmentation), drained by --batch-workers in-process\n" +
+			"sidecars (time, bytes per finished task), then drained again in a fresh namespace while\n" +
+			"`baton submit --max-pending` feeds it (time to the last completion, the submit's peak RSS).\n" +
 			"With --endpoints, everything is written under namespaces NAMESPACE.bench.<time>.* and deleted afterwards;\n" +
 			"do not point it at a production cluster: it loads etcd as hard as it can.",
 		Flags: []cli.Flag{
@@ -55,6 +60,10 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON (same as -o json)"},
 			outputFlag(),
 			&cli.StringFlag{Name: "plot", Usage: "also draw the fleet sweep (and the systems, when compared) into this PNG file"},
+			&cli.BoolFlag{Name: "batch", Usage: "measure a big batch instead (only that): etcd bytes per pending and per finished task, baton submit's throughput and peak RSS, and the drain by --batch-workers fed by baton submit --max-pending"},
+			&cli.IntFlag{Name: "batch-lines", Value: 1_000_000, Usage: "lines of the --batch file (GLM-TTS lines of 246 bytes)"},
+			&cli.IntFlag{Name: "batch-workers", Value: 64, Usage: "sidecars (in this process), one worker each, that drain the --batch file"},
+			&cli.IntFlag{Name: "batch-max-pending", Usage: "--max-pending of the fed drain (default: a tenth of --batch-lines)"},
 		},
 		Action: runBench,
 	}
@@ -66,6 +75,9 @@ func runBench(c *cli.Context) error {
 		return err
 	}
 	asJSON = asJSON || c.Bool("json")
+	if c.Bool("batch") {
+		return runBatchBench(c, asJSON)
+	}
 	if p := c.String("plot"); p != "" && !strings.HasSuffix(strings.ToLower(p), ".png") {
 		return cli.Exit(fmt.Sprintf("plot: %q does not end in .png", p), 2)
 	}
@@ -156,4 +168,50 @@ func writePlot(rep *bench.Report, path string) error {
 		return fmt.Errorf("plot: %w", err)
 	}
 	return nil
+}
+
+// runBatchBench is `baton bench --batch`.
+func runBatchBench(c *cli.Context, asJSON bool) error {
+	lines, workers, maxPending := c.Int("batch-lines"), c.Int("batch-workers"), c.Int("batch-max-pending")
+	switch {
+	case lines < 1:
+		return cli.Exit(fmt.Sprintf("batch-lines: %d: must be at least 1", lines), 2)
+	case workers < 1:
+		return cli.Exit(fmt.Sprintf("batch-workers: %d: must be at least 1", workers), 2)
+	case maxPending < 0:
+		return cli.Exit(fmt.Sprintf("batch-max-pending: %d: must be at least 1 (0: the default)", maxPending), 2)
+	case maxPending == 0:
+		maxPending = max(1, lines/10)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the baton binary for baton submit: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "baton-bench-batch-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, stop := signalContext(c.Context)
+	defer stop()
+	cfg := bench.BatchConfig{Baton: bench.Exe{Path: exe}, Lines: lines, Workers: workers, MaxPending: maxPending, Dir: dir, Progress: c.App.ErrWriter}
+	cfg.Etcd = etcdConfig(c)
+	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
+	if !c.IsSet("endpoints") {
+		etcd, err := bench.StartEtcd(ctx, cfg.Baton)
+		if err != nil {
+			return fmt.Errorf("embedded etcd: %w", err)
+		}
+		defer etcd.Stop()
+		cfg.Etcd.Endpoints = []string{etcd.Endpoint()}
+		fmt.Fprintf(c.App.ErrWriter, "embedded etcd on %s (pid %d)\n", etcd.Endpoint(), etcd.PID())
+	}
+	rep, err := bench.RunBatch(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return rep.WriteJSON(c.App.Writer)
+	}
+	return rep.WriteText(c.App.Writer)
 }

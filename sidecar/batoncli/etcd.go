@@ -12,7 +12,8 @@ import (
 
 // connect opens the namespaced etcd client of the global flags, checks that
 // etcd answers, and returns it with a Store on it that records the
-// operator's actions (auditWriter). Close the client.
+// operator's actions (auditWriter) and whose Submit is refused near
+// --etcd-quota-bytes. Close the client.
 func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 	ecfg := etcdConfig(c)
 	etcd, err := etcdutil.New(ecfg)
@@ -28,7 +29,12 @@ func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 		etcd.Close()
 		return nil, nil, err
 	}
-	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{Audit: aw})
+	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: etcd.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: c.Int64("etcd-quota-bytes")})
+	if err != nil {
+		etcd.Close()
+		return nil, nil, err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{Audit: aw, Admission: adm})
 	if err != nil {
 		etcd.Close()
 		return nil, nil, err

@@ -61,7 +61,19 @@ func queuesList(c *cli.Context) error {
 		}
 		rows = append(rows, []any{q.Queue, q.Pending, q.Delayed, q.Claimed, age(now, q.OldestPendingMS), paused, q.Malformed})
 	}
-	return table(c.App.Writer, "QUEUE\tPENDING\tDELAYED\tCLAIMED\tOLDEST PENDING\tPAUSED\tMALFORMED", rows)
+	if err := table(c.App.Writer, "QUEUE\tPENDING\tDELAYED\tCLAIMED\tOLDEST PENDING\tPAUSED\tMALFORMED", rows); err != nil {
+		return err
+	}
+	// The footer: etcd's database against its quota (--etcd-quota-bytes),
+	// which Submit's admission control holds.
+	adm := store.Config().Admission
+	size, err := adm.DBSize(c.Context)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(c.App.Writer, "etcd database: %s of its %s quota (%.0f%%); submits are refused past %.0f%%\n",
+		workqueue.FormatBytes(size), workqueue.FormatBytes(adm.Quota()), 100*float64(size)/float64(adm.Quota()), 100*workqueue.DefaultSubmitHighWater)
+	return err
 }
 
 func queuePause(c *cli.Context, pause bool) error {

@@ -37,7 +37,7 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.DurationFlag{Name: "socket-read-timeout", Value: server.DefaultReadTimeout, EnvVars: []string{"BATON_SOCKET_READ_TIMEOUT"}, Usage: "time a caller has to send one request, body included"},
 		&cli.DurationFlag{Name: "socket-idle-timeout", Value: server.DefaultIdleTimeout, EnvVars: []string{"BATON_SOCKET_IDLE_TIMEOUT"}, Usage: "a socket connection without calls in flight is closed after this long"},
 		&cli.StringFlag{Name: "socket-mode", Value: "0660", EnvVars: []string{"BATON_SOCKET_MODE"}, Usage: "file mode of the socket (octal)"},
-		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
+		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload in bytes (a result may have 4 KiB: it references the output by path or URI)"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by baton workers list; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
 		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics (/healthz and /readyz stay open for probes)"},
@@ -117,6 +117,7 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		AdminCert:      c.String("admin-cert"),
 		AdminKey:       c.String("admin-key"),
 		AdminClientCA:  c.String("admin-client-cacert"),
+		EtcdQuotaBytes: c.Int64("etcd-quota-bytes"),
 	}
 	return cfg, nil
 }

@@ -1,7 +1,6 @@
 package batoncli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -40,7 +39,15 @@ func submitCommand() *cli.Command {
 			"affinity key, so that tasks of one speaker prefer the worker whose GPU has that speaker's\n" +
 			"conditioning cached. A line without the field (or with null) has no affinity; a value that is\n" +
 			"not a string is a bad line. --require model=indextts2 (repeatable) sends every task of the file\n" +
-			"only to sidecars started with --label model=indextts2.",
+			"only to sidecars started with --label model=indextts2.\n\n" +
+			"Big files are fed: at most --max-pending of the file's tasks are unfinished (pending, delayed or\n" +
+			"claimed) at once; the rest are written, in line order, as tasks finish (followed with an etcd\n" +
+			"watch), with the progress, the unfinished count and an ETA on stderr. The command then runs until\n" +
+			"the last line is written. If it stops (Ctrl-C, kill -9, a lost connection), run it again with the\n" +
+			"same file and flags: it walks the file from the start, leaves the tasks that exist alone (their\n" +
+			"ids come from the lines) and goes on from where the file stands in etcd, with no duplicates.\n" +
+			"Do so within --retention of the sidecars (24h by default): a finished task removed after it\n" +
+			"would be written again.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: "default", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue to submit to"},
 			&cli.StringFlag{Name: "batch", Usage: "batch id to group the tasks under"},
@@ -55,6 +62,7 @@ func submitCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-txn-ops", Value: 128, Usage: "operations per etcd transaction; at most the server's --max-txn-ops"},
 			&cli.IntFlag{Name: "show-errors", Value: 20, Usage: "bad lines to print; the rest are counted"},
 			&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest payload in bytes"},
+			&cli.IntFlag{Name: "max-pending", Usage: "write a task only while fewer than this many of the file's tasks are unfinished, and the rest as tasks finish (default: a fifth of --etcd-quota-bytes at 1100 + 1.2 x the average payload bytes per task; 2 GiB and 250-byte lines: about 307,000)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -62,6 +70,9 @@ func submitCommand() *cli.Command {
 			}
 			if c.String("pin-config") != "" && c.String("batch") == "" {
 				return cli.Exit("submit: --pin-config needs --batch: the config is pinned to a batch", 2)
+			}
+			if c.Int("max-pending") < 0 {
+				return cli.Exit(fmt.Sprintf("submit: --max-pending %d: must be 1 or more (0: the default)", c.Int("max-pending")), 2)
 			}
 			if c.Int("show-errors") < 0 {
 				return cli.Exit(fmt.Sprintf("submit: --show-errors %d: must be 0 or more", c.Int("show-errors")), 2)
@@ -134,7 +145,11 @@ func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) err
 	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
 		return err
 	}
-	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{MaxTxnOps: c.Int("max-txn-ops"), PayloadLimit: c.Int("payload-limit")})
+	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: etcd.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: c.Int64("etcd-quota-bytes")})
+	if err != nil {
+		return err
+	}
+	store, err := workqueue.NewStore(etcd.KV, workqueue.Config{MaxTxnOps: c.Int("max-txn-ops"), PayloadLimit: c.Int("payload-limit"), Admission: adm})
 	if err != nil {
 		return err
 	}
@@ -162,22 +177,42 @@ func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) err
 	if err != nil {
 		return cli.Exit("submit: "+err.Error(), 1)
 	}
+	ctx, stop := signalContext(c.Context)
+	defer stop()
+	maxPending := c.Int("max-pending")
+	if maxPending == 0 {
+		maxPending = workqueue.DefaultMaxPending(adm.Quota(), int(fc.payloadBytes/int64(fc.tasks)))
+	}
+	bounded := 0 // no bound needed: the whole file fits
+	if fc.tasks > maxPending {
+		bounded = maxPending
+	}
+	feed, err := startFeeder(ctx, store, etcd.Watcher, bounded, c.App.ErrWriter, opts)
+	if err != nil {
+		return err
+	}
+	defer feed.stop()
 	bar := newProgress(c.App.ErrWriter, "submit", fc.tasks)
+	if bounded > 0 {
+		bar.pending, bar.every, bar.last = feed.pending, 10*time.Second, time.Now()
+		fmt.Fprintf(c.App.ErrWriter, "%s: %d tasks, fed with at most %d unfinished at once (--max-pending)\n", in.name, fc.tasks, bounded)
+	}
 	start := time.Now()
 	// One span for the file; its context is stored with every task, so each
 	// task's claim, worker and answer spans join this trace.
-	ctx, span := tp.Tracer(tracerName).Start(c.Context, "baton.submit", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+	ctx, span := tp.Tracer(tracerName).Start(ctx, "baton.submit", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 		workqueue.AttrTaskQueue.String(c.String("queue")),
 		workqueue.AttrBatch.String(c.String("batch")),
 		attribute.String("baton.submit.file", in.name),
 		attribute.Int("baton.submit.tasks", fc.tasks),
+		attribute.Int("baton.submit.max_pending", bounded),
 	))
 	traceparent := workqueue.FormatTraceparent(span.SpanContext())
 	var (
 		done, created, existing int
 		pin                     *workqueue.Pin
 	)
-	chunks := newTaskChunks(r, b, submitChunk)
+	chunks := newTaskChunks(r, b, min(submitChunk, maxPending))
 	for err == nil {
 		var specs []workqueue.Spec
 		if specs, err = chunks.next(); err != nil {
@@ -187,17 +222,12 @@ func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) err
 			specs[i].Traceparent = traceparent
 		}
 		base := done
-		progress := workqueue.WithProgress(func(n, _ int) { bar.set(base + n) })
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		var res workqueue.SubmitResult
-		res, err = store.Submit(cctx, specs, append(opts, progress)...)
-		cancel()
-		if err == nil {
-			n, e := res.Counts()
-			created, existing, done = created+n, existing+e, done+len(specs)
-			if pin == nil {
-				pin = res.Pin
-			}
+		var n, e int
+		var p *workqueue.Pin
+		n, e, p, err = feed.write(ctx, specs, func(n int) { bar.set(base + n) })
+		created, existing, done = created+n, existing+e, done+n+e
+		if pin == nil {
+			pin = p
 		}
 	}
 	if errors.Is(err, io.EOF) {
@@ -218,12 +248,19 @@ func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) err
 		if errors.As(err, &inv) && done == 0 {
 			return cli.Exit(err.Error(), 1)
 		}
-		return fmt.Errorf("submit %s: %w (the first %d of %d tasks were written or existed; they stay, and submitting again writes the rest)", in.name, err, done, fc.tasks)
+		return fmt.Errorf("submit %s: %w (the first %d of %d tasks were written or existed; they stay, and submitting the file again goes on from where it stands)", in.name, err, done, fc.tasks)
 	}
-	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s%s%s in %v\n",
-		in.name, fc.tasks, created, existing, c.String("queue"), batchNote(c.String("batch")), pinNote(pin),
+	fmt.Fprintf(c.App.Writer, "submitted %s: %d tasks, %d created, %d existing, queue %s%s%s%s%s%s in %v\n",
+		in.name, fc.tasks, created, existing, c.String("queue"), batchNote(c.String("batch")), feedNote(bounded), pinNote(pin),
 		affinityNote(c.String("affinity-field"), fc.withAffinity), requireNote(b.tmpl.Require), time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+func feedNote(maxPending int) string {
+	if maxPending == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", at most %d unfinished at once", maxPending)
 }
 
 func batchNote(b string) string {

@@ -48,9 +48,10 @@ func (b *specBuilder) build(rec jsonl.Record) (workqueue.Spec, error) {
 
 // fileCheck is what checking a file found.
 type fileCheck struct {
-	tasks        int // good lines
-	withAffinity int // good lines with an affinity key
-	bad          int // bad lines, every one counted
+	tasks        int   // good lines
+	payloadBytes int64 // of the good lines
+	withAffinity int   // good lines with an affinity key
+	bad          int   // bad lines, every one counted
 	shown        jsonl.Errors
 }
 
@@ -76,6 +77,7 @@ func checkFile(in *submitInput, b *specBuilder, show int) (fileCheck, error) {
 			}
 			if err == nil {
 				fc.tasks++
+				fc.payloadBytes += int64(len(sp.Payload))
 				if sp.Affinity != "" {
 					fc.withAffinity++
 				}
@@ -112,7 +114,7 @@ func (fc fileCheck) report() string {
 
 // taskChunks yields the tasks of a checked file in line order, at most
 // size at a time, reading the file again. Only the current chunk is in
-// memory. (Bounded feeding, issue 17, is to wait between chunks.)
+// memory.
 type taskChunks struct {
 	sc   *jsonl.Scanner
 	b    *specBuilder

@@ -25,9 +25,14 @@ type Config struct {
 	// ClientAddr is host:port to serve clients on. Default 127.0.0.1:0 (a
 	// free port).
 	ClientAddr string
-	// AutoCompactionRetention keeps this much history (periodic mode).
-	// Default 1h.
+	// AutoCompactionRetention keeps this much history (periodic mode:
+	// etcd compacts every retention period, or hourly past 1h). Default
+	// 10m: history is what a drain of a big batch writes on top of its
+	// pending tasks, and the quota must hold it (docs/operations.md).
 	AutoCompactionRetention time.Duration
+	// QuotaBackendBytes is etcd's --quota-backend-bytes. Default 0:
+	// etcd's default, 2 GiB.
+	QuotaBackendBytes int64
 	// LogFile receives etcd's own log; empty discards all but errors to
 	// stderr.
 	LogFile string
@@ -78,8 +83,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.AutoCompactionMode = "periodic"
 	ret := cfg.AutoCompactionRetention
 	if ret == 0 {
-		ret = time.Hour
+		ret = 10 * time.Minute
 	}
+	ec.QuotaBackendBytes = cfg.QuotaBackendBytes
 	ec.AutoCompactionRetention = ret.String()
 	if cfg.BcryptCost > 0 {
 		ec.BcryptCost = cfg.BcryptCost

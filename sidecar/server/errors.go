@@ -29,7 +29,10 @@ func toConnect(err error) error {
 	var inv *workqueue.InvalidError
 	var cinv *configdoc.InvalidError
 	var ce *connect.Error
+	var qe *workqueue.QuotaError
 	switch {
+	case errors.As(err, &qe):
+		return connect.NewError(connect.CodeResourceExhausted, qe)
 	case errors.As(err, &ce):
 		return ce
 	case errors.As(err, &inv), errors.As(err, &cinv):

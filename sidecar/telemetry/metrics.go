@@ -203,6 +203,11 @@ type SidecarStats struct {
 	AnswersRefused func() int64
 	// Malformed: ready entries skipped because they do not parse.
 	Malformed func() int64
+	// EtcdDBSize: etcd's database size in bytes (read at most every few
+	// seconds, plus the submits admitted since); EtcdQuota: the quota it
+	// is held against (--etcd-quota-bytes).
+	EtcdDBSize func() int64
+	EtcdQuota  func() int64
 }
 
 // Watch registers the metrics read from s at scrape time. Call it once per
@@ -235,6 +240,13 @@ func (m *Metrics) Watch(s SidecarStats) error {
 	count("baton_socket_connections_denied_total", "Connections to the sidecar's socket closed because their user (peer credentials) is not allowed by --allow-uid/--allow-gid.", s.ConnsDenied)
 	count("baton_socket_connections_refused_total", "Connections to the sidecar's socket closed at once because --max-connections were open.", s.ConnsRefused)
 	count("baton_scheduler_assigned_total", "Tasks this sidecar assigned to waiting workers as the scheduler.", s.Assigned)
+	gauge64 := func(name, help string, f func() int64) {
+		if f != nil {
+			cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return float64(f()) }))
+		}
+	}
+	gauge64("baton_etcd_db_size_bytes", "etcd's database size (the largest member's, as Status reports it, read at most every 5s), against which Submit's admission control holds the quota.", s.EtcdDBSize)
+	gauge64("baton_etcd_quota_bytes", "etcd's quota (--etcd-quota-bytes, the members' --quota-backend-bytes): Submit is refused past 80% of it.", s.EtcdQuota)
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			return err

@@ -69,8 +69,8 @@ func (s *Store) Complete(ctx context.Context, id string, token int64, st Status,
 	if len(result) == 0 {
 		result = json.RawMessage("{}")
 	}
-	if len(result) > s.cfg.PayloadLimit {
-		return invalid("result", "is %d bytes, over the limit of %d", len(result), s.cfg.PayloadLimit)
+	if len(result) > s.cfg.ResultLimit {
+		return invalid("result", "is %d bytes, over the limit of %d: write the output to a file or object storage and return its path or URI in the result", len(result), s.cfg.ResultLimit)
 	}
 	now := s.cfg.Now()
 	ops := finishOps(id, released(st, StateDone, now), now)

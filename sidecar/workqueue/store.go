@@ -37,11 +37,21 @@ func invalid(field string, format string, args ...any) error {
 	return &InvalidError{Field: field, Err: fmt.Errorf(format, args...)}
 }
 
+// DefaultResultLimit is the default Config.ResultLimit: a result is a
+// small JSON object (a path or URI of the output, its duration, a note),
+// never the output itself.
+const DefaultResultLimit = 4 << 10
+
 // Config holds the settings of the work queue. The zero value of each field
 // means its documented default.
 type Config struct {
-	// PayloadLimit is the largest payload or result, in bytes. Default 64 KiB.
+	// PayloadLimit is the largest payload, in bytes. Default 64 KiB.
 	PayloadLimit int
+	// ResultLimit is the largest result of Complete, in bytes (its JSON
+	// encoding). Default DefaultResultLimit (4 KiB): etcd holds
+	// coordination, not outputs; a worker writes its output to a file or
+	// object storage and returns its path or URI.
+	ResultLimit int
 	// MaxTxnOps is the most operations one etcd transaction may carry; it
 	// must not exceed the server's --max-txn-ops. Default 128.
 	MaxTxnOps int
@@ -101,11 +111,18 @@ type Config struct {
 	// with the term, which waits for them to return. The sidecar logs
 	// operator actions this way (audit.Follower).
 	SchedulerDuties []func(ctx context.Context)
+	// Admission, when set, refuses Submit with a *QuotaError while etcd's
+	// database is above the high-water mark of its quota (see
+	// admission.go). Default: none.
+	Admission *Admission
 }
 
 func (c Config) withDefaults() Config {
 	if c.PayloadLimit == 0 {
 		c.PayloadLimit = 64 << 10
+	}
+	if c.ResultLimit == 0 {
+		c.ResultLimit = DefaultResultLimit
 	}
 	if c.MaxTxnOps == 0 {
 		c.MaxTxnOps = 128
@@ -163,6 +180,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.PayloadLimit < 0:
 		return invalid("PayloadLimit", "must not be negative")
+	case c.ResultLimit < 0:
+		return invalid("ResultLimit", "must not be negative")
 	case c.MaxTxnOps < 0 || c.MaxTxnOps > 0 && c.MaxTxnOps < 8:
 		return invalid("MaxTxnOps", "must be at least 8")
 	case c.MaxTxnBytes < 0:

@@ -171,7 +171,8 @@ func (s *Store) Normalize(sp *Spec, field string) error {
 // submitting the same specs twice creates nothing new. Two specs with the
 // same id in one call are an error.
 //
-// Nothing is written when any spec is invalid. When etcd fails part way,
+// Nothing is written when any spec is invalid, or when Config.Admission
+// refuses the submit (a *QuotaError). When etcd fails part way,
 // the transactions already committed stay; submitting again completes the
 // rest.
 func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) (SubmitResult, error) {
@@ -192,6 +193,15 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 	res := SubmitResult{IDs: make([]string, len(specs)), Created: make([]bool, len(specs))}
 	for i := range specs {
 		res.IDs[i] = specs[i].ID
+	}
+	if a := s.cfg.Admission; a != nil {
+		var cost int64
+		for i := range specs {
+			cost += submitCost(&specs[i])
+		}
+		if err := a.admit(ctx, cost, s.PendingCount); err != nil {
+			return res, fmt.Errorf("submit: %w", err)
+		}
 	}
 	pins, err := s.batchPins(ctx, specs, o.pin)
 	if err != nil {

@@ -793,7 +793,9 @@ func (x *HeartbeatResponse) GetDeadline() *timestamppb.Timestamp {
 type CompleteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Claim string                 `protobuf:"bytes,1,opt,name=claim,proto3" json:"claim,omitempty"`
-	// The task's result, a JSON object.
+	// The task's result, a JSON object of at most 4 KiB (its JSON encoding):
+	// a reference to the output (a file path or object-storage URI), never the
+	// output itself. A bigger result is refused with INVALID_ARGUMENT.
 	Result        *structpb.Struct `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

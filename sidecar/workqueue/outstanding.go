@@ -1,0 +1,251 @@
+package workqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Outstanding follows a set of tasks until each is finished (DONE, DEAD,
+// CANCELLED, or removed): what bounded feeding (`baton submit
+// --max-pending`) counts. The set is the caller's: it Adds a task's id
+// before submitting it, and Settles the ids that already existed, whose
+// state it cannot know otherwise. Run follows the states with one watch on
+// the state prefix, from the revision given by Start, and drops each task
+// as it finishes.
+//
+// Len over-counts, never under-counts, the tasks of the set that etcd holds
+// unfinished: a finish is counted only once Run has seen it, and a task is
+// added before it is written. Compares on mod revisions keep an old event
+// seen late (after a Settle read a newer state) from dropping a task that
+// an operator's retry made pending again.
+//
+// If the watch is compacted (this process fell behind by more than etcd's
+// compaction interval), Run reads the states of the whole set again and
+// watches on from there. Memory is the set: about 100 bytes a task.
+type Outstanding struct {
+	kv       clientv3.KV
+	w        clientv3.Watcher
+	maxOps   int
+	startRev int64
+
+	mu sync.Mutex
+	// ids holds the tasks followed, with the mod revision of the latest
+	// state seen: inFlight while its submit is under way, 0 when it was
+	// created and no state has been seen. Written by Add, Created and
+	// Settle (the caller's goroutine) and by Run.
+	ids     map[string]int64
+	changed chan struct{} // receives (without blocking) after Run drops tasks
+	runErr  error         // why Run stopped; written by Run
+	stopped chan struct{} // closed when Run returns
+}
+
+// inFlight marks an id added for a submit that has not returned: a state
+// that is not there yet does not mean the task is gone.
+const inFlight = -1
+
+// StartOutstanding returns an empty set whose Run follows states from the
+// current revision: start Run before adding ids. Cancelling ctx abandons
+// the read of the revision.
+func (s *Store) StartOutstanding(ctx context.Context, w clientv3.Watcher) (*Outstanding, error) {
+	resp, err := s.kv.Get(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, err
+	}
+	return &Outstanding{kv: s.kv, w: w, maxOps: s.cfg.MaxTxnOps, startRev: resp.Header.Revision,
+		ids: map[string]int64{}, changed: make(chan struct{}, 1), stopped: make(chan struct{})}, nil
+}
+
+// Len returns how many tasks of the set are not known to be finished. Safe
+// for concurrent use.
+func (o *Outstanding) Len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.ids)
+}
+
+// Add puts ids into the set before they are submitted.
+func (o *Outstanding) Add(ids []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := o.ids[id]; !ok {
+			o.ids[id] = inFlight
+		}
+	}
+}
+
+// Created records that the submit of ids returned: their state is in etcd
+// (or was, if Run already dropped them).
+func (o *Outstanding) Created(ids []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range ids {
+		if r, ok := o.ids[id]; ok && r == inFlight {
+			o.ids[id] = 0
+		}
+	}
+}
+
+// Settle reads the states of ids (tasks that existed before their submit)
+// and drops those that are finished or removed. Cancelling ctx abandons
+// the reads.
+func (o *Outstanding) Settle(ctx context.Context, ids []string) error {
+	for i := 0; i < len(ids); i += o.maxOps {
+		part := ids[i:min(i+o.maxOps, len(ids))]
+		ops := make([]clientv3.Op, len(part))
+		for j, id := range part {
+			ops[j] = clientv3.OpGet(stateKey(id))
+		}
+		resp, err := o.kv.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return err
+		}
+		o.mu.Lock()
+		for j, r := range resp.Responses {
+			id := part[j]
+			known, ok := o.ids[id]
+			if !ok {
+				continue
+			}
+			kvs := r.GetResponseRange().Kvs
+			switch {
+			case len(kvs) == 0:
+				if known != inFlight {
+					delete(o.ids, id) // removed after its retention
+				}
+			case kvs[0].ModRevision > known:
+				o.apply(id, kvs[0])
+			}
+		}
+		o.mu.Unlock()
+		o.signal()
+	}
+	return nil
+}
+
+// apply records a state of id read or watched at its mod revision. Called
+// with mu held.
+func (o *Outstanding) apply(id string, kv *mvccpb.KeyValue) {
+	st, err := decodeStatus(kv.Value)
+	if err == nil && st.State.Finished() {
+		delete(o.ids, id)
+		return
+	}
+	o.ids[id] = kv.ModRevision
+}
+
+func (o *Outstanding) signal() {
+	select {
+	case o.changed <- struct{}{}:
+	default:
+	}
+}
+
+// WaitBelow blocks until at most n tasks of the set are unfinished, ctx
+// ends, or Run has stopped.
+func (o *Outstanding) WaitBelow(ctx context.Context, n int) error {
+	for {
+		if o.Len() <= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-o.stopped:
+			if o.Len() <= n {
+				return nil
+			}
+			return o.runErr
+		case <-o.changed:
+		}
+	}
+}
+
+// Run follows the states of the set until ctx ends; it returns ctx's
+// error, or the error that stopped it (then WaitBelow returns it too). Run
+// it once, in its own goroutine, owned by the caller of StartOutstanding.
+func (o *Outstanding) Run(ctx context.Context) error {
+	err := o.run(ctx)
+	o.mu.Lock()
+	o.runErr = err
+	o.mu.Unlock()
+	close(o.stopped)
+	return err
+}
+
+func (o *Outstanding) run(ctx context.Context) error {
+	rev := o.startRev
+	for {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		werr := o.follow(wctx, rev)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// Compacted (rpctypes.ErrCompacted: this process fell behind), or
+		// the watch ended (errWatchClosed, the leader lost): read every
+		// state again, then watch from that read. If etcd cannot answer
+		// the reads, Run stops, and the submit with it.
+		var err error
+		if rev, err = o.resync(ctx); err != nil {
+			return fmt.Errorf("reading the states again after the watch ended (%v): %w", werr, err)
+		}
+	}
+}
+
+var errWatchClosed = errors.New("watch closed")
+
+// follow applies the state events after rev until the watch fails.
+func (o *Outstanding) follow(ctx context.Context, rev int64) error {
+	for resp := range o.w.Watch(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		dropped := false
+		o.mu.Lock()
+		for _, ev := range resp.Events {
+			id := strings.TrimPrefix(string(ev.Kv.Key), prefixState)
+			known, ok := o.ids[id]
+			if !ok || ev.Kv.ModRevision <= known {
+				continue
+			}
+			if ev.Type == clientv3.EventTypeDelete {
+				delete(o.ids, id)
+			} else {
+				o.apply(id, ev.Kv)
+			}
+			if _, still := o.ids[id]; !still {
+				dropped = true
+			}
+		}
+		o.mu.Unlock()
+		if dropped {
+			o.signal()
+		}
+	}
+	return errWatchClosed
+}
+
+// resync reads the states of the whole set and returns the revision they
+// were read at (the oldest of the reads).
+func (o *Outstanding) resync(ctx context.Context) (int64, error) {
+	o.mu.Lock()
+	ids := make([]string, 0, len(o.ids))
+	for id := range o.ids {
+		ids = append(ids, id)
+	}
+	o.mu.Unlock()
+	resp, err := o.kv.Get(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	// Reads at or after resp's revision: watching from it again re-applies
+	// what they saw, which the mod-revision compare ignores.
+	return resp.Header.Revision, o.Settle(ctx, ids)
+}
