@@ -10,6 +10,7 @@ import (
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/telemetry"
+	"github.com/batonhq/baton/sidecar/ui"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 )
@@ -22,7 +23,7 @@ const (
 )
 
 // sidecarFlags are shared by `baton sidecar` and `baton dev`.
-func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
+func sidecarFlags(defaultSocket, defaultAdmin string, defaultUI bool) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
 		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves (repeatable, at most 16; default \"default\"): workers' Next takes only from these, and from all of them when it names none"},
@@ -46,6 +47,8 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.StringFlag{Name: "admin-client-cacert", EnvVars: []string{"BATON_ADMIN_CLIENT_CACERT"}, Usage: "with --admin-cert: /metrics requires a client certificate signed by a CA in this file (re-read when it changes); /healthz and /readyz stay open for probes"},
 		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
 			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
+		&cli.BoolFlag{Name: "ui", Value: defaultUI, EnvVars: []string{"BATON_UI"}, Usage: "serve the operator's web page on the admin server at /ui/ (batches, tasks, queues, workers, locks, config, audit; live updates); behind --admin-token-file when set"},
+		&cli.StringFlag{Name: "ui-actions", Value: ui.ActionsAuto, EnvVars: []string{"BATON_UI_ACTIONS"}, Usage: "whether the web page may retry, cancel, pause and resume: auto (only when --admin-addr is a loopback address), on or off"},
 	}
 }
 
@@ -117,6 +120,8 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		AdminCert:      c.String("admin-cert"),
 		AdminKey:       c.String("admin-key"),
 		AdminClientCA:  c.String("admin-client-cacert"),
+		UI:             c.Bool("ui"),
+		UIActions:      c.String("ui-actions"),
 	}
 	return cfg, nil
 }
@@ -142,7 +147,7 @@ func sidecarCommand() *cli.Command {
 			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).\n" +
 			"Workers on the socket take tasks only from the --queue values and submit only to the --submit-queue\n" +
 			"values (default: the --queue values); any other queue is refused with PERMISSION_DENIED (docs/security.md).",
-		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr),
+		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr, false),
 		Action: func(c *cli.Context) error {
 			cfg, err := sidecarConfig(c)
 			if err != nil {
