@@ -9,7 +9,9 @@ LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 10m
 PYTHON ?= python3
 
-.PHONY: help build demo test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py fuzz
+# `make screenshots` redraws docs/ui/*.png: the browser test against a real
+# sidecar, saving each view it shows.
+.PHONY: help build demo screenshots test test-go test-py lint lint-py generate check-generated clean chaos bench deps-py fuzz
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,6 +21,10 @@ build: ## build bin/baton
 
 demo: build ## the whole loop: baton dev, a second sidecar, two TTS workers, sample.jsonl -> out/demo/*.wav
 	$(PYTHON) examples/python-worker/demo.py --baton $(BIN)
+
+screenshots: ## redraw docs/ui/*.png (the web page's browser test, in headless Chromium)
+	mkdir -p docs/ui
+	BATON_UI_SCREENSHOTS=$(CURDIR)/docs/ui BATON_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -run '^TestBrowser$$' ./sidecar/ui
 
 generate: ## regenerate gen/ from proto/ (buf, protoc-gen-go, protoc-gen-connect-go)
 	$(TOOL) buf generate
