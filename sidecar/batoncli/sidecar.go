@@ -41,7 +41,7 @@ func sidecarFlags(defaultSocket, defaultAdmin string, defaultUI bool) []cli.Flag
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload or result in bytes"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by baton workers list; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
-		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics (/healthz and /readyz stay open for probes)"},
+		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics and on the web page (--ui; a browser logs in with it once); /healthz and /readyz stay open for probes"},
 		&cli.StringFlag{Name: "admin-cert", EnvVars: []string{"BATON_ADMIN_CERT"}, Usage: "serve the admin server over HTTPS with this certificate file (PEM; re-read when it changes, so a rotated certificate needs no restart); needs --admin-key"},
 		&cli.StringFlag{Name: "admin-key", EnvVars: []string{"BATON_ADMIN_KEY"}, Usage: "private key file of --admin-cert"},
 		&cli.StringFlag{Name: "admin-client-cacert", EnvVars: []string{"BATON_ADMIN_CLIENT_CACERT"}, Usage: "with --admin-cert: /metrics requires a client certificate signed by a CA in this file (re-read when it changes); /healthz and /readyz stay open for probes"},
@@ -144,7 +144,8 @@ func sidecarCommand() *cli.Command {
 		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--submit-queue Q3] [--ttl 10s] [--admin-addr 127.0.0.1:9464]",
 		Description: "Traces go to an OpenTelemetry collector when the standard OTEL_* variables say so\n" +
 			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf, OTEL_TRACES_SAMPLER, ...);\n" +
-			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).\n" +
+			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md); --ui adds\n" +
+			"the operator's web page at /ui/ there (docs/ui.md).\n" +
 			"Workers on the socket take tasks only from the --queue values and submit only to the --submit-queue\n" +
 			"values (default: the --queue values); any other queue is refused with PERMISSION_DENIED (docs/security.md).",
 		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr, false),

@@ -67,6 +67,7 @@ type AdminConfig struct {
 //	/healthz  200 "ok" while the process serves HTTP (liveness)
 //	/readyz   200 when every Ready check passes, else 503; the body has
 //	          one line per check ("[+]etcd ok", "[-]lease failed: ...")
+//	/ui/      the operator's web page, when AdminConfig.UI is set
 //
 // It runs one goroutine between Start and Stop.
 type Admin struct {
