@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -15,6 +16,7 @@ import (
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -150,10 +152,12 @@ func (h *hub) close() {
 	}
 }
 
-// follow watches one prefix and marks its topics, until ctx ends. After a
-// failed watch it watches again from the current revision a second later
-// and marks the prefix's topics, since changes may have been missed.
-func (u *UI) follow(ctx context.Context, prefix string) {
+// follow watches one prefix from revision rev+1 (from now when rev is 0)
+// and marks its topics, until ctx ends. A failed watch is watched again a
+// second later from the revision after the last one it delivered, so no
+// change is missed; after a compaction it watches from now and marks the
+// prefix's topics, since changes may have been missed.
+func (u *UI) follow(ctx context.Context, prefix string, rev int64) {
 	retry := time.NewTimer(0)
 	defer retry.Stop()
 	for {
@@ -162,20 +166,30 @@ func (u *UI) follow(ctx context.Context, prefix string) {
 			return
 		case <-retry.C:
 		}
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev+1))
+		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range u.cfg.Watcher.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()) {
-			if resp.Err() != nil {
+		for resp := range u.cfg.Watcher.Watch(wctx, prefix, opts...) {
+			if err := resp.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					rev = 0
+					u.hub.mark(topicOf(prefix, prefix)...)
+				}
 				break
 			}
 			for _, ev := range resp.Events {
 				u.hub.mark(topicOf(prefix, string(ev.Kv.Key))...)
+			}
+			if resp.Header.Revision > rev {
+				rev = resp.Header.Revision
 			}
 		}
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		u.hub.mark(topicOf(prefix, prefix)...)
 		retry.Reset(time.Second)
 	}
 }

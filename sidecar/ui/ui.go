@@ -164,12 +164,20 @@ func (u *UI) Handler() http.Handler {
 // and sends live updates until ctx ends; then it ends every live-update
 // stream and returns once its goroutines have.
 func (u *UI) Run(ctx context.Context) {
+	// The watches start from one revision read now, so that a change
+	// made after Run began is not missed while they are being set up.
+	var rev int64
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if resp, err := u.cfg.KV.Get(gctx, configdoc.Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+		rev = resp.Header.Revision
+	}
+	cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); u.tally.Run(ctx) }()
 	for _, p := range watchedPrefixes {
 		wg.Add(1)
-		go func() { defer wg.Done(); u.follow(ctx, p) }()
+		go func() { defer wg.Done(); u.follow(ctx, p, rev) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); u.flushLoop(ctx) }()
