@@ -512,7 +512,11 @@ func TestEventsEndWithRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); u.Run(ctx) }()
-	resp, err := srv.Client().Get(srv.URL + "/ui/api/events")
+	// The request's deadline only bounds a failing test.
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	req, _ := http.NewRequestWithContext(rctx, "GET", srv.URL+"/ui/api/events", nil)
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -526,7 +530,7 @@ func TestEventsEndWithRun(t *testing.T) {
 	// Stopping Run ends the stream: the handler returns (goleak in
 	// TestMain would catch one that did not).
 	if _, err := io.Copy(io.Discard, br); err != nil {
-		t.Fatalf("stream after stop: %v", err)
+		t.Fatalf("the stream did not end when Run stopped: %v", err)
 	}
 	r, err := srv.Client().Get(srv.URL + "/ui/api/events")
 	if err != nil {
