@@ -35,7 +35,7 @@ $(PROMTOOL):
 .DEFAULT_GOAL := help
 tools: $(HELM) $(PROMTOOL) ## build the pinned helm and promtool into bin/tools (once)
 
-.PHONY: help build demo test test-go test-py test-deploy test-lanes lane-tools lane-checks lint lint-py generate check-generated clean chaos bench deps-py fuzz tools
+.PHONY: help build demo screenshots test test-go test-py test-deploy test-lanes lane-tools lane-checks lint lint-py generate check-generated clean chaos bench deps-py fuzz tools
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,12 @@ build: ## build bin/baton
 
 demo: build ## the whole loop: baton dev, a second sidecar, two TTS workers, sample.jsonl -> out/demo/*.wav
 	$(PYTHON) examples/python-worker/demo.py --baton $(BIN)
+
+# `make screenshots` redraws docs/ui/*.png: the browser test against a real
+# sidecar, saving each view it shows.
+screenshots: ## redraw docs/ui/*.png (the web page's browser test, in headless Chromium)
+	mkdir -p docs/ui
+	BATON_UI_SCREENSHOTS=$(CURDIR)/docs/ui BATON_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -run '^TestBrowser$$' ./sidecar/ui
 
 generate: ## regenerate gen/ from proto/ (buf, protoc-gen-go, protoc-gen-connect-go)
 	$(TOOL) buf generate

@@ -27,6 +27,7 @@ import (
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/telemetry"
+	"github.com/batonhq/baton/sidecar/ui"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/propagation"
@@ -110,6 +111,13 @@ type Config struct {
 	// (telemetry.AdminConfig.CertFile). AdminClientCA makes /metrics
 	// require a client certificate of these CAs.
 	AdminCert, AdminKey, AdminClientCA string
+	// UI serves the operator's web page at /ui/ on the admin server
+	// (package ui). Needs AdminAddr.
+	UI bool
+	// UIActions says whether the page may retry, cancel, pause and
+	// resume: ui.ActionsAuto (default: only when AdminAddr is a loopback
+	// address), ui.ActionsOn or ui.ActionsOff.
+	UIActions string
 	// TracerProvider makes the sidecar's spans: one per socket call
 	// (otelconnect), the claim, answer and requeue spans of tasks. Default:
 	// a no-op provider. telemetry.NewTracerProvider builds one from the
@@ -225,6 +233,11 @@ func (c *Config) Validate() error {
 		return errors.New("admin-client-cacert: needs --admin-cert and --admin-key (client certificates are checked over TLS only)")
 	case c.AdminCert != "" && c.AdminAddr == "":
 		return errors.New("admin-cert: the admin server is off (--admin-addr is empty)")
+	case c.UI && c.AdminAddr == "":
+		return errors.New("ui: the page is served by the admin server, which is off (--admin-addr is empty)")
+	}
+	if _, _, err := ui.ActionsFor(c.UIActions, c.AdminAddr); c.UI && err != nil {
+		return err
 	}
 	return c.Queue.Validate()
 }
@@ -338,14 +351,26 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	var draining, serving atomic.Bool
 	probe := probes{cli: cli, lease: lease, socket: cfg.Socket, draining: &draining, serving: &serving}
 	if cfg.AdminAddr != "" {
-		admin := telemetry.NewAdmin(telemetry.AdminConfig{
+		var page *ui.UI
+		if cfg.UI {
+			if page, err = newUI(cfg, cli, store); err != nil {
+				return err
+			}
+		}
+		acfg := telemetry.AdminConfig{
 			Addr:     cfg.AdminAddr,
 			Gatherer: m.Registry(),
 			Ready:    probe.checks(),
 			Logger:   log,
 			Token:    cfg.AdminToken,
 			CertFile: cfg.AdminCert, KeyFile: cfg.AdminKey, ClientCAFile: cfg.AdminClientCA,
-		})
+		}
+		paths := "/metrics /healthz /readyz"
+		if page != nil {
+			acfg.UI = page.Handler()
+			paths += " /ui/"
+		}
+		admin := telemetry.NewAdmin(acfg)
 		if err := admin.Start(); err != nil {
 			return err
 		}
@@ -354,10 +379,18 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			defer cancel()
 			_ = admin.Stop(ctx)
 		}()
+		if page != nil {
+			// Stopped before the admin server, so that the page's
+			// live-update streams end and do not hold its shutdown.
+			uiCtx, stopUI := context.WithCancel(context.Background())
+			uiDone := make(chan struct{})
+			go func() { defer close(uiDone); page.Run(uiCtx) }()
+			defer func() { stopUI(); <-uiDone }()
+		}
 		s.mu.Lock()
 		s.adminAddr = admin.Addr()
 		s.mu.Unlock()
-		log.Info("admin serving", "addr", admin.Addr().String(), "tls", cfg.AdminCert != "", "paths", "/metrics /healthz /readyz")
+		log.Info("admin serving", "addr", admin.Addr().String(), "tls", cfg.AdminCert != "", "paths", paths)
 	}
 
 	leaseCtx, stopLease := context.WithCancel(context.Background())
@@ -511,4 +544,19 @@ func peerPolicy(cfg Config, gid int) *server.PeerPolicy {
 		p.GIDs = []uint32{uint32(gid)}
 	}
 	return p
+}
+
+// newUI builds the operator's web page of the sidecar (Config.UI).
+func newUI(cfg Config, cli *clientv3.Client, store *workqueue.Store) (*ui.UI, error) {
+	actions, why, err := ui.ActionsFor(cfg.UIActions, cfg.AdminAddr)
+	if err != nil {
+		return nil, err
+	}
+	return ui.New(ui.Config{
+		KV: cli.KV, Watcher: cli.Watcher, Queue: store,
+		Configs: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}),
+		Actions: actions, ActionsOff: why, Token: cfg.AdminToken,
+		Actor:  audit.LocalActor(cfg.Etcd.Username),
+		Logger: cfg.Logger,
+	})
 }

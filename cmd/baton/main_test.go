@@ -135,6 +135,20 @@ func TestDevAndSubmit(t *testing.T) {
 	if !strings.HasPrefix(admin, "http://127.0.0.1:") {
 		t.Fatalf("admin line %q", adminLine)
 	}
+	// ...and the web page, on by default in baton dev.
+	webLine := out.waitFor(t, "web:", 5*time.Second)
+	if web := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(webLine), "web:")); web != admin+"/ui/" {
+		t.Fatalf("web line %q, want %s/ui/", webLine, admin)
+	}
+	if resp, err := http.Get(admin + "/ui/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s/ui/: %v %v", admin, resp, err)
+	} else {
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(page), `<script src="app.js"`) {
+			t.Fatalf("the web page: %.200s", page)
+		}
+	}
 
 	// Regression (hardening issue, item 5): baton dev's etcd was open to
 	// every local user. Its authentication is on: a client without the

@@ -57,6 +57,10 @@ type Actor struct {
 	// EtcdUser is the etcd user the client logged in as; empty without
 	// etcd authentication.
 	EtcdUser string `json:"etcd_user,omitempty"`
+	// Via says how the action came when not from the baton CLI: "web
+	// page from ADDR" for the operator page (package ui), whose actions
+	// run in the sidecar's process and so carry its user, host and pid.
+	Via string `json:"via,omitempty"`
 }
 
 // LocalActor is this process: its OS user, host and pid, and the given
@@ -95,7 +99,7 @@ func (r Record) Time() time.Time { return time.UnixMilli(r.TimeMS) }
 // LogArgs are the record's slog attributes.
 func (r Record) LogArgs() []any {
 	return []any{"action", string(r.Action), "object", r.Object, "detail", r.Detail,
-		"uid", r.UID, "user", r.User, "host", r.Host, "pid", r.PID, "etcd_user", r.EtcdUser,
+		"uid", r.UID, "user", r.User, "host", r.Host, "pid", r.PID, "etcd_user", r.EtcdUser, "via", r.Via,
 		"at", r.Time().UTC(), "revision", r.Revision}
 }
 

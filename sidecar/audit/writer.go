@@ -61,7 +61,7 @@ func NewWriter(kv clientv3.KV, cfg WriterConfig) (*Writer, error) {
 		cfg.Now = time.Now
 	}
 	a := &cfg.Actor
-	a.User, a.Host, a.EtcdUser = clip(a.User), clip(a.Host), clip(a.EtcdUser)
+	a.User, a.Host, a.EtcdUser, a.Via = clip(a.User), clip(a.Host), clip(a.EtcdUser), clip(a.Via)
 	return &Writer{kv: kv, cfg: cfg}, nil
 }
 

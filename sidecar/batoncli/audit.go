@@ -2,6 +2,7 @@ package batoncli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/batonhq/baton/sidecar/audit"
@@ -54,8 +55,12 @@ func auditList(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 	}
 	rows := make([][]any, 0, len(recs))
 	for _, r := range recs {
+		detail := r.Detail
+		if r.Via != "" {
+			detail = strings.TrimSpace(detail + " (via " + r.Via + ")")
+		}
 		rows = append(rows, []any{r.Time().UTC().Format(time.RFC3339), r.Action, r.Object, fmt.Sprintf("%s(%d)", orDash(r.User), r.UID),
-			fmt.Sprintf("%s:%d", orDash(r.Host), r.PID), orDash(r.EtcdUser), r.Revision, orDash(r.Detail)})
+			fmt.Sprintf("%s:%d", orDash(r.Host), r.PID), orDash(r.EtcdUser), r.Revision, orDash(safe(detail))})
 	}
 	return table(c.App.Writer, "TIME\tACTION\tOBJECT\tUSER(UID)\tHOST:PID\tETCD USER\tREVISION\tDETAIL", rows)
 }

@@ -22,14 +22,14 @@ func devCommand() *cli.Command {
 	flags := append([]cli.Flag{
 		&cli.StringFlag{Name: "data-dir", Value: ".baton", EnvVars: []string{"BATON_DATA_DIR"}, Usage: "where the embedded etcd keeps its data"},
 		&cli.StringFlag{Name: "etcd-listen", Value: "127.0.0.1:2379", EnvVars: []string{"BATON_ETCD_LISTEN"}, Usage: "address the embedded etcd serves clients on"},
-	}, sidecarFlags("", DefaultDevAdminAddr)...)
+	}, sidecarFlags("", DefaultDevAdminAddr, true)...)
 	return &cli.Command{
 		Name:  "dev",
 		Usage: "run an embedded single-member etcd and one sidecar, for a laptop",
 		Description: "Starts etcd inside the process (data under --data-dir, auto-compaction on) and a sidecar on\n" +
 			"--socket (default DATA-DIR/baton.sock). Other sidecars and the CLI reach the etcd at\n" +
 			"--etcd-listen. Metrics and health on --admin-addr (default 127.0.0.1:9465, one above `baton sidecar`'s,\n" +
-			"so both run on one machine). Traces follow the OTEL_* variables. Stops cleanly on SIGINT or SIGTERM.",
+			"so both run on one machine), and the operator's web page at /ui/ there (--ui=false turns it off). Traces follow the OTEL_* variables. Stops cleanly on SIGINT or SIGTERM.",
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			dir := c.String("data-dir")
@@ -99,6 +99,9 @@ func devCommand() *cli.Command {
 						scheme = "https://"
 					}
 					admin = scheme + a.String() + " (/metrics /healthz /readyz)"
+					if cfg.UI {
+						admin += "\n  web:    " + scheme + a.String() + "/ui/"
+					}
 				}
 				fmt.Fprintf(c.App.Writer, "baton dev ready\n  socket: %s\n  etcd:   %s (user root, password in %s)\n  queues: %v (workers submit to: %v)\n  admin:  %s\nexport BATON_SOCKET=%s BATON_ENDPOINTS=%s BATON_ETCD_PASSWORD_FILE=%s\n",
 					cfg.Socket, etcd.Endpoint(), pwFile, cfg.Queues, submitQueues(cfg), admin, cfg.Socket, etcd.Endpoint(), pwFile)

@@ -24,6 +24,8 @@ func TestMisconfigurationIsRefused(t *testing.T) {
 		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-key", "/etc/baton/tls.key"}, "admin-cert, admin-key: give both"},
 		{"ok", []string{"dev", "--data-dir", filepath.Dir(sock), "--socket", sock, "--admin-client-cacert", "/etc/baton/ca.pem"}, "admin-client-cacert: needs --admin-cert"},
 		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-addr", "", "--admin-cert", "c", "--admin-key", "k"}, "admin-cert: the admin server is off"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--admin-addr", "", "--ui"}, "ui: the page is served by the admin server, which is off"},
+		{"ok", []string{"sidecar", "--socket", sock, "--queue", "tts", "--ui", "--ui-actions", "yes"}, `ui-actions: "yes" is not auto, on or off`},
 	}
 	for _, c := range cases {
 		_, errOut, code := run(t, c.ns, c.args...)

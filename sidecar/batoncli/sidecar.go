@@ -10,6 +10,7 @@ import (
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/telemetry"
+	"github.com/batonhq/baton/sidecar/ui"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 )
@@ -22,7 +23,7 @@ const (
 )
 
 // sidecarFlags are shared by `baton sidecar` and `baton dev`.
-func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
+func sidecarFlags(defaultSocket, defaultAdmin string, defaultUI bool) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "socket", Value: defaultSocket, EnvVars: []string{"BATON_SOCKET"}, Usage: "Unix socket to serve workers on"},
 		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves (repeatable, at most 16; default \"default\"): workers' Next takes only from these, and from all of them when it names none"},
@@ -40,12 +41,14 @@ func sidecarFlags(defaultSocket, defaultAdmin string) []cli.Flag {
 		&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest task payload in bytes (a result may have 4 KiB: it references the output by path or URI)"},
 		&cli.StringSliceFlag{Name: "label", EnvVars: []string{"BATON_LABEL"}, Usage: "KEY=VALUE (repeatable), e.g. model=indextts2: shown by baton workers list; a task submitted with --require goes only to sidecars with all its labels"},
 		&cli.DurationFlag{Name: "retention", Value: 24 * 3600e9, EnvVars: []string{"BATON_RETENTION"}, Usage: "how long finished tasks are kept"},
-		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics (/healthz and /readyz stay open for probes)"},
+		&cli.StringFlag{Name: "admin-token-file", EnvVars: []string{"BATON_ADMIN_TOKEN_FILE"}, Usage: "require the token in this file as a bearer token on the admin server's /metrics and on the web page (--ui; a browser logs in with it once); /healthz and /readyz stay open for probes"},
 		&cli.StringFlag{Name: "admin-cert", EnvVars: []string{"BATON_ADMIN_CERT"}, Usage: "serve the admin server over HTTPS with this certificate file (PEM; re-read when it changes, so a rotated certificate needs no restart); needs --admin-key"},
 		&cli.StringFlag{Name: "admin-key", EnvVars: []string{"BATON_ADMIN_KEY"}, Usage: "private key file of --admin-cert"},
 		&cli.StringFlag{Name: "admin-client-cacert", EnvVars: []string{"BATON_ADMIN_CLIENT_CACERT"}, Usage: "with --admin-cert: /metrics requires a client certificate signed by a CA in this file (re-read when it changes); /healthz and /readyz stay open for probes"},
 		&cli.StringFlag{Name: "admin-addr", Value: defaultAdmin, EnvVars: []string{"BATON_ADMIN_ADDR"},
 			Usage: "host:port of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz; empty turns it off"},
+		&cli.BoolFlag{Name: "ui", Value: defaultUI, EnvVars: []string{"BATON_UI"}, Usage: "serve the operator's web page on the admin server at /ui/ (batches, tasks, queues, workers, locks, config, audit; live updates); behind --admin-token-file when set"},
+		&cli.StringFlag{Name: "ui-actions", Value: ui.ActionsAuto, EnvVars: []string{"BATON_UI_ACTIONS"}, Usage: "whether the web page may retry, cancel, pause and resume: auto (only when --admin-addr is a loopback address), on or off"},
 	}
 }
 
@@ -118,6 +121,8 @@ func sidecarConfig(c *cli.Context) (sidecar.Config, error) {
 		AdminKey:       c.String("admin-key"),
 		AdminClientCA:  c.String("admin-client-cacert"),
 		EtcdQuotaBytes: c.Int64("etcd-quota-bytes"),
+		UI:             c.Bool("ui"),
+		UIActions:      c.String("ui-actions"),
 	}
 	return cfg, nil
 }
@@ -140,10 +145,11 @@ func sidecarCommand() *cli.Command {
 		UsageText: "baton sidecar --endpoints HOST:PORT --socket PATH --queue Q [--queue Q2] [--submit-queue Q3] [--ttl 10s] [--admin-addr 127.0.0.1:9464]",
 		Description: "Traces go to an OpenTelemetry collector when the standard OTEL_* variables say so\n" +
 			"(OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL grpc or http/protobuf, OTEL_TRACES_SAMPLER, ...);\n" +
-			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md).\n" +
+			"without them nothing is traced. Metrics and health: --admin-addr (see docs/observability.md); --ui adds\n" +
+			"the operator's web page at /ui/ there (docs/ui.md).\n" +
 			"Workers on the socket take tasks only from the --queue values and submit only to the --submit-queue\n" +
 			"values (default: the --queue values); any other queue is refused with PERMISSION_DENIED (docs/security.md).",
-		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr),
+		Flags: sidecarFlags("/run/baton/baton.sock", DefaultAdminAddr, false),
 		Action: func(c *cli.Context) error {
 			cfg, err := sidecarConfig(c)
 			if err != nil {

@@ -15,9 +15,13 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// Prefix holds the current version of each document (config/<name>),
+// for watchers.
+const Prefix = "config/"
+
 // Key prefixes, relative to the deployment's namespace.
 const (
-	prefixConfig  = "config/"
+	prefixConfig  = Prefix
 	prefixHistory = "confighist/"
 	prefixSchema  = "configschema/"
 )

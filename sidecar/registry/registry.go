@@ -28,7 +28,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const prefix = "workers/"
+const prefix = Prefix
+
+// Prefix holds the registry entries (workers/<worker id>), for watchers.
+const Prefix = "workers/"
 
 // Entry is one registered sidecar.
 type Entry struct {

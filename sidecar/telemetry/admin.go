@@ -53,6 +53,11 @@ type AdminConfig struct {
 	// one (kubelet probes present none); a certificate that is presented
 	// and not signed by these CAs fails the handshake.
 	ClientCAFile string
+	// UI, when set, is served at /ui/ (the operator's web page, package
+	// ui; /ui redirects there). It checks the token itself (a browser
+	// sends it as a session cookie); with ClientCAFile it needs the client
+	// certificate like /metrics.
+	UI http.Handler
 }
 
 // Admin is the sidecar's admin HTTP server (HTTPS with
@@ -62,6 +67,7 @@ type AdminConfig struct {
 //	/healthz  200 "ok" while the process serves HTTP (liveness)
 //	/readyz   200 when every Ready check passes, else 503; the body has
 //	          one line per check ("[+]etcd ok", "[-]lease failed: ...")
+//	/ui/      the operator's web page, when AdminConfig.UI is set
 //
 // It runs one goroutine between Start and Stop.
 type Admin struct {
@@ -98,6 +104,10 @@ func (a *Admin) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
+	if a.cfg.UI != nil {
+		mux.Handle("/ui/", a.certGuard(a.cfg.UI))
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	return mux
 }
 
@@ -218,6 +228,20 @@ func (a *Admin) tlsConfig() (*tls.Config, error) {
 type slogPrinter struct{ l *slog.Logger }
 
 func (p slogPrinter) Println(v ...any) { p.l.Error("serving metrics failed", "err", fmt.Sprint(v...)) }
+
+// certGuard requires on h the client certificate, when configured.
+func (a *Admin) certGuard(h http.Handler) http.Handler {
+	if a.cfg.ClientCAFile == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a client certificate is required (--admin-client-cacert)", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // guard requires on h the client certificate and the bearer token, each
 // when configured.

@@ -25,7 +25,7 @@ var (
 )
 
 // testEndpoint starts one embedded etcd for the package's tests.
-func testEndpoint(t *testing.T) string {
+func testEndpoint(t testing.TB) string {
 	t.Helper()
 	etcdOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
