@@ -16,7 +16,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -93,7 +93,7 @@ func codeOf(err error) connect.Code {
 // lockWaiters returns how many keys (holder and waiters) lock name has.
 func lockWaiters(t *testing.T, cli *clientv3.Client, name string) int {
 	t.Helper()
-	resp, err := cli.Get(context.Background(), coord.PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := cli.Get(context.Background(), namedlock.PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestLocksListCLI(t *testing.T) {
 	go func() { _, err := lock(sc.Client, "batch", waiter, time.Minute); waitDone <- err }()
 	waitFor(t, 10*time.Second, "waiter queued", func() bool { return lockWaiters(t, cli, "batch") == 2 })
 
-	var locks []coord.LockInfo
+	var locks []namedlock.LockInfo
 	opsCLIJSON(t, ns, &locks, "locks", "list")
 	if len(locks) != 1 || locks[0].Name != "batch" || locks[0].Holder.Token != tok || len(locks[0].Waiters) != 1 {
 		t.Fatalf("locks list = %+v", locks)
@@ -479,7 +479,7 @@ func TestLockInteropWithEtcdMutex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer es.Close()
-	m := concurrency.NewMutex(es, coord.PrefixLocks+"batch")
+	m := concurrency.NewMutex(es, namedlock.PrefixLocks+"batch")
 	if err := m.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -515,11 +515,11 @@ func TestLockConcurrentFirstLocksShareALease(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	locks, err := coord.ListLocks(context.Background(), cli.KV)
+	locks, err := namedlock.ListLocks(context.Background(), cli.KV)
 	if err != nil {
 		t.Fatal(err)
 	}
-	owners, err := cli.Get(context.Background(), coord.PrefixLockOwners, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	owners, err := cli.Get(context.Background(), namedlock.PrefixLockOwners, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -228,7 +228,7 @@ func validateRequest(store *workqueue.Store, m proto.Message) error {
 	case *batonv1.HeartbeatRequest:
 		return progressArg(m.GetProgress())
 	case *batonv1.LockRequest:
-		if err := coord.ValidateLockName(m.GetName()); err != nil {
+		if err := namedlock.ValidateLockName(m.GetName()); err != nil {
 			return invalidArg("name", err.Error())
 		}
 		_, err := lockWait(m.GetWait())
