@@ -14,6 +14,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,7 +27,7 @@ import (
 var fuzzNow = time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
 
 func fuzzStore(f *testing.F) *workqueue.Store {
-	s, err := workqueue.NewStore(nil, workqueue.Config{Now: func() time.Time { return fuzzNow }})
+	s, err := workqueue.NewStore(nil, workqueue.Config{Clock: clockwork.NewFakeClockAt(fuzzNow)})
 	if err != nil {
 		f.Fatal(err)
 	}

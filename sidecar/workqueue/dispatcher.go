@@ -211,14 +211,14 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 	if wait <= 0 {
 		return d.poll(ctx, queues, sess)
 	}
-	timer := time.NewTimer(wait)
+	timer := d.cfg.Clock.NewTimer(wait)
 	defer timer.Stop()
 	var sessDone <-chan struct{}
 	sessID := ""
 	if sess != nil {
 		sessDone, sessID = sess.Done(), sess.ID
 	}
-	start := time.Now()
+	start := d.cfg.Now()
 	deadline := start.Add(wait)
 	backoff := 50 * time.Millisecond // between failed registrations
 	var (
@@ -233,7 +233,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			select {
 			case <-leaseChanged:
 				continue
-			case <-timer.C:
+			case <-timer.Chan():
 				if lw != nil {
 					d.leaveWait(seq)
 				}
@@ -254,7 +254,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			key, keyLease = waitKey(ls.Lease(), seq), ls.Lease()
 		}
 		rec := waitRecord{Queues: queues, Session: sessID, Holder: d.worker, Labels: d.labels, Affinity: d.lastAffinity(sessID)}
-		pctx, cancel := context.WithTimeout(ctx, max(min(time.Until(deadline), claimTimeout), time.Second))
+		pctx, cancel := context.WithTimeout(ctx, max(min(d.cfg.Clock.Until(deadline), claimTimeout), time.Second))
 		rev, err := d.store.putWait(pctx, key, rec, ls.Lease())
 		cancel()
 		if err != nil {
@@ -268,7 +268,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			if backoff == 50*time.Millisecond {
 				d.cfg.Logger.Warn("registering a waiting Next failed; retrying while the wait lasts", "err", err)
 			}
-			retry := time.After(backoff)
+			retry := d.cfg.Clock.After(backoff)
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 				retry = nil
 			}
@@ -278,7 +278,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 				continue
 			case <-ls.Done():
 				continue
-			case <-timer.C:
+			case <-timer.Chan():
 				d.leaveWait(seq) // an assignment to a put that etcd applied goes back
 				return nil, fmt.Errorf("waiting for a task: %w", err)
 			case <-ctx.Done():
@@ -303,7 +303,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 			d.leaveWait(seq) // the wait key went with the lease
 			lw = nil
 			continue
-		case <-timer.C:
+		case <-timer.Chan():
 			gone = "timeout"
 		case <-ctx.Done():
 			gone = "cancelled"
@@ -325,7 +325,7 @@ func (d *Dispatcher) Next(ctx context.Context, queues []string, wait time.Durati
 					return c, err
 				}
 			case <-ls.Done():
-			case <-time.After(claimTimeout):
+			case <-d.cfg.Clock.After(claimTimeout):
 			case <-ctx.Done():
 			}
 		}
@@ -417,7 +417,7 @@ func (d *Dispatcher) giveBack(id string, token int64) {
 	go d.tracked(func() {
 		for !d.tryGiveBack(id, token) {
 			select {
-			case <-time.After(abandonRetry):
+			case <-d.cfg.Clock.After(abandonRetry):
 			case <-d.stopCh:
 				return
 			}
@@ -530,7 +530,7 @@ func (d *Dispatcher) claimed(ctx context.Context, c *Claimed, sess *coord.Sessio
 			d.forgetSession(id) // closed already
 		}
 	}
-	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(time.Since(time.UnixMilli(c.Status.ReadyMS)), 0))
+	d.cfg.Observer.TaskClaimed(c.Status.Queue, max(d.cfg.Clock.Since(time.UnixMilli(c.Status.ReadyMS)), 0))
 	sc := d.traceClaim(ctx, c, &cl)
 	return c, d.hold(c, sess, sc)
 }
