@@ -105,6 +105,7 @@ func lockWaiters(t *testing.T, cli *clientv3.Client, name string) int {
 // holder so the fenced resource accepts every write, and every round gets
 // the lock.
 func TestLockMutualExclusionAcrossAndWithinSidecars(t *testing.T) {
+	t.Parallel()
 	a, ns := start(t, sidecar.Config{})
 	b := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}})
 	var res fencedResource
@@ -155,6 +156,7 @@ func TestLockMutualExclusionAcrossAndWithinSidecars(t *testing.T) {
 // Waiters get the lock in the order they asked for it, and each new holder
 // has a higher token.
 func TestLockWaitersServedInArrivalOrder(t *testing.T) {
+	t.Parallel()
 	a, ns := start(t, sidecar.Config{})
 	b := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}})
 	cli := sidecartest.Client(t, endpoint, ns)
@@ -210,6 +212,7 @@ func TestLockWaitersServedInArrivalOrder(t *testing.T) {
 // Two workers behind one sidecar exclude each other (etcd's Mutex alone
 // would let two holders that share a lease both believe they hold it).
 func TestLockTwoWorkersOneSidecar(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
 	s1, _ := lockSession(t, sc, "one")
 	s2, _ := lockSession(t, sc, "two")
@@ -265,6 +268,7 @@ func TestLockTwoWorkersOneSidecar(t *testing.T) {
 // closes; a waiter whose own session closes stops waiting with an error and
 // leaves no key behind to block the waiters after it.
 func TestLockSessionCloseReleasesAndEndsWaits(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	holder, closeHolder := lockSession(t, sc, "holder")
@@ -310,6 +314,7 @@ func TestLockSessionCloseReleasesAndEndsWaits(t *testing.T) {
 }
 
 func TestLockBadRequests(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	s, _ := lockSession(t, sc, "w")
 	for _, tc := range []struct {
@@ -375,6 +380,7 @@ func startLocker(t *testing.T, env ...string) (*exec.Cmd, int64) {
 // once: the kernel closes its Attach stream and the sidecar revokes the
 // session's lock lease.
 func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	proc, tok := startLocker(t, "BATON_TEST_ROLE=locker", "BATON_TEST_SOCKET="+sc.Socket, "BATON_TEST_LOCK=batch")
 	s, _ := lockSession(t, sc, "next")
@@ -400,6 +406,7 @@ func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
 // revokes the lock lease, so etcd expires it after the TTL and the waiter
 // behind another sidecar gets the lock.
 func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	const ttl = 2 * time.Second
 	proc, tok := startLocker(t, "BATON_TEST_ROLE=lock-sidecar", "BATON_TEST_ENDPOINT="+endpoint, "BATON_TEST_NS="+ns,
@@ -433,6 +440,7 @@ func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
 
 // `baton locks list` shows the holder with its token and the waiters.
 func TestLocksListCLI(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{WorkerID: "gpu-3"})
 	cli := sidecartest.Client(t, endpoint, ns)
 	holder, _ := lockSession(t, sc, "synth-a")
@@ -472,6 +480,7 @@ func TestLocksListCLI(t *testing.T) {
 // concurrency.Mutex on <namespace>/locks/<name> excludes Baton's workers,
 // and the worker gets the lock once the program lets go.
 func TestLockInteropWithEtcdMutex(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	es, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
@@ -501,6 +510,7 @@ func TestLockInteropWithEtcdMutex(t *testing.T) {
 // Concurrent first Locks of one session share one lock lease (a second
 // lease would replace the first and let its locks expire).
 func TestLockConcurrentFirstLocksShareALease(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	s, _ := lockSession(t, sc, "w")
