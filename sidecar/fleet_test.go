@@ -101,12 +101,17 @@ func TestRequireGoesToLabelledSidecar(t *testing.T) {
 	case got := <-younger:
 		t.Fatalf("the younger waiter got %v before the older one", got)
 	}
-	var assigned int64
-	for _, sc := range fleet {
-		assigned += sc.Dispatcher().Stats().Assigned
+	// The scheduler counts an assignment when it reads its transaction's
+	// answer, which may come after the waiter saw the assignment.
+	assigned := func() (n int64) {
+		for _, sc := range fleet {
+			n += sc.Dispatcher().Stats().Assigned
+		}
+		return n
 	}
-	if assigned != 2 {
-		t.Fatalf("%d assignments, want 2 (one per task, by the scheduler)", assigned)
+	waitFor(t, 10*time.Second, "two assignments counted", func() bool { return assigned() >= 2 })
+	if n := assigned(); n != 2 {
+		t.Fatalf("%d assignments, want 2 (one per task, by the scheduler)", n)
 	}
 }
 
