@@ -309,7 +309,7 @@ func TestLockSpan(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range spans[0].Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	want := map[string]string{"baton.lock.name": "gpu-0", "baton.lock.session": a.ID, "baton.lock.outcome": "acquired", "baton.task.fencing_token": strconv.FormatInt(token, 10)}
 	for k, v := range want {
