@@ -5,8 +5,10 @@ TOOL := $(GO) tool -modfile=tools/go.mod
 BIN := bin/baton
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/batonhq/baton/sidecar/batoncli.Version=$(VERSION)
-# go test flags; CI and `make test` use the race detector.
-GOTESTFLAGS ?= -race -count=1 -timeout 10m
+# go test flags; CI and `make test` use the race detector. -p 4: four test
+# binaries at once, since they wait on etcd, timers and child processes far
+# more than they compute (go test's default is one per CPU).
+GOTESTFLAGS ?= -race -count=1 -timeout 10m -p 4
 PYTHON ?= python3
 
 # helm and promtool, pinned, built from source into bin/tools/NAME-VERSION/

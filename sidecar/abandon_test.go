@@ -83,7 +83,15 @@ func TestAbandonRetriedWhenEtcdComesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer etcd.Close()
+	defer func() {
+		// The sidecar first, while etcd answers: stopped the other way
+		// round, etcd waits 7s for the sidecar's streams and the sidecar
+		// then for etcd.
+		if err := sc.Stop(); err != nil {
+			t.Errorf("sidecar: %v", err)
+		}
+		etcd.Close()
+	}()
 	// Far less than the task's 5m timeout and the sidecar's 1m TTL.
 	task := next(t, sc, 20*time.Second, "")
 	if task == nil || task.Id != "orphaned" || task.Attempt != 2 {

@@ -15,6 +15,7 @@ import (
 // The sidecar's admin server over TLS (--admin-cert, --admin-key), with
 // the bearer token still required on /metrics.
 func TestAdminOverTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testcert.NewCA(t, dir, "admin")
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")

@@ -25,6 +25,7 @@ import (
 // claim transaction (the poll path); its wait key, written in the same
 // transaction, is how the sidecar's watch learns that it applied.
 func TestAmbiguousClaimIsGivenBack(t *testing.T) {
+	t.Parallel()
 	link, err := chaos.NewLink([]string{endpoint})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 // that one too old or too new for its sidecar can say so (worker
 // experience issue, packaging).
 func TestAttachSendsTheAPIVersion(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 // written while no sidecar runs is logged by the next scheduler, and none
 // is logged twice.
 func TestOperatorActionsLoggedAndCountedByTheScheduler(t *testing.T) {
+	t.Parallel()
 	ns := sidecartest.Namespace(t)
 	start := func(out *syncBuffer) *sidecartest.Sidecar {
 		cfg := sidecar.Config{Queues: []string{"tts"}, AdminAddr: "127.0.0.1:0",

@@ -19,6 +19,7 @@ import (
 // the queue for every sidecar. Every time an API field accepts is bounded,
 // and the error names the field and the bound.
 func TestTimesAreBounded(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	ctx := context.Background()
 	far := time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -66,6 +67,7 @@ func TestTimesAreBounded(t *testing.T) {
 // hand) is skipped: the queue keeps handing out tasks, on the scheduler's
 // path and on the poll path. `baton queues list` shows them.
 func TestMalformedReadyKeyDoesNotStopTheQueue(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	bad := `{"state":"PENDING","queue":"tts","attempt":0,"max_attempts":3,"timeout_ms":300000,"order":0,"updated_ms":0}`

@@ -21,6 +21,7 @@ import (
 // finished another sidecar's task. A claim handle now carries a secret
 // that only the holding sidecar knows, and only that sidecar answers it.
 func TestClaimAnswerableOnlyByItsHolder(t *testing.T) {
+	t.Parallel()
 	fleet, _ := startFleet(t, 2, nil)
 	holder, other := fleet[0], fleet[1]
 	submit(t, holder, &batonv1.TaskSpec{Id: "victim", Payload: payload(t, map[string]any{})})
@@ -82,6 +83,7 @@ func logLines(t *testing.T, out *syncBuffer, msg string) []map[string]any {
 // lapsed, the claim expired). Before, the log had no worker or session,
 // and a stale answer was not counted.
 func TestRefusedAnswersNameTheCaller(t *testing.T) {
+	t.Parallel()
 	outs := make([]*syncBuffer, 2)
 	fleet, ns := startFleet(t, 2, func(i int) sidecar.Config {
 		outs[i] = &syncBuffer{}

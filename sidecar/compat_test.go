@@ -87,6 +87,7 @@ func startExternalEtcd(t *testing.T) string {
 // of the oldest supported line (3.4), not only the embedded 3.6 server:
 // watch-driven dispatch, session-bound claims, fencing.
 func TestExternalEtcd34(t *testing.T) {
+	t.Parallel()
 	ep := startExternalEtcd(t)
 	sc := sidecartest.StartSidecar(t, ep, sidecartest.Namespace(t), sidecar.Config{Queues: []string{"tts"}})
 
@@ -114,7 +115,7 @@ func TestExternalEtcd34(t *testing.T) {
 	// with a higher fencing token.
 	closeSession()
 	stream.Close()
-	second := next(t, sc, 5*time.Second, "")
+	second := next(t, sc, 10*time.Second, "")
 	if second == nil || second.Id != "old-etcd" || second.Attempt != 2 || second.FencingToken <= first.FencingToken {
 		t.Fatalf("second claim = %+v, want old-etcd attempt 2 with token > %d", second, first.FencingToken)
 	}

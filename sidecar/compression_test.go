@@ -15,6 +15,7 @@ import (
 // socket compression only costs CPU and about 1 MB per response in
 // flight; baton bench found it was 15% of the sidecar's CPU.
 func TestResponsesNotCompressed(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -67,6 +67,7 @@ func seqOf(m *batonv1.WatchResponse) int {
 // once, even after etcd compacted the versions in between, and never an
 // older one.
 func TestConfigWatchInOrderAndAfterReconnect(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	store := configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{})
@@ -135,6 +136,7 @@ func TestConfigWatchInOrderAndAfterReconnect(t *testing.T) {
 
 // A document that does not exist yet is delivered when it is first set.
 func TestConfigWatchBeforeFirstSet(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	ch, _ := watchConfig(t, sc, "later", 0)
@@ -147,6 +149,7 @@ func TestConfigWatchBeforeFirstSet(t *testing.T) {
 }
 
 func TestConfigBadRequests(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	ctx := context.Background()
 	_, err := sc.Client.Config.Get(ctx, connect.NewRequest(&batonv1.GetRequest{Name: "missing"}))
@@ -181,6 +184,7 @@ func writeFile(t *testing.T, name, content string) string {
 // The operator's config commands: set checks JSON and the schema and writes
 // nothing when either fails; get, history and list show what was set.
 func TestConfigCLI(t *testing.T) {
+	t.Parallel()
 	ns := sidecartest.Namespace(t)
 	schema := writeFile(t, "schema.json", `{"type":"object","required":["sample_rate"],"properties":{"sample_rate":{"type":"integer","minimum":8000}}}`)
 	v1 := writeFile(t, "v1.json", `{"sample_rate": 24000, "seed": 1}`)
@@ -229,6 +233,8 @@ func TestConfigCLI(t *testing.T) {
 
 // `baton config watch` prints the current version and each change.
 func TestConfigWatchCLI(t *testing.T) {
+	// Not parallel: its run of the command line lasts the whole test (see
+	// runCLI).
 	ns := sidecartest.Namespace(t)
 	cli := sidecartest.Client(t, endpoint, ns)
 	store := configdoc.NewStore(cli.KV, nil, configdoc.Config{})
@@ -270,6 +276,7 @@ func TestConfigWatchCLI(t *testing.T) {
 // tasks submitted into the batch get it too; a later submit into the batch
 // keeps the first pin.
 func TestPinnedConfigSurvivesChangeAndCompaction(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	store := configdoc.NewStore(cli.KV, nil, configdoc.Config{})

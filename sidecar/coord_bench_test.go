@@ -10,7 +10,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -70,7 +70,7 @@ func BenchmarkLockHandoff(b *testing.B) {
 		got := make(chan error, 1)
 		go func() { _, err := lock(sc.Client, "ball", sessions[waiter], 30*time.Second); got <- err }()
 		for {
-			resp, err := cli.Get(context.Background(), coord.PrefixLocks+"ball/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			resp, err := cli.Get(context.Background(), namedlock.PrefixLocks+"ball/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 			if err != nil {
 				b.Fatal(err)
 			}

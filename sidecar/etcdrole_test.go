@@ -108,7 +108,7 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 // output, its diagnostics and whether it succeeded.
 func cliRun(ctx context.Context, args ...string) (string, string, bool) {
 	var out, errb bytes.Buffer
-	err := batoncli.New(&out, &errb).RunContext(ctx, append([]string{"baton"}, args...))
+	err := runCLI(ctx, batoncli.New(&out, &errb), append([]string{"baton"}, args...))
 	return out.String(), errb.String(), err == nil
 }
 
@@ -120,6 +120,7 @@ func cliRun(ctx context.Context, args ...string) (string, string, bool) {
 // does its job, none reaches another deployment's keys, and the viewer
 // cannot change anything.
 func TestLeastPrivilegeRolesWithClientTLS(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	e := newTLSEtcd(t)

@@ -159,6 +159,7 @@ func grantNamespace(ctx context.Context, role, ns string, perm clientv3.Permissi
 // and hand out a task. (Before, the certificate was read once at start and
 // the sidecar never got through again.)
 func TestEtcdClientCertificateRotation(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	e := newTLSEtcd(t)

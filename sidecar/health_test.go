@@ -46,6 +46,7 @@ func (g grpcOverSocket) check(t *testing.T) string {
 // TestHealthAndReflectionOverSocket: the gRPC health service answers on
 // the socket for the server and the Baton services, and reflection lists it.
 func TestHealthAndReflectionOverSocket(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	g := healthClient(t, sc.Socket)
 	waitFor(t, 20*time.Second, "health SERVING", func() bool { return g.check(t) == "SERVING" })

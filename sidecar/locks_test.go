@@ -16,7 +16,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -93,7 +93,7 @@ func codeOf(err error) connect.Code {
 // lockWaiters returns how many keys (holder and waiters) lock name has.
 func lockWaiters(t *testing.T, cli *clientv3.Client, name string) int {
 	t.Helper()
-	resp, err := cli.Get(context.Background(), coord.PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := cli.Get(context.Background(), namedlock.PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +105,7 @@ func lockWaiters(t *testing.T, cli *clientv3.Client, name string) int {
 // holder so the fenced resource accepts every write, and every round gets
 // the lock.
 func TestLockMutualExclusionAcrossAndWithinSidecars(t *testing.T) {
+	t.Parallel()
 	a, ns := start(t, sidecar.Config{})
 	b := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}})
 	var res fencedResource
@@ -155,6 +156,7 @@ func TestLockMutualExclusionAcrossAndWithinSidecars(t *testing.T) {
 // Waiters get the lock in the order they asked for it, and each new holder
 // has a higher token.
 func TestLockWaitersServedInArrivalOrder(t *testing.T) {
+	t.Parallel()
 	a, ns := start(t, sidecar.Config{})
 	b := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{Queues: []string{"tts"}})
 	cli := sidecartest.Client(t, endpoint, ns)
@@ -210,6 +212,7 @@ func TestLockWaitersServedInArrivalOrder(t *testing.T) {
 // Two workers behind one sidecar exclude each other (etcd's Mutex alone
 // would let two holders that share a lease both believe they hold it).
 func TestLockTwoWorkersOneSidecar(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
 	s1, _ := lockSession(t, sc, "one")
 	s2, _ := lockSession(t, sc, "two")
@@ -265,6 +268,7 @@ func TestLockTwoWorkersOneSidecar(t *testing.T) {
 // closes; a waiter whose own session closes stops waiting with an error and
 // leaves no key behind to block the waiters after it.
 func TestLockSessionCloseReleasesAndEndsWaits(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	holder, closeHolder := lockSession(t, sc, "holder")
@@ -310,6 +314,7 @@ func TestLockSessionCloseReleasesAndEndsWaits(t *testing.T) {
 }
 
 func TestLockBadRequests(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	s, _ := lockSession(t, sc, "w")
 	for _, tc := range []struct {
@@ -375,6 +380,7 @@ func startLocker(t *testing.T, env ...string) (*exec.Cmd, int64) {
 // once: the kernel closes its Attach stream and the sidecar revokes the
 // session's lock lease.
 func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	proc, tok := startLocker(t, "BATON_TEST_ROLE=locker", "BATON_TEST_SOCKET="+sc.Socket, "BATON_TEST_LOCK=batch")
 	s, _ := lockSession(t, sc, "next")
@@ -400,6 +406,7 @@ func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
 // revokes the lock lease, so etcd expires it after the TTL and the waiter
 // behind another sidecar gets the lock.
 func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	const ttl = 2 * time.Second
 	proc, tok := startLocker(t, "BATON_TEST_ROLE=lock-sidecar", "BATON_TEST_ENDPOINT="+endpoint, "BATON_TEST_NS="+ns,
@@ -433,6 +440,7 @@ func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
 
 // `baton locks list` shows the holder with its token and the waiters.
 func TestLocksListCLI(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{WorkerID: "gpu-3"})
 	cli := sidecartest.Client(t, endpoint, ns)
 	holder, _ := lockSession(t, sc, "synth-a")
@@ -445,7 +453,7 @@ func TestLocksListCLI(t *testing.T) {
 	go func() { _, err := lock(sc.Client, "batch", waiter, time.Minute); waitDone <- err }()
 	waitFor(t, 10*time.Second, "waiter queued", func() bool { return lockWaiters(t, cli, "batch") == 2 })
 
-	var locks []coord.LockInfo
+	var locks []namedlock.LockInfo
 	opsCLIJSON(t, ns, &locks, "locks", "list")
 	if len(locks) != 1 || locks[0].Name != "batch" || locks[0].Holder.Token != tok || len(locks[0].Waiters) != 1 {
 		t.Fatalf("locks list = %+v", locks)
@@ -472,6 +480,7 @@ func TestLocksListCLI(t *testing.T) {
 // concurrency.Mutex on <namespace>/locks/<name> excludes Baton's workers,
 // and the worker gets the lock once the program lets go.
 func TestLockInteropWithEtcdMutex(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	es, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
@@ -479,7 +488,7 @@ func TestLockInteropWithEtcdMutex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer es.Close()
-	m := concurrency.NewMutex(es, coord.PrefixLocks+"batch")
+	m := concurrency.NewMutex(es, namedlock.PrefixLocks+"batch")
 	if err := m.Lock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -501,6 +510,7 @@ func TestLockInteropWithEtcdMutex(t *testing.T) {
 // Concurrent first Locks of one session share one lock lease (a second
 // lease would replace the first and let its locks expire).
 func TestLockConcurrentFirstLocksShareALease(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	s, _ := lockSession(t, sc, "w")
@@ -515,11 +525,11 @@ func TestLockConcurrentFirstLocksShareALease(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	locks, err := coord.ListLocks(context.Background(), cli.KV)
+	locks, err := namedlock.ListLocks(context.Background(), cli.KV)
 	if err != nil {
 		t.Fatal(err)
 	}
-	owners, err := cli.Get(context.Background(), coord.PrefixLockOwners, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	owners, err := cli.Get(context.Background(), namedlock.PrefixLockOwners, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}

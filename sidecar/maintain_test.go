@@ -29,6 +29,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // recovered by the sweep of the next sidecar that starts: requeue does not
 // depend on any process having watched the lease expire.
 func TestSweepAtStartRecoversOrphans(t *testing.T) {
+	t.Parallel()
 	first, ns := start(t, sidecar.Config{})
 	submit(t, first, &batonv1.TaskSpec{Id: "orphan", Payload: payload(t, map[string]any{})})
 	if err := first.Stop(); err != nil {
@@ -61,12 +62,13 @@ func TestSweepAtStartRecoversOrphans(t *testing.T) {
 // Finished tasks are removed after the retention period; unfinished ones
 // stay.
 func TestRetentionRemovesFinishedTasks(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{Queue: workqueue.Config{Retention: 500 * time.Millisecond, SweepInterval: 100 * time.Millisecond}})
 	submit(t, sc,
 		&batonv1.TaskSpec{Id: "done-1", Batch: "b", Payload: payload(t, map[string]any{})},
 		&batonv1.TaskSpec{Id: "waiting", Batch: "b", Priority: -1, Payload: payload(t, map[string]any{})},
 	)
-	task := next(t, sc, time.Second, "")
+	task := next(t, sc, 10*time.Second, "")
 	if task.GetId() != "done-1" {
 		t.Fatalf("got %q, want done-1", task.GetId())
 	}
@@ -95,6 +97,7 @@ func TestRetentionRemovesFinishedTasks(t *testing.T) {
 
 // The pin of a batch is removed with the batch's last task, not before.
 func TestRetentionRemovesPinWithItsBatch(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{Queue: workqueue.Config{Retention: 300 * time.Millisecond, SweepInterval: 100 * time.Millisecond}})
 	cli := sidecartest.Client(t, endpoint, ns)
 	store, err := workqueue.NewStore(cli.KV, workqueue.Config{})
@@ -118,7 +121,7 @@ func TestRetentionRemovesPinWithItsBatch(t *testing.T) {
 	}
 	finish := func(want string) {
 		t.Helper()
-		task := next(t, sc, 5*time.Second, "")
+		task := next(t, sc, 10*time.Second, "")
 		if task.GetId() != want || task.ConfigRevision != 1 {
 			t.Fatalf("got %q rev %d, want %s with the pin", task.GetId(), task.GetConfigRevision(), want)
 		}

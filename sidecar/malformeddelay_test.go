@@ -18,6 +18,7 @@ import (
 // 128 malformed entries ahead of a due task it read the same page forever
 // and nothing delayed was ever promoted.
 func TestMalformedDelayKeysDoNotStopPromotion(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	cli := sidecartest.Client(t, endpoint, ns)
 	ctx := context.Background()

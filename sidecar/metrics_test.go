@@ -104,6 +104,7 @@ func nextIn(t *testing.T, sc *sidecartest.Sidecar, queue, session string) *baton
 // checks the counts its /metrics reports, then that every query of the
 // Grafana dashboard names a metric this sidecar exports.
 func TestMetricsAfterWorkload(t *testing.T) {
+	t.Parallel()
 	const q = "m"
 	sc, _ := start(t, sidecar.Config{Queues: []string{q}, AdminAddr: "127.0.0.1:0", Queue: workqueue.Config{DepthInterval: 50 * time.Millisecond}})
 	ctx := context.Background()
@@ -319,6 +320,7 @@ func TestReadyzFollowsEtcd(t *testing.T) {
 // TestAdminAddrInUse: a sidecar whose admin address is taken fails to
 // start, naming the address, and leaves no socket behind.
 func TestAdminAddrInUse(t *testing.T) {
+	t.Parallel()
 	first, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
 	cfg := sidecar.Config{Queues: []string{"tts"}, AdminAddr: first.AdminAddr().String(), Socket: sidecartest.SocketPath(t)}
 	cfg.Etcd.Endpoints, cfg.Etcd.Namespace = []string{endpoint}, sidecartest.Namespace(t)
@@ -342,6 +344,7 @@ func TestAdminAddrInUse(t *testing.T) {
 // (it read the claim's own time, about 0, once the claim was written by
 // the scheduler: the claim now keeps when the task became ready).
 func TestDispatchLatencyCountsTheWaitInTheQueue(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{AdminAddr: "127.0.0.1:0"})
 	submit(t, sc, &batonv1.TaskSpec{Id: "waited", Payload: payload(t, map[string]any{})})
 	time.Sleep(300 * time.Millisecond) // the task waits in the queue; not waiting for a condition

@@ -28,7 +28,7 @@ func opsCLI(t testing.TB, ns string, args ...string) (stdout, stderr string, cod
 	var out, errb bytes.Buffer
 	app := batoncli.New(&out, &errb)
 	full := append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...)
-	err := app.RunContext(context.Background(), full)
+	err := runCLI(context.Background(), app, full)
 	var ec cli.ExitCoder
 	switch {
 	case err == nil:
@@ -93,6 +93,7 @@ func opsAttach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForC
 }
 
 func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
+	t.Parallel()
 	ns := sidecartest.Namespace(t)
 	sc := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{
 		Queues: []string{"tts"}, WorkerID: "gpu-7", Labels: map[string]string{"gpu": "a100"}, Version: "v-test",
@@ -135,6 +136,7 @@ func TestWorkersListAndRegistryEntryVanishes(t *testing.T) {
 }
 
 func TestCancelPendingAndClaimed(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	submit(t, sc,
 		&batonv1.TaskSpec{Id: "first", Payload: payload(t, map[string]any{})},
@@ -201,6 +203,7 @@ func TestCancelPendingAndClaimed(t *testing.T) {
 }
 
 func TestRetryDeadTask(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	submit(t, sc, &batonv1.TaskSpec{Id: "doomed", MaxAttempts: 2, Payload: payload(t, map[string]any{})})
 	task := next(t, sc, 10*time.Second, "")
@@ -247,6 +250,7 @@ func TestRetryDeadTask(t *testing.T) {
 }
 
 func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	if _, _, code := opsCLI(t, ns, "queues", "pause", "tts"); code != 0 {
 		t.Fatalf("pause: exit %d", code)
@@ -289,6 +293,7 @@ func TestPauseStopsHandOutAndResumeRestarts(t *testing.T) {
 }
 
 func TestWaitBatchExitCodes(t *testing.T) {
+	t.Parallel()
 	sc, ns := start(t, sidecar.Config{})
 	submit(t, sc,
 		&batonv1.TaskSpec{Id: "b1", Batch: "good", Payload: payload(t, map[string]any{})},
@@ -347,6 +352,7 @@ func TestWaitBatchExitCodes(t *testing.T) {
 // A sidecar killed with SIGKILL cannot deregister: its entry goes with its
 // lease. Submitted through the CLI, claimed by the killed sidecar.
 func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	ns := sidecartest.Namespace(t)
 	file := t.TempDir() + "/one.jsonl"
 	if err := os.WriteFile(file, []byte(`{"uttid":"u1","syn_text":"hi"}`+"\n"), 0o600); err != nil {
@@ -380,6 +386,7 @@ func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
 // does after a partition longer than the TTL) the entry vanishes with it
 // and the sidecar registers again under its new lease.
 func TestRegistryEntryReturnsUnderNewLease(t *testing.T) {
+	t.Parallel()
 	_, ns := start(t, sidecar.Config{WorkerID: "phoenix"})
 	var ws []registry.Entry
 	waitFor(t, 20*time.Second, "the sidecar is registered", func() bool {

@@ -16,6 +16,7 @@ import (
 // only the watch (which carries no previous values; the lost claim is
 // looked up in state/<id>) can bring the task back in time.
 func TestLeaseExpiryRecoveredByWatch(t *testing.T) {
+	t.Parallel()
 	survivor, ns := start(t, sidecar.Config{Queue: workqueue.Config{SweepInterval: time.Hour}})
 	submit(t, survivor, &batonv1.TaskSpec{Id: "synth-3", Payload: payload(t, map[string]any{})})
 	const ttl = 2 * time.Second

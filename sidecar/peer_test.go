@@ -50,6 +50,7 @@ except (ConnectionResetError, BrokenPipeError):
 // peer's credentials on every connection, whatever its file mode; and it
 // is created with its final mode (never the umask's).
 func TestSocketPeerCredentials(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a client as another user")
 	}

@@ -19,6 +19,7 @@ import (
 // its saturated value ("2562047h47m16.854775807s is over the limit"), not
 // as what the caller sent.
 func TestRequestArgsFoundByFuzzing(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	ctx := context.Background()
 

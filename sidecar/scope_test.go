@@ -26,6 +26,7 @@ import (
 // queue, logged with the caller's uid and pid, counted, and change
 // nothing.
 func TestScopedAccess(t *testing.T) {
+	t.Parallel()
 	var logs syncBuffer
 	ns := sidecartest.Namespace(t)
 	gpu := sidecartest.StartSidecar(t, endpoint, ns, sidecar.Config{
@@ -131,6 +132,7 @@ func TestScopedAccess(t *testing.T) {
 // A sidecar started with --submit-queue '*' lets its workers submit to
 // any queue; Next stays on its own queues.
 func TestSubmitAnyQueue(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{Queues: []string{"tts"}, SubmitQueues: []string{server.AnyQueue}})
 	submit(t, sc, &batonv1.TaskSpec{Id: "x", Queue: "anywhere", Payload: payload(t, map[string]any{})})
 	_, err := sc.Client.Tasks.Next(context.Background(), connect.NewRequest(&batonv1.NextRequest{Queues: []string{"anywhere"}}))
@@ -141,6 +143,7 @@ func TestSubmitAnyQueue(t *testing.T) {
 
 // The configuration names the bad field.
 func TestScopeConfigIsValidated(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		cfg  sidecar.Config
 		want string

@@ -24,6 +24,7 @@ import (
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
 	"github.com/batonhq/baton/sidecar/telemetry"
@@ -451,12 +452,12 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	defer stopReg()
 
 	opts := append([]connect.HandlerOption{connect.WithReadMaxBytes(4 << 20), connect.WithInterceptors(tracing, server.LogInternal(log))}, server.JSONCodecs()...)
-	locks := coord.NewLocks(cli, cfg.TTL, cfg.WorkerID, log)
+	locks := namedlock.New(cli, namedlock.Config{TTL: cfg.TTL, WorkerID: cfg.WorkerID, Logger: log, Observer: m, TracerProvider: cfg.TracerProvider})
 	defer locks.Close()
 	svcs := server.Services{
 		Tasks: &server.TaskHandler{Dispatcher: d, Store: store, Sessions: s.Sessions, Logger: log, Metrics: m,
 			Scope: server.Scope{Serve: cfg.Queues, Submit: cfg.SubmitQueues}},
-		Locks: &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log, Metrics: m, TracerProvider: cfg.TracerProvider},
+		Locks: &server.LockHandler{Locks: locks, Sessions: s.Sessions, Logger: log},
 		Config: &server.ConfigHandler{Store: configdoc.NewStore(cli.KV, cli.Watcher, configdoc.Config{}), Logger: log,
 			TracerProvider: cfg.TracerProvider},
 	}

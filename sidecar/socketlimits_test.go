@@ -27,6 +27,9 @@ func closedWithin(c net.Conn, d time.Duration) bool {
 // timeout and no connection cap let a local process make the sidecar hold
 // hundreds of MB of half-sent bodies and thousands of idle connections.
 func TestSocketLimits(t *testing.T) {
+	// Not parallel: a 1 MiB write must finish within the 500ms read
+	// timeout in real time, which a loaded machine may not allow beside
+	// other tests.
 	sc, _ := start(t, sidecar.Config{
 		MaxConnections: 4,
 		SocketTimeouts: server.Timeouts{Read: 500 * time.Millisecond, Idle: 500 * time.Millisecond},

@@ -16,6 +16,7 @@ import (
 // (and with another typo, from another queue). It is refused, naming the
 // field.
 func TestUnknownJSONFieldIsRefused(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sc.Socket)

@@ -54,12 +54,13 @@ func start(t *testing.T, cfg sidecar.Config) (*sidecartest.Sidecar, string) {
 }
 
 func TestHappyPath(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	resp := submit(t, sc, &batonv1.TaskSpec{Payload: payload(t, map[string]any{"uttid": "u1", "syn_text": "hello"})})
 	if resp.Created != 1 || resp.Ids[0] != "u1" {
 		t.Fatalf("submit = %+v, want one created with id u1", resp)
 	}
-	task := next(t, sc, time.Second, "")
+	task := next(t, sc, 10*time.Second, "")
 	if task == nil {
 		t.Fatal("no task")
 	}
@@ -86,6 +87,7 @@ func TestHappyPath(t *testing.T) {
 // Hundreds of concurrent claimers on a small queue: every task is claimed
 // exactly once.
 func TestConcurrentClaimersNeverShare(t *testing.T) {
+	t.Parallel()
 	// Three sidecars on the same namespace, so claims race across leases
 	// as well as within one sidecar.
 	ns := sidecartest.Namespace(t)
@@ -139,14 +141,15 @@ func TestConcurrentClaimersNeverShare(t *testing.T) {
 }
 
 func TestStaleClaimRefused(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	submit(t, sc, &batonv1.TaskSpec{Id: "a", Payload: payload(t, map[string]any{})})
-	first := next(t, sc, time.Second, "")
+	first := next(t, sc, 10*time.Second, "")
 	// Give it back and claim again: the first claim is now stale.
 	if _, err := sc.Client.Tasks.Release(context.Background(), connect.NewRequest(&batonv1.ReleaseRequest{Claim: first.Claim})); err != nil {
 		t.Fatal(err)
 	}
-	second := next(t, sc, time.Second, "")
+	second := next(t, sc, 10*time.Second, "")
 	if second == nil || second.Id != "a" || second.FencingToken <= first.FencingToken {
 		t.Fatalf("second claim = %+v, want task a with a higher token than %d", second, first.FencingToken)
 	}
@@ -182,6 +185,7 @@ func TestStaleClaimRefused(t *testing.T) {
 }
 
 func TestRetriesThenDead(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	submit(t, sc, &batonv1.TaskSpec{Id: "flaky", MaxAttempts: 3, Payload: payload(t, map[string]any{})})
 	for attempt := int32(1); attempt <= 3; attempt++ {
@@ -205,9 +209,10 @@ func TestRetriesThenDead(t *testing.T) {
 }
 
 func TestPermanentFailureIsDead(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	submit(t, sc, &batonv1.TaskSpec{Id: "bad", Payload: payload(t, map[string]any{})})
-	task := next(t, sc, time.Second, "")
+	task := next(t, sc, 10*time.Second, "")
 	resp, err := sc.Client.Tasks.Fail(context.Background(), connect.NewRequest(&batonv1.FailRequest{Claim: task.Claim, Error: "unsupported language", Permanent: true}))
 	if err != nil || resp.Msg.WillRetry {
 		t.Fatalf("fail permanent: %v %+v", err, resp)
@@ -218,6 +223,7 @@ func TestPermanentFailureIsDead(t *testing.T) {
 }
 
 func TestIdempotentSubmit(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	specs := []*batonv1.TaskSpec{
 		{Payload: payload(t, map[string]any{"uttid": "x1"})},
@@ -247,6 +253,7 @@ func TestIdempotentSubmit(t *testing.T) {
 }
 
 func TestPriorityAndFIFO(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	submit(t, sc,
 		&batonv1.TaskSpec{Id: "low", Priority: -5, Payload: payload(t, map[string]any{})},
@@ -272,6 +279,7 @@ func TestPriorityAndFIFO(t *testing.T) {
 // gets its task: Next waits for the watch to show the sidecar's own write
 // before answering "empty". This was a flake before the fix.
 func TestNextSeesOwnSubmit(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	for i := range 40 {
 		id := fmt.Sprintf("own-%d", i)
@@ -288,6 +296,7 @@ func TestNextSeesOwnSubmit(t *testing.T) {
 
 // A waiting Next is woken by the watch when a task arrives.
 func TestNextWakesOnSubmit(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	got := make(chan *batonv1.Task, 1)
 	go func() { got <- next(t, sc, 20*time.Second, "") }()
@@ -304,6 +313,7 @@ func TestNextWakesOnSubmit(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	sc, _ := start(t, sidecar.Config{})
 	ctx := context.Background()
 	cases := []struct {

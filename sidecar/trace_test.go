@@ -59,7 +59,7 @@ func submitCLI(t *testing.T, ns, queue string, lines ...string) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	err := batoncli.New(&out, &errOut).RunContext(context.Background(),
+	err := runCLI(context.Background(), batoncli.New(&out, &errOut),
 		[]string{"baton", "--endpoints", endpoint, "--namespace", ns, "submit", "--queue", queue, file})
 	if err != nil {
 		t.Fatalf("baton submit: %v\n%s%s", err, out.String(), errOut.String())
@@ -324,6 +324,7 @@ func (s *syncBuffer) String() string {
 // lines logged inside a task's spans carry that trace's id and the socket
 // caller's uid and pid; no line carries the payload or the etcd password.
 func TestLogsCarryTraceIDsAndCallerNotPayloads(t *testing.T) {
+	t.Parallel()
 	var out syncBuffer
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	tp := sdktrace.NewTracerProvider() // records and samples; exports nowhere

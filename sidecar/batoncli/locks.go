@@ -3,7 +3,7 @@ package batoncli
 import (
 	"fmt"
 
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -18,7 +18,7 @@ func locksCommand() *cli.Command {
 				Usage: "every held lock: its holder, fencing token and waiters in line",
 				Flags: []cli.Flag{outputFlag()},
 				Action: withEtcd(nil, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
-					locks, err := coord.ListLocks(c.Context, etcd.KV)
+					locks, err := namedlock.ListLocks(c.Context, etcd.KV)
 					if err != nil {
 						return err
 					}
@@ -37,7 +37,7 @@ func locksCommand() *cli.Command {
 }
 
 // lockHolder names who holds a lock: sidecar, worker process and session.
-func lockHolder(o coord.LockOwner) string {
+func lockHolder(o namedlock.LockOwner) string {
 	if o.WorkerID == "" {
 		return "-"
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/internal/names"
+	"github.com/jonboulle/clockwork"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -102,6 +103,8 @@ type Config struct {
 	// config.set) in the transaction that writes it. Default: none (the
 	// baton CLI always sets it).
 	Audit *audit.Writer
+	// Clock times Watch's retries (see Watch). Default: the wall clock.
+	Clock clockwork.Clock
 }
 
 // Store reads and writes documents. Its methods are safe for concurrent
@@ -111,6 +114,7 @@ type Store struct {
 	watcher clientv3.Watcher
 	keep    int
 	audit   *audit.Writer
+	clock   clockwork.Clock
 }
 
 // NewStore returns a store on kv (and watcher, for Watch; it may be nil
@@ -119,7 +123,10 @@ func NewStore(kv clientv3.KV, watcher clientv3.Watcher, cfg Config) *Store {
 	if cfg.Keep <= 0 {
 		cfg.Keep = DefaultKeep
 	}
-	return &Store{kv: kv, watcher: watcher, keep: cfg.Keep, audit: cfg.Audit}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	return &Store{kv: kv, watcher: watcher, keep: cfg.Keep, audit: cfg.Audit, clock: cfg.Clock}
 }
 
 func configKey(name string) string     { return prefixConfig + name }

@@ -15,8 +15,10 @@ import (
 // first set.
 //
 // Watch returns ctx's error when ctx ends and send's error when send fails.
-// While etcd is unreachable it keeps retrying (with backoff up to 5s); it
-// never returns on its own.
+// While etcd is unreachable it keeps retrying, on the store's clock: 50ms
+// after the first failure, twice as long after each further one, up to
+// 5s. A watch that ends after running for more than 5s is read again at
+// once and the backoff starts over. It never returns on its own.
 func (s *Store) Watch(ctx context.Context, name string, after int64, send func(Document) error) error {
 	if err := ValidateName(name); err != nil {
 		return &InvalidError{Field: "name", Err: err}
@@ -41,7 +43,7 @@ func (s *Store) Watch(ctx context.Context, name string, after int64, send func(D
 				return ctx.Err()
 			}
 			select {
-			case <-time.After(backoff):
+			case <-s.clock.After(backoff):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -53,7 +55,7 @@ func (s *Store) Watch(ctx context.Context, name string, after int64, send func(D
 				return err
 			}
 		}
-		started := time.Now()
+		started := s.clock.Now()
 		err = s.follow(ctx, name, resp.Header.Revision+1, deliver)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -64,12 +66,12 @@ func (s *Store) Watch(ctx context.Context, name string, after int64, send func(D
 		}
 		// The watch ended (compaction, leader loss, restart): read again,
 		// at once if it had been running for a while.
-		if time.Since(started) > 5*time.Second {
+		if s.clock.Since(started) > 5*time.Second {
 			backoff = 50 * time.Millisecond
 			continue
 		}
 		select {
-		case <-time.After(backoff):
+		case <-s.clock.After(backoff):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -1,6 +1,7 @@
 // Package coord holds the liveness primitives every other sidecar package
 // builds on: the sidecar's etcd lease and the worker sessions opened over
-// the socket.
+// the socket. Named locks, which hang on both, are package
+// sidecar/namedlock.
 //
 // # The sidecar lease
 //
@@ -20,30 +21,4 @@
 // holds under its session (claims, locks) registers a cleanup with OnClose,
 // and the cleanups run the moment the stream ends, including when the
 // worker was killed with SIGKILL and the kernel closed its socket.
-//
-// # Locks
-//
-// Locks are named, fair mutexes held by worker sessions:
-//
-//	          Lock                      first in line
-//	(none) ─────────▶ WAITING ──────────────────────────▶ HELD
-//	                     │  key locks/<name>/<lease>          │
-//	                     │  watches only the key before it    │ Unlock, session closed
-//	                     │                                    │ (lease revoked), lease
-//	  session closed,    ▼                                    ▼ expired (sidecar dead)
-//	  wait over ──▶ key removed                            key deleted: the next
-//	                                                       waiter holds it
-//
-// Each worker session gets an etcd lease of its own for its locks (a
-// concurrency.Session with the sidecar's TTL), so two workers behind one
-// sidecar exclude each other. The holder is the key with the lowest create
-// revision, and that revision is the fencing token: it rises with every
-// holder, so a store that refuses tokens lower than the last it accepted
-// refuses a stale holder.
-//
-// Trust window: a holder whose sidecar is paused or cut off may believe it
-// holds the lock for up to the TTL after etcd expired it and gave it to
-// the next waiter. The sidecar tells the worker (LockLost on its session,
-// and Unlock fails with ErrNotHeld) as soon as it learns; anything the
-// lock protects outside etcd must check the fencing token.
 package coord

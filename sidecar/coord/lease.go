@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -25,6 +26,7 @@ type LeaseKeeper struct {
 	cli    *clientv3.Client
 	ttl    int
 	logger *slog.Logger
+	clock  clockwork.Clock
 
 	mu      sync.Mutex
 	cur     *concurrency.Session
@@ -51,8 +53,9 @@ func (k *LeaseKeeper) Stats() LeaseStats {
 }
 
 // NewLeaseKeeper returns a keeper for leases of ttl (rounded up to whole
-// seconds, at least 1s). Call Run to start it.
-func NewLeaseKeeper(cli *clientv3.Client, ttl time.Duration, logger *slog.Logger) *LeaseKeeper {
+// seconds, at least 1s). Call Run to start it. WithClock sets the clock of
+// its retries (default: the wall clock).
+func NewLeaseKeeper(cli *clientv3.Client, ttl time.Duration, logger *slog.Logger, opts ...Option) *LeaseKeeper {
 	secs := int((ttl + time.Second - 1) / time.Second)
 	if secs < 1 {
 		secs = 1
@@ -60,7 +63,7 @@ func NewLeaseKeeper(cli *clientv3.Client, ttl time.Duration, logger *slog.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &LeaseKeeper{cli: cli, ttl: secs, logger: logger, changed: make(chan struct{})}
+	return &LeaseKeeper{cli: cli, ttl: secs, logger: logger, clock: options(opts).clock, changed: make(chan struct{})}
 }
 
 // TTL returns the lease's time to live.
@@ -105,7 +108,9 @@ func (k *LeaseKeeper) set(s *concurrency.Session) {
 	k.mu.Unlock()
 }
 
-// Run grants leases and keeps them alive until ctx is cancelled. It does
+// Run grants leases and keeps them alive until ctx is cancelled. While
+// etcd refuses or does not answer it retries, 100ms after the first
+// failure and twice as long after each further one, up to 5s. It does
 // not revoke the last lease on return; call Revoke for that, after the state
 // bound to the lease has been given back.
 func (k *LeaseKeeper) Run(ctx context.Context) error {
@@ -119,7 +124,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 			k.grantFailures.Add(1)
 			k.logger.Warn("granting etcd lease failed; retrying", "err", err, "retry_in", backoff)
 			select {
-			case <-time.After(backoff):
+			case <-k.clock.After(backoff):
 			case <-ctx.Done():
 				return nil
 			}

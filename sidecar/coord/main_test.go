@@ -1,9 +1,10 @@
 package coord
 
 import (
+	"os"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/batonhq/baton/sidecar/internal/etcdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m)) }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // ErrUnknownSession is returned for a session id that is not open.
@@ -77,13 +79,17 @@ func (s *Session) OnClose(f func()) (remove func(), ok bool) {
 // Sessions is the registry of a sidecar's open worker sessions. Its methods
 // are safe for concurrent use.
 type Sessions struct {
+	clock  clockwork.Clock
 	mu     sync.Mutex
 	open   map[string]*Session
 	opened int64
 }
 
-// NewSessions returns an empty registry.
-func NewSessions() *Sessions { return &Sessions{open: make(map[string]*Session)} }
+// NewSessions returns an empty registry. WithClock sets the clock of the
+// sessions' start times (default: the wall clock).
+func NewSessions(opts ...Option) *Sessions {
+	return &Sessions{clock: options(opts).clock, open: make(map[string]*Session)}
+}
 
 // Open opens a new session for the named worker.
 func (r *Sessions) Open(worker string) *Session { return r.OpenFor(worker, 0) }
@@ -95,7 +101,7 @@ func (r *Sessions) OpenFor(worker string, pid int32) *Session {
 	s := &Session{
 		ID:      "s-" + hex.EncodeToString(b[:]),
 		Worker:  worker,
-		Started: time.Now(),
+		Started: r.clock.Now(),
 		PID:     pid,
 		done:    make(chan struct{}),
 		push:    make(chan any, 64),

@@ -25,6 +25,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -57,7 +58,14 @@ type Config struct {
 	Entry Entry
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
+	// Clock stamps UpdatedMS and times the retry of a failed write
+	// (RetryInterval). Default: the wall clock.
+	Clock clockwork.Clock
 }
+
+// RetryInterval is how long Run waits after a failed write before it
+// writes again (sooner when the lease changes).
+const RetryInterval = time.Second
 
 // Registrar writes one sidecar's entry. Run it in a goroutine.
 type Registrar struct {
@@ -71,6 +79,9 @@ type Registrar struct {
 func New(kv clientv3.KV, lease *coord.LeaseKeeper, cfg Config) *Registrar {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	return &Registrar{kv: kv, lease: lease, cfg: cfg}
 }
@@ -86,7 +97,7 @@ func (r *Registrar) Run(ctx context.Context) {
 		if err == nil && sess.Lease() != written {
 			e := r.cfg.Entry
 			e.Lease = int64(sess.Lease())
-			e.UpdatedMS = time.Now().UnixMilli()
+			e.UpdatedMS = r.cfg.Clock.Now().UnixMilli()
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, perr := r.kv.Put(wctx, prefix+e.WorkerID, mustJSON(e), clientv3.WithLease(sess.Lease()))
 			cancel()
@@ -94,7 +105,7 @@ func (r *Registrar) Run(ctx context.Context) {
 				if ctx.Err() == nil {
 					r.cfg.Logger.Warn("registering the sidecar failed; retrying", "err", perr)
 				}
-				retry = time.After(time.Second)
+				retry = r.cfg.Clock.After(RetryInterval)
 			} else {
 				written, retry = sess.Lease(), nil
 			}

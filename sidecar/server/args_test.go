@@ -12,8 +12,9 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,7 +27,7 @@ import (
 var fuzzNow = time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)
 
 func fuzzStore(f *testing.F) *workqueue.Store {
-	s, err := workqueue.NewStore(nil, workqueue.Config{Now: func() time.Time { return fuzzNow }})
+	s, err := workqueue.NewStore(nil, workqueue.Config{Clock: clockwork.NewFakeClockAt(fuzzNow)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func validateRequest(store *workqueue.Store, m proto.Message) error {
 	case *batonv1.HeartbeatRequest:
 		return progressArg(m.GetProgress())
 	case *batonv1.LockRequest:
-		if err := coord.ValidateLockName(m.GetName()); err != nil {
+		if err := namedlock.ValidateLockName(m.GetName()); err != nil {
 			return invalidArg("name", err.Error())
 		}
 		_, err := lockWait(m.GetWait())

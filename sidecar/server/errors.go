@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,6 +31,7 @@ func toConnect(err error) error {
 	var cinv *configdoc.InvalidError
 	var ce *connect.Error
 	var qe *workqueue.QuotaError
+	var lto *namedlock.TimeoutError
 	switch {
 	case errors.As(err, &qe):
 		return connect.NewError(connect.CodeResourceExhausted, qe)
@@ -39,15 +41,17 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, configdoc.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, errors.New(strings.TrimPrefix(err.Error(), "configdoc: ")))
-	case errors.Is(err, coord.ErrLocked):
+	case errors.As(err, &lto):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	case errors.Is(err, namedlock.ErrLocked):
 		return connect.NewError(connect.CodeAborted, errors.New("lock is held or awaited by another session"))
-	case errors.Is(err, coord.ErrNotHeld):
+	case errors.Is(err, namedlock.ErrNotHeld):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("lock is not held by this session: never taken, already released, or lost with its lease"))
-	case errors.Is(err, coord.ErrAlreadyHeld):
+	case errors.Is(err, namedlock.ErrAlreadyHeld):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("this session already holds or awaits the lock; locks are not reentrant"))
-	case errors.Is(err, coord.ErrSessionClosed):
+	case errors.Is(err, namedlock.ErrSessionClosed):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the session closed while waiting for the lock"))
-	case errors.Is(err, coord.ErrLockLeaseLost):
+	case errors.Is(err, namedlock.ErrLockLeaseLost):
 		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the lock lease expired while waiting; retry"))
 	case errors.Is(err, workqueue.ErrClaimLost):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("claim lost: the task was claimed again, returned to the queue or already finished; discard this attempt's output"))

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,30 +9,27 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/coord"
-	"github.com/batonhq/baton/sidecar/telemetry"
-	"go.opentelemetry.io/otel/trace"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // MaxLockWait bounds Lock's wait, and is the wait of a Lock without one.
-const MaxLockWait = 10 * time.Minute
+const MaxLockWait = namedlock.MaxWait
 
-// LockHandler implements LockService on coord.Locks.
+// LockHandler implements LockService on namedlock.Locks, which decides
+// what a request means (waits, wait 0, a caller that left) and observes
+// it; the handler checks arguments and maps errors to codes.
 type LockHandler struct {
-	Locks    *coord.Locks
+	Locks    *namedlock.Locks
 	Sessions *coord.Sessions
 	Logger   *slog.Logger
-	// Metrics and TracerProvider observe lock waits (baton_lock_wait_seconds,
-	// span baton.lock.wait); both may be nil.
-	Metrics        *telemetry.Metrics
-	TracerProvider trace.TracerProvider
 }
 
 var _ batonv1connect.LockServiceHandler = (*LockHandler)(nil)
 
 // lockArgs checks a lock request's name and session.
 func (h *LockHandler) lockArgs(name, session string) (*coord.Session, error) {
-	if err := coord.ValidateLockName(name); err != nil {
+	if err := namedlock.ValidateLockName(name); err != nil {
 		return nil, invalidArg("name", err.Error())
 	}
 	if session == "" {
@@ -75,44 +70,10 @@ func (h *LockHandler) Lock(ctx context.Context, req *connect.Request[batonv1.Loc
 	if err != nil {
 		return nil, err
 	}
-	ctx, obs := telemetry.StartLockWait(ctx, h.TracerProvider, h.Metrics, req.Msg.GetName(), sess.ID)
-	var token int64
-	if wait == 0 {
-		ectx, cancel := etcdContext(ctx)
-		token, err = h.Locks.TryLock(ectx, sess, req.Msg.GetName())
-		cancel()
-		if errors.Is(err, coord.ErrLocked) {
-			err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q is held by another session (wait 0s)", req.Msg.GetName()))
-			obs.End(telemetry.LockBusy, 0, err)
-			return nil, err
-		}
-	} else {
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		token, err = h.Locks.Lock(wctx, sess, req.Msg.GetName())
-		cancel()
-		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-			err = connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("lock %q not obtained within %v", req.Msg.GetName(), wait))
-			obs.End(telemetry.LockTimeout, 0, err)
-			return nil, err
-		}
-	}
-	if err == nil && ctx.Err() != nil {
-		// Taken just as the caller went away: nobody would know it holds
-		// the lock, so give it back.
-		uctx, cancel := context.WithTimeout(context.Background(), EtcdTimeout)
-		_ = h.Locks.Unlock(uctx, sess, req.Msg.GetName())
-		cancel()
-		err = ctx.Err()
-	}
+	token, err := h.Locks.Lock(ctx, sess, req.Msg.GetName(), wait)
 	if err != nil {
-		outcome := telemetry.LockError
-		if ctx.Err() != nil || errors.Is(err, coord.ErrSessionClosed) {
-			outcome = telemetry.LockCancelled
-		}
-		obs.End(outcome, 0, err)
 		return nil, rpcErr(ctx, err)
 	}
-	obs.End(telemetry.LockAcquired, token, nil)
 	h.Logger.DebugContext(ctx, "lock taken", "lock", req.Msg.GetName(), "session", sess.ID, "token", token)
 	return connect.NewResponse(&batonv1.LockResponse{FencingToken: token}), nil
 }
@@ -123,18 +84,7 @@ func (h *LockHandler) TryLock(ctx context.Context, req *connect.Request[batonv1.
 	if err != nil {
 		return nil, err
 	}
-	ectx, cancel := etcdContext(ctx)
-	defer cancel()
-	start := time.Now()
-	token, err := h.Locks.TryLock(ectx, sess, req.Msg.GetName())
-	switch {
-	case err == nil:
-		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockAcquired)
-	case errors.Is(err, coord.ErrLocked):
-		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockBusy)
-	default:
-		h.Metrics.ObserveLockWait(time.Since(start), telemetry.LockError)
-	}
+	token, err := h.Locks.TryLock(ctx, sess, req.Msg.GetName())
 	if err != nil {
 		return nil, rpcErr(ctx, err)
 	}

@@ -14,6 +14,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/gen/baton/v1/batonv1connect"
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.opentelemetry.io/otel/trace"
@@ -91,7 +92,7 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 				m = msg
 			case workqueue.CancelNotice:
 				m = &batonv1.AttachResponse{Cancel: &batonv1.CancelRequested{TaskId: msg.TaskID, Claim: msg.Claim}}
-			case coord.LockLost:
+			case namedlock.LockLost:
 				m = &batonv1.AttachResponse{LockLost: &batonv1.LockLost{Name: msg.Name, FencingToken: msg.Token}}
 			default:
 				continue

@@ -16,6 +16,7 @@ import (
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/embedetcd"
+	"github.com/batonhq/baton/sidecar/internal/etcdtest"
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
@@ -143,16 +144,7 @@ func StartSidecar(tb testing.TB, endpoint, ns string, cfg sidecar.Config) *Sidec
 // the life of the process. Use them in TestMain:
 //
 //	if err := goleak.Find(sidecartest.LeakOptions()...); err != nil { ... }
-func LeakOptions() []goleak.Option {
-	return []goleak.Option{
-		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
-		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
-	}
-}
+func LeakOptions() []goleak.Option { return etcdtest.LeakOptions() }
 
 // RunWithEtcd is a TestMain body for a package whose tests share one
 // embedded etcd: it starts the etcd, sets *endpoint, runs the tests, stops

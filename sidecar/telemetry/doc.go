@@ -27,11 +27,10 @@
 //
 // Requeues (session closed, timeout, lease expiry, shutdown) are
 // baton.requeue spans in the same trace; the workqueue package starts the
-// claim, answer and requeue spans. This package provides the spans of the
-// lock and configuration services: StartLockWait (baton.lock.wait, also
-// measured in baton_lock_wait_seconds) and StartConfigDelivery
-// (baton.config.deliver). Task ids, queues and attempts are span
-// attributes; payloads never are.
+// claim, answer and requeue spans, the namedlock package the lock waits'
+// (baton.lock.wait). This package provides the span of the configuration
+// service: StartConfigDelivery (baton.config.deliver). Task ids, queues
+// and attempts are span attributes; payloads never are.
 //
 // # Metrics
 //
@@ -40,8 +39,8 @@
 // dispatch latency, run time, sampled queue depth), measures the etcd
 // client through EtcdDialOptions (round-trip time, lease keepalive
 // failures and age), reads live counts through Watch (claims held, worker
-// sessions, leases lost) and measures lock waits (ObserveLockWait). Names
-// follow baton_<subsystem>_<name>_<unit>; labels are bounded (queue names,
+// sessions, leases lost) and implements namedlock.Observer (lock waits).
+// Names follow baton_<subsystem>_<name>_<unit>; labels are bounded (queue names,
 // fixed reason and outcome sets, etcd method names): never a task id, a
 // lock name or a worker id. docs/observability.md lists every metric.
 //

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/audit"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,7 +17,7 @@ import (
 // does nothing on a nil *Metrics, so code can take one optionally.
 //
 // Labels are bounded: queue names (chosen by the operator), the fixed sets
-// of workqueue.Reason, workqueue.Outcome, LockOutcome, ScopedRPC and
+// of workqueue.Reason, workqueue.Outcome, namedlock.Outcome, ScopedRPC and
 // audit.Action (plus "other"), depth states and etcd's gRPC method names.
 // Task ids, lock names and worker ids never
 // label a metric.
@@ -98,7 +99,7 @@ func NewMetrics(cfg MetricsConfig) *Metrics {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "baton_lease_keepalive_age_seconds",
 		Help: "Seconds since etcd last confirmed the sidecar's lease (a keepalive response); it climbs past the TTL/3 keepalive interval when keepalives fail."},
 		m.keepaliveAge))
-	for _, o := range LockOutcomes {
+	for _, o := range namedlock.Outcomes {
 		m.lockWait.WithLabelValues(string(o))
 	}
 	m.operatorActions = counter("baton_operator_actions_total",

@@ -12,7 +12,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 )
@@ -232,7 +232,7 @@ func (u *UI) workers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) locks(w http.ResponseWriter, r *http.Request) {
-	ls, err := coord.ListLocks(r.Context(), u.cfg.KV)
+	ls, err := namedlock.ListLocks(r.Context(), u.cfg.KV)
 	if err != nil {
 		u.fail(w, r, err)
 		return

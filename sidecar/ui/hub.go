@@ -13,7 +13,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -25,7 +25,7 @@ const maxTopics = 200
 
 // watchedPrefixes are the prefixes followed besides task statuses, each
 // with the topic its changes mark (config/ also marks "config:NAME").
-var watchedPrefixes = []string{workqueue.PausePrefix, registry.Prefix, coord.PrefixLocks, coord.PrefixLockOwners, configdoc.Prefix, audit.Prefix}
+var watchedPrefixes = []string{workqueue.PausePrefix, registry.Prefix, namedlock.PrefixLocks, namedlock.PrefixLockOwners, configdoc.Prefix, audit.Prefix}
 
 func topicOf(prefix, key string) []string {
 	switch prefix {
@@ -33,7 +33,7 @@ func topicOf(prefix, key string) []string {
 		return []string{"queues"}
 	case registry.Prefix:
 		return []string{"workers"}
-	case coord.PrefixLocks, coord.PrefixLockOwners:
+	case namedlock.PrefixLocks, namedlock.PrefixLockOwners:
 		return []string{"locks"}
 	case configdoc.Prefix:
 		return []string{"config", "config:" + strings.TrimPrefix(key, prefix)}

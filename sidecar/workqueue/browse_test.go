@@ -2,6 +2,7 @@ package workqueue
 
 import (
 	"context"
+	"github.com/jonboulle/clockwork"
 	"sync"
 	"testing"
 	"time"
@@ -65,8 +66,8 @@ func TestOldestPendingAcrossPriorities(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	now := time.UnixMilli(1_700_000_000_000)
-	s, err := NewStore(cli.KV, Config{Now: func() time.Time { return now }})
+	clock := clockwork.NewFakeClockAt(time.UnixMilli(1_700_000_000_000))
+	s, err := NewStore(cli.KV, Config{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +76,9 @@ func TestOldestPendingAcrossPriorities(t *testing.T) {
 		t.Fatalf("empty queue: %d %v", got, err)
 	}
 	submitSpecs(t, s, Spec{ID: "old", Queue: "q"})
-	oldMS := now.UnixMilli()
-	now = now.Add(time.Hour)
+	oldMS := clock.Now().UnixMilli()
+	clock.Advance(time.Hour)
+	now := clock.Now()
 	submitSpecs(t, s, Spec{ID: "urgent", Queue: "q", Priority: 10}, Spec{ID: "low", Queue: "q", Priority: -5})
 	if got, err := s.OldestPending(ctx, "q", 0); err != nil || got != oldMS {
 		t.Fatalf("oldest pending %d (%v), want %d", got, err, oldMS)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/jonboulle/clockwork"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -20,7 +21,7 @@ import (
 type held struct {
 	c       *Claimed
 	unhook  func()
-	timer   *time.Timer
+	timer   clockwork.Timer
 	session *coord.Session
 	claimed time.Time         // when this sidecar claimed it
 	span    trace.SpanContext // the claim span: parent of what follows in the task's trace
@@ -29,7 +30,7 @@ type held struct {
 // hold records a new claim: its deadline timer and its session hook. sc
 // is the claim's span.
 func (d *Dispatcher) hold(c *Claimed, sess *coord.Session, sc trace.SpanContext) error {
-	h := &held{c: c, session: sess, claimed: time.Now(), span: sc}
+	h := &held{c: c, session: sess, claimed: d.cfg.Now(), span: sc}
 	d.mu.Lock()
 	d.held[c.ID] = h
 	d.armLocked(h)
@@ -54,7 +55,7 @@ func (d *Dispatcher) armLocked(h *held) {
 		h.timer.Stop()
 	}
 	id, token := h.c.ID, h.c.Token
-	h.timer = time.AfterFunc(time.Until(h.c.Deadline()), func() {
+	h.timer = d.cfg.Clock.AfterFunc(d.cfg.Clock.Until(h.c.Deadline()), func() {
 		d.tracked(func() { d.abandon(id, token, ReasonTimeout) })
 	})
 }
@@ -82,7 +83,7 @@ func (d *Dispatcher) forget(id string, token int64, outcome Outcome) {
 		d.mu.Unlock()
 		return
 	}
-	d.cfg.Observer.ClaimEnded(h.c.Status.Queue, outcome, time.Since(h.claimed))
+	d.cfg.Observer.ClaimEnded(h.c.Status.Queue, outcome, d.cfg.Clock.Since(h.claimed))
 	delete(d.held, id)
 	delete(d.taken, token)
 	if h.timer != nil {
@@ -159,7 +160,7 @@ func (d *Dispatcher) retryAbandon(id string, token int64, reason Reason) {
 	if h.timer != nil {
 		h.timer.Stop()
 	}
-	h.timer = time.AfterFunc(abandonRetry, func() {
+	h.timer = d.cfg.Clock.AfterFunc(abandonRetry, func() {
 		d.tracked(func() { d.abandon(id, token, reason) })
 	})
 }

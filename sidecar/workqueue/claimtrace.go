@@ -31,7 +31,7 @@ func (d *Dispatcher) conflict(ctx context.Context, cand entry, cl *claimTrace) {
 	}
 	cl.n++
 	if len(cl.conflicts) < maxConflictEvents {
-		cl.conflicts = append(cl.conflicts, conflictEvent{at: time.Now(), id: id})
+		cl.conflicts = append(cl.conflicts, conflictEvent{at: d.cfg.Now(), id: id})
 	}
 	trace.SpanFromContext(ctx).AddEvent("claim conflict", trace.WithAttributes(AttrTaskID.String(id), AttrTaskQueue.String(cand.st.Queue)))
 }

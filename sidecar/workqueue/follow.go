@@ -32,7 +32,7 @@ func (d *Dispatcher) follow(ctx context.Context) {
 				d.cfg.Logger.Warn("reading wait keys failed; retrying", "err", err, "retry_in", backoff)
 			}
 			select {
-			case <-time.After(backoff):
+			case <-d.cfg.Clock.After(backoff):
 			case <-ctx.Done():
 			case <-ls.Done():
 			}

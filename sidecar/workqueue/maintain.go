@@ -16,17 +16,17 @@ import (
 // so each costs O(1) per fleet. orphans carries ids of tasks whose claim
 // key vanished with its lease; hints the due times of delay entries put.
 func (d *Dispatcher) maintain(ctx context.Context, orphans <-chan string, hints <-chan time.Time) {
-	sweep := time.NewTicker(d.cfg.SweepInterval)
+	sweep := d.cfg.Clock.NewTicker(d.cfg.SweepInterval)
 	defer sweep.Stop()
 	var depth <-chan time.Time
 	depthSeen := map[string]bool{}
 	if _, nop := d.cfg.Observer.(nopObserver); !nop {
-		t := time.NewTicker(d.cfg.DepthInterval)
+		t := d.cfg.Clock.NewTicker(d.cfg.DepthInterval)
 		defer t.Stop()
-		depth = t.C
+		depth = t.Chan()
 		defer d.clearDepth(depthSeen)
 	}
-	delay := time.NewTimer(0) // fires at once: promote what is due at start
+	delay := d.cfg.Clock.NewTimer(0) // fires at once: promote what is due at start
 	defer delay.Stop()
 	next := time.Time{}
 	d.sweep(ctx)
@@ -35,14 +35,14 @@ func (d *Dispatcher) maintain(ctx context.Context, orphans <-chan string, hints 
 		select {
 		case <-ctx.Done():
 			return
-		case <-sweep.C:
+		case <-sweep.Chan():
 			d.sweep(ctx)
 			d.collect(ctx)
 			// Promote too: a delay entry put while the watch was down
 			// sent no hint.
 			if due := d.promote(ctx); !due.IsZero() && (next.IsZero() || due.Before(next)) {
 				next = due
-				delay.Reset(max(time.Until(due), 0))
+				delay.Reset(max(d.cfg.Clock.Until(due), 0))
 			}
 		case <-depth:
 			d.sampleDepth(ctx, depthSeen)
@@ -51,12 +51,12 @@ func (d *Dispatcher) maintain(ctx context.Context, orphans <-chan string, hints 
 		case due := <-hints:
 			if next.IsZero() || due.Before(next) {
 				next = due
-				delay.Reset(max(time.Until(due), 0))
+				delay.Reset(max(d.cfg.Clock.Until(due), 0))
 			}
-		case <-delay.C:
+		case <-delay.Chan():
 			next = d.promote(ctx)
 			if !next.IsZero() {
-				delay.Reset(max(time.Until(next), 0))
+				delay.Reset(max(d.cfg.Clock.Until(next), 0))
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -76,7 +77,7 @@ func (d *Dispatcher) campaign(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			d.cfg.Logger.Warn("campaigning for scheduler failed; retrying", "err", err, "retry_in", backoff)
 			select {
-			case <-time.After(backoff):
+			case <-d.cfg.Clock.After(backoff):
 			case <-ctx.Done():
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -123,8 +124,8 @@ type schedLoop struct {
 
 	results  chan result
 	inflight int
-	wg       sync.WaitGroup // assignment goroutines
-	retry    *time.Timer    // set after etcd failed an assignment
+	wg       sync.WaitGroup  // assignment goroutines
+	retry    clockwork.Timer // set after etcd failed an assignment
 }
 
 // result is how an assignment transaction ended.
@@ -149,7 +150,7 @@ func (s *schedLoop) run(ctx context.Context) {
 				s.d.cfg.Logger.Warn("scheduler: reading the queue failed; retrying", "err", err, "retry_in", backoff)
 			}
 			select {
-			case <-time.After(backoff):
+			case <-s.d.cfg.Clock.After(backoff):
 			case <-ctx.Done():
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -221,7 +222,7 @@ func (s *schedLoop) loop(ctx context.Context, ch clientv3.WatchChan) bool {
 		s.m.prune(maxBacklogs)
 		var retry <-chan time.Time
 		if s.retry != nil {
-			retry = s.retry.C
+			retry = s.retry.Chan()
 		}
 		select {
 		case <-ctx.Done():
@@ -396,7 +397,7 @@ func (s *schedLoop) handle(ctx context.Context, r result) bool {
 		// again shortly.
 		s.m.done(r.a, false, false, false)
 		if s.retry == nil {
-			s.retry = time.NewTimer(100 * time.Millisecond)
+			s.retry = d.cfg.Clock.NewTimer(100 * time.Millisecond)
 		}
 		if ctx.Err() == nil && !errors.Is(r.err, context.Canceled) {
 			d.cfg.Logger.Warn("scheduler: assignment failed", "err", r.err)

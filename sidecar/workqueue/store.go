@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/audit"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -89,8 +90,11 @@ type Config struct {
 	ExpiryGrace time.Duration
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
-	// Now returns the current time. Default time.Now.
-	Now func() time.Time
+	// Clock is the one clock of the store and the dispatcher: the times
+	// written into tasks, deadlines, backoffs, the scheduler's timers and
+	// the background duties' intervals. Default: the wall clock. The
+	// deadlines of single etcd calls are real time whatever the clock.
+	Clock clockwork.Clock
 	// Observer is told what the dispatcher does, for metrics. Default:
 	// none.
 	Observer Observer
@@ -160,8 +164,8 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
@@ -174,6 +178,9 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Now returns the current time on the Clock.
+func (c Config) Now() time.Time { return c.Clock.Now() }
 
 // Validate reports the first field that is out of range.
 func (c Config) Validate() error {

@@ -1,0 +1,180 @@
+package coord
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/internal/etcdtest"
+	"github.com/jonboulle/clockwork"
+)
+
+// Unit tests of the lease keeper and the sessions on a fake clock against
+// a real etcd: the keeper's own timing decisions (when to try again) are
+// checked by advancing the clock, never by sleeping.
+
+// retries is a slog handler that keeps the retry_in of each "granting
+// etcd lease failed" record.
+type retries struct {
+	mu  sync.Mutex
+	got []time.Duration
+}
+
+func (h *retries) Enabled(context.Context, slog.Level) bool { return true }
+func (h *retries) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "retry_in" {
+			h.mu.Lock()
+			h.got = append(h.got, a.Value.Duration())
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+func (h *retries) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *retries) WithGroup(string) slog.Handler      { return h }
+
+func (h *retries) list() []time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.got)
+}
+
+// pending reports whether at least n timers wait on the clock, without
+// blocking.
+func pending(c *clockwork.FakeClock, n int) bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return c.BlockUntilContext(ctx, n) == nil
+}
+
+// failures polls until the keeper has failed n grants and waits on the
+// clock.
+func failures(t *testing.T, k *LeaseKeeper, c *clockwork.FakeClock, n int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for k.Stats().GrantFailures < n {
+		if ctx.Err() != nil {
+			t.Fatalf("%d grant failures, want %d", k.Stats().GrantFailures, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := c.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("the keeper does not wait on the clock after a failure")
+	}
+	if got := k.Stats().GrantFailures; got != n {
+		t.Fatalf("%d grant failures, want %d: it tried again without the clock", got, n)
+	}
+}
+
+// TestLeaseGrantBacksOff: while etcd refuses the grant (here: a TTL over
+// etcd's maximum, refused on every try), the keeper tries again 100ms
+// after the first failure, twice as long after each further one, and at
+// most every 5s; not one try comes before its time.
+func TestLeaseGrantBacksOff(t *testing.T) {
+	cli := etcdtest.Client(t)
+	clock := clockwork.NewFakeClock()
+	log := &retries{}
+	k := NewLeaseKeeper(cli, 9_000_000_001*time.Second, slog.New(log), WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, 5 * time.Second, 5 * time.Second}
+	for i, d := range want {
+		failures(t, k, clock, int64(i+1))
+		clock.Advance(d - time.Millisecond)
+		if !pending(clock, 1) {
+			t.Fatalf("try %d came before its %v", i+2, d)
+		}
+		clock.Advance(time.Millisecond)
+	}
+	failures(t, k, clock, int64(len(want)+1))
+	if got := log.list(); !slices.Equal(got[:len(want)], want) {
+		t.Errorf("logged retry_in %v, want %v", got, want)
+	}
+	if s := k.Stats(); s.Granted != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestLostLeaseIsReplacedAtOnce: a lease revoked behind the keeper's back
+// is reported on the old session and replaced without waiting on the
+// clock (the backoff is only for grants that fail).
+func TestLostLeaseIsReplacedAtOnce(t *testing.T) {
+	cli := etcdtest.Client(t)
+	clock := clockwork.NewFakeClock()
+	k := NewLeaseKeeper(cli, time.Second, nil, WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = k.Revoke(context.Background())
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	first, err := k.WaitSession(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Revoke(wctx, first.Lease()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first.Done():
+	case <-wctx.Done():
+		t.Fatal("the revoked lease's session did not end")
+	}
+	for {
+		s, changed, err := k.Session()
+		if err == nil && s.Lease() != first.Lease() {
+			break
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			t.Fatal("no new lease without advancing the clock")
+		}
+	}
+	if s := k.Stats(); s.Granted != 2 || s.Lost != 1 || s.GrantFailures != 0 {
+		t.Errorf("stats %+v, want 2 granted, 1 lost", s)
+	}
+}
+
+// TestSessionsStartOnTheClock: a session's start time is the clock's,
+// and OfPID lists a process's sessions oldest first by it.
+func TestSessionsStartOnTheClock(t *testing.T) {
+	start := time.Date(2026, 12, 3, 4, 0, 0, 0, time.UTC)
+	clock := clockwork.NewFakeClockAt(start)
+	r := NewSessions(WithClock(clock))
+	var opened []*Session
+	for i := range 3 {
+		opened = append(opened, r.OpenFor("w", 42))
+		if opened[i].Started != start.Add(time.Duration(i)*time.Second) {
+			t.Errorf("session %d started %v", i, opened[i].Started)
+		}
+		clock.Advance(time.Second)
+	}
+	r.OpenFor("other", 7)
+	if got := r.OfPID(42); !slices.Equal(got, opened) {
+		t.Errorf("OfPID = %v, want the three in order", got)
+	}
+	r.Close(opened[0])
+	if got := r.OfPID(42); !slices.Equal(got, opened[1:]) || r.Len() != 3 || r.Opened() != 4 {
+		t.Errorf("after Close: OfPID %v, Len %d, Opened %d", got, r.Len(), r.Opened())
+	}
+}

@@ -1,0 +1,84 @@
+// Package etcdtest runs a package's unit tests against one real embedded
+// etcd, each test in a namespace of its own. It serves the packages that
+// package sidecartest cannot (sidecartest imports them through the
+// sidecar), so that their in-package tests need no mock of etcd.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batonhq/baton/sidecar/embedetcd"
+	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+)
+
+// endpoint is the etcd started by Main.
+var endpoint string
+
+// Main is a TestMain body: it starts an embedded etcd, runs the tests,
+// stops the etcd and, when the tests passed, fails the run if goroutines
+// were left behind (goleak with LeakOptions). It returns the exit code:
+//
+//	func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m)) }
+func Main(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s, err := embedetcd.Start(ctx, embedetcd.Config{})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting etcd:", err)
+		return 1
+	}
+	endpoint = s.Endpoint()
+	code := m.Run()
+	s.Close()
+	if code == 0 {
+		if err := goleak.Find(LeakOptions()...); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// LeakOptions ignore the goroutines etcd's server and gRPC keep for the
+// life of the process.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/pkg/v3/schedule.(*fifo).run"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/client/pkg/v3/logutil.(*MergeLogger).outputLoop"),
+		goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver.(*EtcdServer).publishV3"),
+	}
+}
+
+var seq atomic.Int64
+
+// Client returns a client of Main's etcd that sees only a namespace of the
+// test's own; it is closed when the test ends.
+func Client(tb testing.TB) *clientv3.Client {
+	tb.Helper()
+	if endpoint == "" {
+		tb.Fatal("etcdtest: no etcd; call etcdtest.Main from TestMain")
+	}
+	ns := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' {
+			return r
+		}
+		return '-'
+	}, fmt.Sprintf("t%d-%s", seq.Add(1), tb.Name()))
+	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{endpoint}, Namespace: ns[:min(len(ns), 64)]})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cli.Close() })
+	return cli
+}

@@ -1,0 +1,37 @@
+// Package namedlock hands out named, fair, fenced locks to worker sessions
+// (the socket's LockService), on etcd.
+//
+//	          Lock                      first in line
+//	(none) ─────────▶ WAITING ──────────────────────────▶ HELD
+//	                     │  key locks/<name>/<lease>          │
+//	                     │  watches only the key before it    │ Unlock, session closed
+//	                     │                                    │ (lease revoked), lease
+//	  session closed,    ▼                                    ▼ expired (sidecar dead)
+//	  wait over ──▶ key removed                            key deleted: the next
+//	                                                       waiter holds it
+//
+// Each worker session (coord.Session) gets an etcd lease of its own for
+// its locks (a concurrency.Session with the sidecar's TTL), so two workers
+// behind one sidecar exclude each other. The holder is the key with the
+// lowest create revision, and that revision is the fencing token: it rises
+// with every holder, so a store that refuses tokens lower than the last it
+// accepted refuses a stale holder.
+//
+// # The rules of a request
+//
+// Locks.Lock decides what the socket's Lock means, so that the handler only
+// maps errors to codes: a wait is measured on the injected clock and cut to
+// MaxWait; wait 0 does not wait (a held lock is a TimeoutError at once,
+// and no key is left in the line); a lock taken just as the caller went
+// away is given back, because nobody would know it holds it. Every Lock and
+// TryLock is one baton.lock.wait span and one Observer.LockWaited call,
+// with its Outcome.
+//
+// # Trust window
+//
+// A holder whose sidecar is paused or cut off may believe it holds the lock
+// for up to the TTL after etcd expired it and gave it to the next waiter.
+// The sidecar tells the worker (LockLost on its session, and Unlock fails
+// with ErrNotHeld) as soon as it learns; anything the lock protects outside
+// etcd must check the fencing token.
+package namedlock
