@@ -304,11 +304,18 @@ SIGNALLED = textwrap.dedent("""
 
 
 def run_signalled(dev, queue, signals):
+    # The child gets SIGINT's default disposition even when this process was
+    # started with it ignored (a background job of a shell): Python installs
+    # its Ctrl-C handler only then. The timer kills a child that never says
+    # what it is waiting for, so a regression fails instead of hanging.
     p = subprocess.Popen([sys.executable, "-c", SIGNALLED % (PKG_DIR, dev.socket, queue)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = threading.Timer(60, p.kill)
+    deadline.start()
     try:
         first = p.stdout.readline().decode().split()
-        assert first[0] == "started", first
+        assert first and first[0] == "started", first
         err0 = b""
         for i, s in enumerate(signals):
             p.send_signal(s)
@@ -322,6 +329,7 @@ def run_signalled(dev, queue, signals):
         out, err = p.communicate(timeout=60)
         err = err0 + err
     finally:
+        deadline.cancel()
         if p.poll() is None:
             p.kill()
             p.wait()
