@@ -152,22 +152,4 @@ func LeakOptions() []goleak.Option { return etcdtest.LeakOptions() }
 // left behind (goleak with LeakOptions). It returns the exit code:
 //
 //	func TestMain(m *testing.M) { os.Exit(sidecartest.RunWithEtcd(m, &endpoint)) }
-func RunWithEtcd(m *testing.M, endpoint *string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	s, err := embedetcd.Start(ctx, embedetcd.Config{})
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting etcd:", err)
-		return 1
-	}
-	*endpoint = s.Endpoint()
-	code := m.Run()
-	s.Close()
-	if code == 0 {
-		if err := goleak.Find(LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	return code
-}
+func RunWithEtcd(m *testing.M, endpoint *string) int { return etcdtest.Run(m, endpoint) }

@@ -27,7 +27,11 @@ var endpoint string
 // were left behind (goleak with LeakOptions). It returns the exit code:
 //
 //	func TestMain(m *testing.M) { os.Exit(etcdtest.Main(m)) }
-func Main(m *testing.M) int {
+func Main(m *testing.M) int { return Run(m, &endpoint) }
+
+// Run is Main for a package that keeps the endpoint itself: it sets
+// *endpoint before the tests run (sidecartest.RunWithEtcd is this).
+func Run(m *testing.M, endpoint *string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	s, err := embedetcd.Start(ctx, embedetcd.Config{})
 	cancel()
@@ -35,7 +39,7 @@ func Main(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting etcd:", err)
 		return 1
 	}
-	endpoint = s.Endpoint()
+	*endpoint = s.Endpoint()
 	code := m.Run()
 	s.Close()
 	if code == 0 {
