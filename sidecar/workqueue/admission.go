@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -87,8 +88,9 @@ type AdmissionConfig struct {
 	// Refresh bounds the age of the database size Submit decides on.
 	// Default DefaultAdmissionRefresh.
 	Refresh time.Duration
-	// Now returns the current time. Default time.Now.
-	Now func() time.Time
+	// Clock ages the cached database size, as Config.Clock does for the
+	// store. Default the wall clock.
+	Clock clockwork.Clock
 }
 
 // Admission decides whether a Submit fits under etcd's quota. It is safe
@@ -119,8 +121,8 @@ func NewAdmission(cfg AdmissionConfig) (*Admission, error) {
 	if cfg.Refresh == 0 {
 		cfg.Refresh = DefaultAdmissionRefresh
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	return &Admission{cfg: cfg}, nil
 }
@@ -143,7 +145,7 @@ func (a *Admission) DBSize(ctx context.Context) (int64, error) {
 // refresh reads the database size unless the last read is recent. Called
 // with mu held: concurrent submits wait for one read.
 func (a *Admission) refresh(ctx context.Context) error {
-	now := a.cfg.Now()
+	now := a.cfg.Clock.Now()
 	if !a.readAt.IsZero() && now.Sub(a.readAt) < a.cfg.Refresh {
 		return nil
 	}

@@ -2,12 +2,12 @@ package workqueue
 
 import (
 	"context"
-	"github.com/jonboulle/clockwork"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/jonboulle/clockwork"
 )
 
 // The tally moves each task between counts as its status changes, forgets
