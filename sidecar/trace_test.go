@@ -115,19 +115,22 @@ func waitChain(t *testing.T, r *sidecartest.OTLPReceiver, id, workerService, wor
 	t.Helper()
 	task := map[string]string{"baton.task.id": id}
 	var c taskChain
+	// The Complete RPC's span ends after the complete span inside it, and
+	// may be exported later: wait for it too.
 	r.WaitFor(t, 30*time.Second, func(spans []sidecartest.Span) bool {
-		var ok [4]bool
+		var ok [5]bool
 		c.claim, ok[0] = find(spans, "baton-sidecar", workqueue.SpanClaim, task)
 		c.worker, ok[1] = find(spans, workerService, workerSpan, task)
 		c.complete, ok[2] = find(spans, "baton-sidecar", workqueue.SpanComplete, task)
-		if ok[0] {
-			for _, s := range spans {
-				if s.SpanID == c.claim.ParentID {
-					c.submit, ok[3] = s, true
-				}
+		for _, s := range spans {
+			if ok[0] && s.SpanID == c.claim.ParentID {
+				c.submit, ok[3] = s, true
+			}
+			if ok[2] && s.SpanID == c.complete.ParentID {
+				ok[4] = true
 			}
 		}
-		return ok[0] && ok[1] && ok[2] && ok[3]
+		return ok[0] && ok[1] && ok[2] && ok[3] && ok[4]
 	})
 	c.trace = traceOf(r.Spans(), c.submit.TraceID)
 	for _, s := range c.trace {
