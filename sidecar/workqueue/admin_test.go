@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -18,16 +16,7 @@ import (
 func TestFailRacingCancelEndsCancelled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "race"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	_, cli := privateEtcd(t, "race")
 	s, err := NewStore(cli.KV, Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,26 @@ func testEndpoint(t testing.TB) string {
 	return etcdSrv.Endpoint()
 }
 
+// privateEtcd starts an etcd of the test's own, for a test that compacts,
+// defragments or measures the database (which would disturb the shared
+// one), and a client of it in namespace ns; both stop when the test ends.
+func privateEtcd(t testing.TB, ns string) (*embedetcd.Server, *clientv3.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return srv, cli
+}
+
 // rig is one dispatcher with its etcd client, lease and store.
 type rig struct {
 	cli   *clientv3.Client
