@@ -108,8 +108,8 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 // output, its diagnostics and whether it succeeded.
 func cliRun(ctx context.Context, args ...string) (string, string, bool) {
 	var out, errb bytes.Buffer
-	err := runCLI(ctx, batoncli.New(&out, &errb), append([]string{"baton"}, args...))
-	return out.String(), errb.String(), err == nil
+	code := batoncli.Main(ctx, append([]string{"baton"}, args...), nil, &out, &errb)
+	return out.String(), errb.String(), code == 0
 }
 
 // Hardening issue, "etcd that can confine a deployment", with everything

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/sidecartest"
-	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -26,18 +24,7 @@ import (
 func opsCLI(t testing.TB, ns string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	app := batoncli.New(&out, &errb)
-	full := append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...)
-	err := runCLI(context.Background(), app, full)
-	var ec cli.ExitCoder
-	switch {
-	case err == nil:
-	case errors.As(err, &ec):
-		code = ec.ExitCode()
-	default:
-		code = 1
-		errb.WriteString(err.Error())
-	}
+	code = batoncli.Main(context.Background(), append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...), nil, &out, &errb)
 	return out.String(), errb.String(), code
 }
 

@@ -1,15 +1,17 @@
 // Package batoncli builds the `baton` command line. cmd/baton only calls
-// New and runs it; tests run the same app with RunContext and captured
-// writers.
+// Main; tests run the same app with Main and captured writers.
 package batoncli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	"github.com/batonhq/baton/sidecar/telemetry"
@@ -237,4 +239,32 @@ func versionCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// runs makes the in-process runs of the app take turns: urfave/cli writes
+// its global HelpFlag on every run (tests run the app from parallel
+// goroutines; the race detector reports it).
+var runs sync.Mutex
+
+// Main runs the app on args (args[0] is the program's name) with the
+// given standard streams and returns the process's exit code: 0, the
+// command's own (`baton wait`, bad usage), or 1. The app has printed the
+// error by then. cmd/baton exits with it; tests call it with buffers.
+// Runs in one process take turns.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	runs.Lock()
+	defer runs.Unlock()
+	app := New(stdout, stderr)
+	if stdin != nil {
+		app.Reader = stdin
+	}
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.ExitCode() != 0 {
+		return ec.ExitCode()
+	}
+	return 1
 }
