@@ -40,7 +40,7 @@ func TestAmbiguousClaimIsGivenBack(t *testing.T) {
 	})
 	wctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}

@@ -106,8 +106,8 @@ func TestRefusedAnswersNameTheCaller(t *testing.T) {
 	}
 	l := lines[0]
 	if l["op"] != "Complete" || l["task"] != "victim" || l["peer_uid"] != float64(os.Getuid()) || l["peer_pid"] != float64(os.Getpid()) ||
-		l["worker"] != "intruder" || l["session"] != session {
-		t.Errorf("refusal logged as %v; want op, task, the caller's uid and pid, worker intruder and session %s", l, session)
+		l["process"] != "intruder" || l["session"] != session {
+		t.Errorf("refusal logged as %v; want op, task, the caller's uid and pid, process intruder and session %s", l, session)
 	}
 
 	// The holder's claim is lost in etcd (as when its lease lapses); the
@@ -123,7 +123,7 @@ func TestRefusedAnswersNameTheCaller(t *testing.T) {
 	if got := holder.Dispatcher().Stats().Refused - before; got != 1 {
 		t.Errorf("stale answers counted: %d, want 1", got)
 	}
-	if lines := logLines(t, outs[0], "answer refused: the claim is not live on this sidecar"); len(lines) != 1 || lines[0]["worker"] != "-" || lines[0]["session"] != "-" {
+	if lines := logLines(t, outs[0], "answer refused: the claim is not live on this sidecar"); len(lines) != 1 || lines[0]["process"] != "-" || lines[0]["session"] != "-" {
 		t.Errorf("stale refusal lines on the holder: %v; want one, with no session of the caller", lines)
 	}
 }

@@ -56,13 +56,14 @@ func (r *fencedResource) enter() {
 
 func (r *fencedResource) leave() { r.inside.Add(-1) }
 
-// lockSession attaches a worker session to the sidecar and returns its id;
-// the session closes when the returned cancel is called or the test ends.
-func lockSession(t *testing.T, sc *sidecartest.Sidecar, worker string) (string, context.CancelFunc) {
+// lockSession attaches a session for the process named process to the
+// sidecar and returns its id; the session closes when the returned cancel
+// is called or the test ends.
+func lockSession(t *testing.T, sc *sidecartest.Sidecar, process string) (string, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: worker}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: process}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}
@@ -341,7 +342,7 @@ func TestLockBadRequests(t *testing.T) {
 // and waits to be killed.
 func runLockerRole() {
 	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
-	stream, err := c.Tasks.Attach(context.Background(), connect.NewRequest(&batonv1.AttachRequest{Worker: "locker"}))
+	stream, err := c.Tasks.Attach(context.Background(), connect.NewRequest(&batonv1.AttachRequest{Process: "locker"}))
 	if err != nil || !stream.Receive() {
 		fmt.Println("ERROR attach", err, stream.Err())
 		os.Exit(1)
@@ -458,14 +459,16 @@ func TestLocksListCLI(t *testing.T) {
 	if len(locks) != 1 || locks[0].Name != "batch" || locks[0].Holder.Token != tok || len(locks[0].Waiters) != 1 {
 		t.Fatalf("locks list = %+v", locks)
 	}
-	if o := locks[0].Holder.Owner; o.WorkerID != "gpu-3" || o.Worker != "synth-a" || o.Session != holder {
+	if o := locks[0].Holder.Owner; o.WorkerID != "gpu-3" || o.Process != "synth-a" || o.Session != holder {
 		t.Fatalf("holder = %+v", o)
 	}
-	if w := locks[0].Waiters[0]; w.Owner.Worker != "synth-b" || w.Token <= tok {
+	if w := locks[0].Waiters[0]; w.Owner.Process != "synth-b" || w.Token <= tok {
 		t.Fatalf("waiter = %+v", w)
 	}
 	out, _, code := opsCLI(t, ns, "locks", "list")
-	if code != 0 || !strings.Contains(out, "batch") || !strings.Contains(out, "gpu-3/synth-a") || !strings.Contains(out, fmt.Sprint(tok)) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "LOCK TOKEN WORKER PROCESS SESSION WAITERS" ||
+		strings.Join(strings.Fields(lines[1]), " ") != fmt.Sprintf("batch %d gpu-3 synth-a %s 1", tok, holder) {
 		t.Fatalf("locks list table:\n%s", out)
 	}
 	if err := unlock(sc.Client, "batch", holder); err != nil {

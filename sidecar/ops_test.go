@@ -72,7 +72,7 @@ func opsAttach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForC
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}

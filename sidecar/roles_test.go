@@ -26,7 +26,7 @@ import (
 func runWorkerRole() {
 	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
 	ctx := context.Background()
-	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "test-worker"}))
+	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "test-worker"}))
 	if err != nil || !stream.Receive() {
 		fmt.Println("ERROR attach", err, stream.Err())
 		os.Exit(1)

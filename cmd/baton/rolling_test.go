@@ -240,7 +240,7 @@ func rollingSession(ctx context.Context, socket, name string, answered func(id s
 	defer c.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Worker: name}))
+	stream, err := c.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Process: name}))
 	if err != nil {
 		return
 	}

@@ -72,7 +72,7 @@ func attach(ctx context.Context, cs []*client.Client) (*sessions, error) {
 	actx, cancel := context.WithCancel(context.Background())
 	s := &sessions{cancel: cancel, stopFwd: context.AfterFunc(ctx, cancel)}
 	for i, c := range cs {
-		st, err := c.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Worker: fmt.Sprintf("bench-worker-%d", i)}))
+		st, err := c.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Process: fmt.Sprintf("bench-worker-%d", i)}))
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("attach: %w", err)
