@@ -444,7 +444,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			WorkerID: cfg.WorkerID, Host: host, PID: os.Getpid(), Queues: cfg.Queues,
 			Labels: cfg.Labels, Version: cfg.Version, StartedMS: time.Now().UnixMilli(),
 		},
-		Logger: log,
+		Sessions: s.Sessions,
+		Logger:   log,
 	})
 	regCtx, stopReg := context.WithCancel(context.Background())
 	bg.Add(1)
