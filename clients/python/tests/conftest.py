@@ -29,6 +29,6 @@ def sidecar(baton_sidecar):
 
 @pytest.fixture
 def client(sidecar):
-    c = Client(sidecar, worker="pytest")
+    c = Client(sidecar, process="pytest")
     yield c
     c.close()
