@@ -77,7 +77,7 @@ func logLines(t *testing.T, out *syncBuffer, msg string) []map[string]any {
 }
 
 // Hardening issue, "Audit": a refused answer is logged with who sent it —
-// the caller's uid and pid, and the worker name and session id of the
+// the caller's uid and pid, and the process name and session id of the
 // worker sessions that process opened on the sidecar — and counted, also
 // when the claim is stale: held by the sidecar but gone in etcd (the lease
 // lapsed, the claim expired). Before, the log had no worker or session,

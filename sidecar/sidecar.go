@@ -76,8 +76,10 @@ type Config struct {
 	// TTL of the sidecar's etcd lease: how long after the sidecar dies or is
 	// cut off its claims return to the queue. Default 10s.
 	TTL time.Duration
-	// WorkerID names the sidecar in claims and the registry. Default
-	// hostname-pid.
+	// WorkerID names the worker this sidecar serves (one sidecar per
+	// worker) in claims, lock owners, the registry and spans. Default
+	// hostname-pid. The processes of the worker name themselves when they
+	// attach (AttachRequest.process).
 	WorkerID string
 	// Labels are shown in the registry (`baton workers list`), for example
 	// gpu=a100 or model=indextts2.

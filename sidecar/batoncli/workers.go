@@ -14,7 +14,7 @@ import (
 func workersCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
-		Usage: "show the live sidecars",
+		Usage: "show the live workers, one per sidecar",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "list",
