@@ -357,7 +357,8 @@ type AttachRequest struct {
 	// (at most 256 bytes of UTF-8), shown as `process` by `baton workers
 	// list` and `baton locks list`. Field 1 was named `worker` until
 	// decision D-words1: gRPC's binary encoding is unchanged; Connect JSON's
-	// key is now "process" (an old client's "worker" key is ignored).
+	// key is now "process" (the sidecar still reads an older client's
+	// "worker" key as process).
 	Process       string `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
