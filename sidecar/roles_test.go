@@ -14,7 +14,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -64,7 +64,7 @@ func runSidecarRole() {
 func startRoleSidecar() {
 	ttl, _ := time.ParseDuration(os.Getenv("BATON_TEST_TTL"))
 	sc, err := sidecar.New(sidecar.Config{
-		Etcd:   etcdutil.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
+		Etcd:   etcdconn.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
 		Socket: os.Getenv("BATON_TEST_SOCKET"),
 		Queues: []string{"tts"},
 		TTL:    ttl,

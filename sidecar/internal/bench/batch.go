@@ -17,7 +17,7 @@ import (
 	"time"
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -41,7 +41,7 @@ import (
 
 // BatchConfig is one batch measurement.
 type BatchConfig struct {
-	Etcd       etcdutil.Config // Namespace: the prefix of the run's namespaces
+	Etcd       etcdconn.Config // Namespace: the prefix of the run's namespaces
 	Baton      Exe             // the baton binary, for `baton submit`
 	Lines      int             // lines of the file
 	Workers    int             // sidecars, one consumer each
@@ -87,7 +87,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 	if err := writeBatchFile(file, cfg.Lines); err != nil {
 		return nil, err
 	}
-	raw, err := etcdutil.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
+	raw, err := etcdconn.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // The systems measured, in the order they are run at each consumer count.
@@ -58,7 +58,7 @@ type Config struct {
 	// Etcd is the server to measure on. Its Namespace is the prefix under
 	// which the run's keys go (each system and consumer count gets its own
 	// prefix below it); everything written is deleted afterwards.
-	Etcd etcdutil.Config
+	Etcd etcdconn.Config
 	// Embedded says the etcd is the bench's own (`baton bench` without
 	// --endpoints): its history is compacted after each measurement, so
 	// that later ones do not pay for earlier ones' garbage. A shared

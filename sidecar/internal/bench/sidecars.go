@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // queue is the queue every bench sidecar serves.
@@ -40,7 +40,7 @@ type sidecarProc struct {
 
 // startSidecars starts n sidecar processes in namespace ns and waits until
 // all serve. On error it stops the ones it started.
-func startSidecars(ctx context.Context, exe Exe, ec etcdutil.Config, ns, dir string, n int) ([]*sidecarProc, error) {
+func startSidecars(ctx context.Context, exe Exe, ec etcdconn.Config, ns, dir string, n int) ([]*sidecarProc, error) {
 	ps := make([]*sidecarProc, 0, n)
 	for i := range n {
 		p, err := startSidecar(exe, ec, ns, dir, fmt.Sprintf("bench-%d", i))
@@ -71,7 +71,7 @@ func startSidecars(ctx context.Context, exe Exe, ec etcdutil.Config, ns, dir str
 
 // etcdEnv passes the etcd settings to a child as BATON_* variables (which
 // also keeps a password off the command line).
-func etcdEnv(ec etcdutil.Config, ns string) []string {
+func etcdEnv(ec etcdconn.Config, ns string) []string {
 	return []string{
 		"BATON_ENDPOINTS=" + strings.Join(ec.Endpoints, ","),
 		"BATON_NAMESPACE=" + ns,
@@ -83,7 +83,7 @@ func etcdEnv(ec etcdutil.Config, ns string) []string {
 	}
 }
 
-func startSidecar(exe Exe, ec etcdutil.Config, ns, dir, name string) (*sidecarProc, error) {
+func startSidecar(exe Exe, ec etcdconn.Config, ns, dir, name string) (*sidecarProc, error) {
 	socket := filepath.Join(dir, name+".sock")
 	args := append(append([]string{}, exe.Args...),
 		"--log-format", "json", "--log-level", "info",

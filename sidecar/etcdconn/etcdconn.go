@@ -1,5 +1,5 @@
 // Package etcdutil connects to etcd the way every Baton command does.
-package etcdutil
+package etcdconn
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package etcdutil
+package etcdauth
 
 import (
 	"context"
