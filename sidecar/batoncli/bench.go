@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/bench"
+	"github.com/batonhq/baton/internal/bench"
 	"github.com/urfave/cli/v2"
 )
 
