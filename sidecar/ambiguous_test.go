@@ -9,7 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/internal/chaos"
+	"github.com/batonhq/baton/internal/faultproxy"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
@@ -26,7 +26,7 @@ import (
 // transaction, is how the sidecar's watch learns that it applied.
 func TestAmbiguousClaimIsGivenBack(t *testing.T) {
 	t.Parallel()
-	link, err := chaos.NewLink([]string{endpoint})
+	link, err := faultproxy.NewLink([]string{endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/internal/faultproxy"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -193,7 +194,7 @@ type run struct {
 
 type sidecarSlot struct {
 	name, socket string
-	link         *Link
+	link         *faultproxy.Link
 	proc         *process
 	workers      []*process
 	// startRev: etcd's revision just before proc started; an election key
@@ -254,7 +255,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer func() { stopWatch(); <-watchDone }()
 
 	for i := range cfg.Sidecars {
-		link, err := NewLink(r.cluster.Endpoints())
+		link, err := faultproxy.NewLink(r.cluster.Endpoints())
 		if err != nil {
 			return nil, err
 		}

@@ -1,7 +1,8 @@
-package chaos
+package faultproxy
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -125,4 +126,14 @@ func (l *Link) Close() {
 	for _, p := range l.proxies {
 		p.Close()
 	}
+}
+
+// freePort returns a port of 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
