@@ -48,7 +48,7 @@ func (r *run) finalConfig(ctx context.Context, cs *configdoc.Store, limit time.D
 	r.mu.Lock()
 	for _, s := range r.sidecars {
 		for _, w := range s.workers {
-			live = append(live, w.name)
+			live = append(live, w.Name())
 		}
 	}
 	r.mu.Unlock()

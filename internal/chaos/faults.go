@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"syscall"
 	"time"
+
+	"github.com/batonhq/baton/internal/childproc"
 )
 
 // Fault kinds.
@@ -70,12 +72,12 @@ type Fault struct {
 // the task's current claim: a worker stuck in a call through a cut-off
 // sidecar may hold a claim that an earlier fault already returned and
 // another worker took or finished.
-func (r *run) stranded(workers []*process) []Op {
+func (r *run) stranded(workers []*childproc.Process) []Op {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Op
 	for _, w := range workers {
-		op, ok := r.holding[w.name]
+		op, ok := r.holding[w.Name()]
 		if !ok {
 			continue
 		}
@@ -156,10 +158,10 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		r.mu.Lock()
 		w := s.workers[i]
 		r.mu.Unlock()
-		f.Target = w.name
-		stranded = r.stranded([]*process{w})
+		f.Target = w.Name()
+		stranded = r.stranded([]*childproc.Process{w})
 		f.At = time.Now()
-		w.kill()
+		w.Kill()
 		if err := r.startWorker(s, i); err != nil {
 			return f, err
 		}
@@ -167,7 +169,7 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		f.Target = s.name
 		stranded = r.stranded(s.workers)
 		f.At = time.Now()
-		s.proc.kill()
+		s.proc.Kill()
 		sleepCtx(ctx, 500*time.Millisecond)
 		if err := r.startSidecar(s); err != nil {
 			return f, err
@@ -176,11 +178,11 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		f.Target = s.name
 		stranded = r.stranded(s.workers)
 		f.At = time.Now()
-		if err := s.proc.signal(syscall.SIGSTOP); err != nil {
+		if err := s.proc.Signal(syscall.SIGSTOP); err != nil {
 			return f, err
 		}
 		sleepCtx(ctx, ttlPlus)
-		if err := s.proc.signal(syscall.SIGCONT); err != nil {
+		if err := s.proc.Signal(syscall.SIGCONT); err != nil {
 			return f, err
 		}
 	case SidecarPartition:
@@ -209,13 +211,13 @@ func (r *run) inject(ctx context.Context, kind string) (Fault, error) {
 		r.mu.Lock()
 		w := s.workers[i]
 		r.mu.Unlock()
-		f.Target = fmt.Sprintf("%s+m%d", w.name, leader)
-		stranded = r.stranded([]*process{w})
+		f.Target = fmt.Sprintf("%s+m%d", w.Name(), leader)
+		stranded = r.stranded([]*childproc.Process{w})
 		f.At = time.Now()
 		if err := r.cluster.Pause(leader); err != nil {
 			return f, err
 		}
-		w.kill()
+		w.Kill()
 		if err := r.startWorker(s, i); err != nil {
 			return f, err
 		}

@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/internal/faultproxy"
 	"github.com/batonhq/baton/sidecar/configdoc"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/namespace"
-	"go.uber.org/zap"
 )
 
 // Config describes one run. Zero fields take the defaults in brackets.
@@ -27,7 +27,7 @@ type Config struct {
 	// sequence of faults is.
 	Seed int64
 	// Exe starts this binary again in a role (see RunRole). Required.
-	Exe Exe
+	Exe childproc.Exe
 	// Dir receives the processes' logs. Required.
 	Dir        string
 	Sidecars   int           // [8]
@@ -125,8 +125,8 @@ type run struct {
 type sidecarSlot struct {
 	name, socket string
 	link         *faultproxy.Link
-	proc         *process
-	workers      []*process
+	proc         *childproc.Process
+	workers      []*childproc.Process
 	// startRev: etcd's revision just before proc started; an election key
 	// created before it belongs to an earlier process of the slot.
 	startRev int64
@@ -165,13 +165,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	logf("etcd cluster up: %s", strings.Join(r.cluster.Endpoints(), " "))
-	r.kv, err = clientv3.New(clientv3.Config{Endpoints: r.cluster.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	// The sidecars' namespace (their --namespace chaos), through the client
+	// every Baton command builds.
+	r.kv, err = etcdconn.New(etcdconn.Config{Endpoints: r.cluster.Endpoints(), Namespace: "chaos", DialTimeout: 2 * time.Second})
 	if err != nil {
 		return nil, err
 	}
 	defer r.kv.Close()
-	const ns = "chaos/" // the sidecars' --namespace chaos
-	r.kv.KV, r.kv.Watcher = namespace.NewKV(r.kv.KV, ns), namespace.NewWatcher(r.kv.Watcher, ns)
 	qs, err := workqueue.NewStore(r.kv.KV, workqueue.Config{})
 	if err != nil {
 		return nil, err
@@ -330,7 +330,7 @@ func (r *run) startWorker(s *sidecarSlot, i int) error {
 // stopAll kills every sidecar and worker.
 func (r *run) stopAll() {
 	r.mu.Lock()
-	var procs []*process
+	var procs []*childproc.Process
 	for _, s := range r.sidecars {
 		if s.proc != nil {
 			procs = append(procs, s.proc)
@@ -339,7 +339,7 @@ func (r *run) stopAll() {
 	}
 	r.mu.Unlock()
 	for _, p := range procs {
-		p.kill()
+		p.Kill()
 	}
 }
 
