@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
@@ -43,15 +44,6 @@ const (
 	maxFleet               = 2000
 )
 
-// Exe says how to start `baton`: the program, arguments that go before
-// baton's own, and extra environment. A test binary that re-executes
-// itself as baton passes its path and a role variable in Env.
-type Exe struct {
-	Path string
-	Args []string
-	Env  []string
-}
-
 // Config is one bench run. The zero value of each field means its
 // documented default, except Etcd and Sidecar, which are required.
 type Config struct {
@@ -66,7 +58,7 @@ type Config struct {
 	Embedded bool
 	// Sidecar starts `baton`; the bench runs `baton sidecar` processes
 	// with it. Required when baton, overhead or depth is measured.
-	Sidecar Exe
+	Sidecar childproc.Exe
 	// EtcdPID is the etcd process's id when the bench started it
 	// (StartEtcd), so that etcd's CPU time is measured apart; 0 when etcd
 	// is elsewhere.
