@@ -1,3 +1,9 @@
+// Package faultproxy puts a TCP proxy in front of each etcd member for
+// one client, so that a test can cut off, slow down or hold back that
+// client's traffic alone while the client keeps running: the network
+// faults of the chaos harness and of the sidecar's tests. It wraps
+// go.etcd.io/etcd/pkg/v3/proxy, the proxy etcd's own robustness tests
+// use.
 package faultproxy
 
 import (
