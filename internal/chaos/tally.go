@@ -1,5 +1,8 @@
 package chaos
 
+// tally fills res with the figures of the run: final states, requeues,
+// retries, duplicate executions, refused answers, stale writes, lock
+// holdings and config deliveries.
 func (r *run) tally(res *Result, h History) {
 	for _, id := range h.Submitted {
 		res.Final[h.Final[id]]++
