@@ -47,6 +47,8 @@ const (
 // Config is everything a sidecar needs. CLI flags and BATON_* variables
 // map one to one onto it.
 type Config struct {
+	// Etcd says how to reach etcd (endpoints, TLS, auth) and the
+	// deployment's namespace; Endpoints and Namespace are required.
 	Etcd etcdconn.Config
 	// Socket is the Unix socket path to serve on. Required.
 	Socket string
