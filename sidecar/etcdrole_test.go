@@ -10,12 +10,12 @@ import (
 	"time"
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/embedetcd"
 	"github.com/batonhq/baton/sidecar/etcdconn"
-	"github.com/batonhq/baton/sidecar/internal/testcert"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"

@@ -12,9 +12,9 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/etcdconn"
-	"github.com/batonhq/baton/sidecar/internal/testcert"
 	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
