@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Config says how to reach etcd. The CLI flags of the same names (and
-// their BATON_* variables) map onto it one to one.
+// Config says how to reach etcd. The command line's --endpoints,
+// --namespace, --etcd-user, --etcd-password, --etcd-cacert, --etcd-cert and
+// --etcd-key (and their BATON_* variables) fill it in.
 type Config struct {
 	// Endpoints are etcd's client addresses, host:port or URLs. At least
 	// one is required.
