@@ -1,8 +1,8 @@
 // Package childproc runs a program as a child process that the caller
 // owns: the one way Baton's harnesses (the chaos run, the bench, the
-// sidecar's process tests) start a program — usually the running binary
-// again, in a role — wait until it says it is ready, follow its output,
-// stop it and reap it.
+// process tests of sidecar and cmd/baton) start a program — usually the
+// running binary again, in a role — wait until it says it is ready,
+// follow its output, stop it and reap it.
 //
 // A Process starts with Start and ends reaped, always: its child's two
 // output streams are each read line by line by a goroutine of the
