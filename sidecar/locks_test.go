@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/namedlock"
@@ -367,14 +367,14 @@ func runLockSidecarRole() {
 }
 
 // startLocker runs a role process and waits for its LOCKED line.
-func startLocker(t *testing.T, env ...string) (*exec.Cmd, int64) {
+func startLocker(t *testing.T, env ...string) (*childproc.Process, int64) {
 	t.Helper()
-	cmd, line := startProc(t, env...)
+	p, line := startProc(t, env...)
 	var tok int64
 	if _, err := fmt.Sscanf(line, "LOCKED %d", &tok); err != nil {
 		t.Fatalf("locker process said %q", line)
 	}
-	return cmd, tok
+	return p, tok
 }
 
 // A worker process killed with SIGKILL while holding a lock releases it at
@@ -388,10 +388,7 @@ func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
 	if _, err := lock(sc.Client, "batch", s, 0); codeOf(err) != connect.CodeDeadlineExceeded {
 		t.Fatalf("lock held by the locker process: %v; want DEADLINE_EXCEEDED", err)
 	}
-	if err := proc.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 	killed := time.Now()
 	tok2, err := lock(sc.Client, "batch", s, 5*time.Second)
 	if err != nil {
@@ -420,10 +417,7 @@ func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
 		tok2, err = lock(sc.Client, "batch", s, time.Minute)
 		got <- err
 	}()
-	if err := proc.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 	killed := time.Now()
 	select {
 	case err := <-got:

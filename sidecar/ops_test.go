@@ -357,12 +357,9 @@ func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
 	var ws []registry.Entry
 	waitFor(t, 20*time.Second, "the victim is registered holding one task", func() bool {
 		opsCLIJSON(t, ns, &ws, "workers", "list")
-		return len(ws) == 1 && ws[0].InHand == 1 && ws[0].PID == victim.Process.Pid
+		return len(ws) == 1 && ws[0].InHand == 1 && ws[0].PID == victim.PID()
 	})
-	if err := victim.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	victim.Wait()
+	victim.Kill()
 	waitFor(t, 20*time.Second, "the entry vanishes with the lease", func() bool {
 		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 0

@@ -23,7 +23,7 @@ import (
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/coord"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/server"
@@ -47,7 +47,9 @@ const (
 // Config is everything a sidecar needs. CLI flags and BATON_* variables
 // map one to one onto it.
 type Config struct {
-	Etcd etcdutil.Config
+	// Etcd says how to reach etcd (endpoints, TLS, auth) and the
+	// deployment's namespace; Endpoints and Namespace are required.
+	Etcd etcdconn.Config
 	// Socket is the Unix socket path to serve on. Required.
 	Socket string
 	// SocketMode is the socket file's mode. Default 0660.
@@ -324,7 +326,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if ecfg.Logger == nil {
 		ecfg.Logger = log
 	}
-	cli, err := etcdutil.New(ecfg)
+	cli, err := etcdconn.New(ecfg)
 	if err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}

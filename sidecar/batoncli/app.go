@@ -13,7 +13,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -151,7 +151,7 @@ func inheritGlobalFlags(c *cli.Context) error {
 // checkConnection validates the etcd connection settings and reads
 // --etcd-password-file.
 func checkConnection(c *cli.Context) error {
-	if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
+	if err := etcdconn.ValidateNamespace(c.String("namespace")); err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
 	// `baton dev` makes its own etcd and password: a password file left in
@@ -192,7 +192,7 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-func etcdConfig(c *cli.Context) etcdutil.Config {
+func etcdConfig(c *cli.Context) etcdconn.Config {
 	var eps []string
 	for _, e := range c.StringSlice("endpoints") {
 		for _, p := range strings.Split(e, ",") {
@@ -201,7 +201,7 @@ func etcdConfig(c *cli.Context) etcdutil.Config {
 			}
 		}
 	}
-	return etcdutil.Config{
+	return etcdconn.Config{
 		Endpoints: eps,
 		Namespace: c.String("namespace"),
 		Username:  c.String("etcd-user"),

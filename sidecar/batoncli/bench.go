@@ -6,7 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/bench"
+	"github.com/batonhq/baton/internal/bench"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/urfave/cli/v2"
 )
 
@@ -105,7 +106,7 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("finding the baton binary for the sidecar processes: %w", err)
 	}
-	cfg.Sidecar = bench.Exe{Path: exe}
+	cfg.Sidecar = childproc.Exe{Path: exe}
 
 	ctx, stop := signalContext(c.Context)
 	defer stop()
@@ -194,7 +195,7 @@ func runBatchBench(c *cli.Context, asJSON bool) error {
 	defer os.RemoveAll(dir)
 	ctx, stop := signalContext(c.Context)
 	defer stop()
-	cfg := bench.BatchConfig{Baton: bench.Exe{Path: exe}, Lines: lines, Workers: workers, MaxPending: maxPending, Dir: dir, Progress: c.App.ErrWriter}
+	cfg := bench.BatchConfig{Baton: childproc.Exe{Path: exe}, Lines: lines, Workers: workers, MaxPending: maxPending, Dir: dir, Progress: c.App.ErrWriter}
 	cfg.Etcd = etcdConfig(c)
 	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
 	if !c.IsSet("endpoints") {

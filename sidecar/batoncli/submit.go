@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -138,12 +138,12 @@ func newSpecBuilder(c *cli.Context, store *workqueue.Store, file string, require
 // the file again. Each chunk has 10 minutes to be written.
 func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) error {
 	ecfg := etcdConfig(c)
-	etcd, err := etcdutil.New(ecfg)
+	etcd, err := etcdconn.New(ecfg)
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
-	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
+	if err := etcdconn.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
 		return err
 	}
 	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: etcd.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: c.Int64("etcd-quota-bytes")})

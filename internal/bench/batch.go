@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,7 +16,8 @@ import (
 	"time"
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/internal/childproc"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -41,8 +41,8 @@ import (
 
 // BatchConfig is one batch measurement.
 type BatchConfig struct {
-	Etcd       etcdutil.Config // Namespace: the prefix of the run's namespaces
-	Baton      Exe             // the baton binary, for `baton submit`
+	Etcd       etcdconn.Config // Namespace: the prefix of the run's namespaces
+	Baton      childproc.Exe   // the baton binary, for `baton submit`
 	Lines      int             // lines of the file
 	Workers    int             // sidecars, one consumer each
 	MaxPending int             // --max-pending of the fed run
@@ -87,7 +87,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 	if err := writeBatchFile(file, cfg.Lines); err != nil {
 		return nil, err
 	}
-	raw, err := etcdutil.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
+	raw, err := etcdconn.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
 	if err != nil {
 		return nil, err
 	}
@@ -199,32 +199,30 @@ type submitResult struct {
 // runSubmit runs `baton submit --max-pending maxPending FILE` in namespace
 // ns as a child process; each line it prints on stderr goes to line.
 func runSubmit(ctx context.Context, cfg BatchConfig, ns, file string, maxPending int, line func(string)) (submitResult, error) {
-	args := append(append([]string{}, cfg.Baton.Args...), "submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending), file)
-	cmd := exec.CommandContext(ctx, cfg.Baton.Path, args...)
-	cmd.Env = append(append(os.Environ(), cfg.Baton.Env...), etcdEnv(cfg.Etcd, ns)...)
-	stderr, err := cmd.StderrPipe()
+	start := time.Now()
+	p, err := childproc.Start(childproc.Config{
+		Name:     "baton submit",
+		Exe:      cfg.Baton,
+		Args:     []string{"submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending), file},
+		Env:      etcdEnv(cfg.Etcd, ns),
+		OnStderr: line,
+	})
 	if err != nil {
 		return submitResult{}, err
 	}
-	var tail []string
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return submitResult{}, err
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		p.Kill()
+		return submitResult{}, ctx.Err()
 	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if line != nil {
-			line(sc.Text())
-		}
-		tail = append(tail[max(0, len(tail)-9):], sc.Text())
-	}
-	err = cmd.Wait()
+	err = p.Wait()
 	wall := time.Since(start)
 	if err != nil {
-		return submitResult{}, fmt.Errorf("baton submit: %w\n%s", err, strings.Join(tail, "\n"))
+		return submitResult{}, err
 	}
 	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+	if ru, ok := p.State().SysUsage().(*syscall.Rusage); ok {
 		rss = ru.Maxrss << 10 // kilobytes on Linux
 	}
 	return submitResult{wall: wall, peakRSS: rss}, nil

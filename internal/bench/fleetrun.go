@@ -12,7 +12,7 @@ import (
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -81,11 +81,11 @@ type workers struct {
 
 // onFleet attaches one consumer to each sidecar of f, runs measure, then
 // closes the sessions and stops the fleet, returning the first error.
-func (r *runner) onFleet(ctx context.Context, f *fleet, ec etcdutil.Config, measure func(*workers) error) error {
+func (r *runner) onFleet(ctx context.Context, f *fleet, ec etcdconn.Config, measure func(*workers) error) error {
 	cs := f.clients()
 	defer closeClients(cs)
 	err := func() error {
-		pcli, err := etcdutil.New(ec)
+		pcli, err := etcdconn.New(ec)
 		if err != nil {
 			return fmt.Errorf("etcd: %w", err)
 		}
