@@ -158,7 +158,7 @@ FUZZTIME ?= 30s
 FUZZ := ./sidecar/workqueue:FuzzParseClaim ./sidecar/workqueue:FuzzIndexKeys ./sidecar/workqueue:FuzzParseIndexKeys \
 	./sidecar/workqueue:FuzzWaitKey ./sidecar/workqueue:FuzzNames ./sidecar/workqueue:FuzzStatus ./sidecar/workqueue:FuzzReadyRecord ./sidecar/workqueue:FuzzTraceparent \
 	./sidecar/jsonl:FuzzRead ./sidecar/configdoc:FuzzValidateObject ./sidecar/configdoc:FuzzDocumentNames \
-	./sidecar/coord:FuzzLockNames ./sidecar/internal/etcdutil:FuzzNamespace \
+	./sidecar/namedlock:FuzzLockNames ./sidecar/etcdconn:FuzzNamespace \
 	./sidecar/server:FuzzRequests ./sidecar/server:FuzzDurationArgs ./sidecar/server:FuzzNotBefore
 fuzz: ## fuzz every parser of untrusted input (claims, keys, names, state records, JSONL, config documents, request fields) for FUZZTIME each (default 30s; ~10 min in all)
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg)"; \

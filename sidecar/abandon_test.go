@@ -63,7 +63,7 @@ func TestAbandonRetriedWhenEtcdComesBack(t *testing.T) {
 
 	wctx, killWorker := context.WithCancel(context.Background())
 	defer killWorker()
-	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}

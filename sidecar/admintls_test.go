@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar"
-	"github.com/batonhq/baton/sidecar/internal/testcert"
 	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 )
 

@@ -9,9 +9,9 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/internal/chaos"
+	"github.com/batonhq/baton/internal/faultproxy"
 	"github.com/batonhq/baton/sidecar"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -26,21 +26,21 @@ import (
 // transaction, is how the sidecar's watch learns that it applied.
 func TestAmbiguousClaimIsGivenBack(t *testing.T) {
 	t.Parallel()
-	link, err := chaos.NewLink([]string{endpoint})
+	link, err := faultproxy.NewLink([]string{endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(link.Close) // after the sidecar has stopped
 	ns := sidecartest.Namespace(t)
 	sc := sidecartest.StartSidecar(t, "", ns, sidecar.Config{
-		Etcd:   etcdutil.Config{Endpoints: link.Endpoints(), Namespace: ns},
+		Etcd:   etcdconn.Config{Endpoints: link.Endpoints(), Namespace: ns},
 		Queues: []string{"tts"},
 		TTL:    time.Minute,
 		Queue:  workqueue.Config{SweepInterval: 500 * time.Millisecond},
 	})
 	wctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(wctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}

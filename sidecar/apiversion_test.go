@@ -18,7 +18,7 @@ func TestAttachSendsTheAPIVersion(t *testing.T) {
 	sc, _ := start(t, sidecar.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,7 @@ func BenchmarkSocketClaimComplete(b *testing.B) {
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := sc.Client.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Worker: "bench"}))
+	stream, err := sc.Client.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Process: "bench"}))
 	if err != nil || !stream.Receive() {
 		b.Fatalf("attach: %v %v", err, stream.Err())
 	}

@@ -77,7 +77,7 @@ func logLines(t *testing.T, out *syncBuffer, msg string) []map[string]any {
 }
 
 // Hardening issue, "Audit": a refused answer is logged with who sent it —
-// the caller's uid and pid, and the worker name and session id of the
+// the caller's uid and pid, and the process name and session id of the
 // worker sessions that process opened on the sidecar — and counted, also
 // when the claim is stale: held by the sidecar but gone in etcd (the lease
 // lapsed, the claim expired). Before, the log had no worker or session,
@@ -106,8 +106,8 @@ func TestRefusedAnswersNameTheCaller(t *testing.T) {
 	}
 	l := lines[0]
 	if l["op"] != "Complete" || l["task"] != "victim" || l["peer_uid"] != float64(os.Getuid()) || l["peer_pid"] != float64(os.Getpid()) ||
-		l["worker"] != "intruder" || l["session"] != session {
-		t.Errorf("refusal logged as %v; want op, task, the caller's uid and pid, worker intruder and session %s", l, session)
+		l["process"] != "intruder" || l["session"] != session {
+		t.Errorf("refusal logged as %v; want op, task, the caller's uid and pid, process intruder and session %s", l, session)
 	}
 
 	// The holder's claim is lost in etcd (as when its lease lapses); the
@@ -123,7 +123,7 @@ func TestRefusedAnswersNameTheCaller(t *testing.T) {
 	if got := holder.Dispatcher().Stats().Refused - before; got != 1 {
 		t.Errorf("stale answers counted: %d, want 1", got)
 	}
-	if lines := logLines(t, outs[0], "answer refused: the claim is not live on this sidecar"); len(lines) != 1 || lines[0]["worker"] != "-" || lines[0]["session"] != "-" {
+	if lines := logLines(t, outs[0], "answer refused: the claim is not live on this sidecar"); len(lines) != 1 || lines[0]["process"] != "-" || lines[0]["session"] != "-" {
 		t.Errorf("stale refusal lines on the holder: %v; want one, with no session of the caller", lines)
 	}
 }

@@ -95,7 +95,7 @@ func TestExternalEtcd34(t *testing.T) {
 	// the submit must wake it through the watch.
 	ctx, closeSession := context.WithCancel(context.Background())
 	defer closeSession()
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "compat"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "compat"}))
 	if err != nil {
 		t.Fatal(err)
 	}

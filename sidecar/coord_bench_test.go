@@ -25,7 +25,7 @@ func benchSidecarNS(b *testing.B) (*sidecartest.Sidecar, string) {
 func benchSession(b *testing.B, sc *sidecartest.Sidecar) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "bench"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "bench"}))
 	if err != nil || !stream.Receive() {
 		b.Fatalf("attach: %v %v", err, stream.Err())
 	}

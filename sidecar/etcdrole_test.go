@@ -10,12 +10,12 @@ import (
 	"time"
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
-	"github.com/batonhq/baton/sidecar/internal/testcert"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -57,7 +57,7 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 		}
 	}
 	sc := sidecartest.StartSidecar(t, "", "", sidecar.Config{
-		Etcd:   etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw"},
+		Etcd:   etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw"},
 		Queues: []string{"tts"},
 	})
 	submit(t, sc, &batonv1.TaskSpec{Id: "confined", Payload: payload(t, map[string]any{})})
@@ -73,7 +73,7 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 	// The operator CLI with the same role: its actions and their audit
 	// records sit under the prefix, and the scheduler follows them there
 	// (it moves the log's cursor, auditcursor, once it has logged one).
-	op, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw"})
+	op, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +108,8 @@ func TestSidecarRunsWithANamespaceRoleOnly(t *testing.T) {
 // output, its diagnostics and whether it succeeded.
 func cliRun(ctx context.Context, args ...string) (string, string, bool) {
 	var out, errb bytes.Buffer
-	err := runCLI(ctx, batoncli.New(&out, &errb), append([]string{"baton"}, args...))
-	return out.String(), errb.String(), err == nil
+	code := batoncli.Main(ctx, append([]string{"baton"}, args...), nil, &out, &errb)
+	return out.String(), errb.String(), code == 0
 }
 
 // Hardening issue, "etcd that can confine a deployment", with everything
@@ -147,7 +147,7 @@ func TestLeastPrivilegeRolesWithClientTLS(t *testing.T) {
 	operator, viewer := files("operator-tts", "op-pw"), files("viewer-tts", "view-pw")
 	sidecarFiles := files("sidecar-tts", "sc-pw")
 	sc := sidecartest.StartSidecar(t, "", "", sidecar.Config{
-		Etcd: etcdutil.Config{Endpoints: []string{e.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw",
+		Etcd: etcdconn.Config{Endpoints: []string{e.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw",
 			CACert: e.serverCA.CertFile, Cert: sidecarFiles[5], Key: sidecarFiles[7]},
 		Queues: []string{"tts"},
 	})

@@ -12,9 +12,9 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
-	"github.com/batonhq/baton/sidecar/internal/testcert"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -170,7 +170,7 @@ func TestEtcdClientCertificateRotation(t *testing.T) {
 	certFile, keyFile := filepath.Join(e.dir, "sidecar.pem"), filepath.Join(e.dir, "sidecar-key.pem")
 	ca1.Client(t, "sidecar-tts").Write(t, certFile, keyFile)
 	sc := sidecartest.StartSidecar(t, "", "", sidecar.Config{
-		Etcd: etcdutil.Config{Endpoints: []string{e.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw",
+		Etcd: etcdconn.Config{Endpoints: []string{e.Endpoint()}, Namespace: "tts", Username: "sidecar-tts", Password: "sc-pw",
 			CACert: e.serverCA.CertFile, Cert: certFile, Key: keyFile},
 		Queues: []string{"tts"},
 	})

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/sidecartest"
@@ -282,13 +282,16 @@ func TestSubmitMaxPendingResumesAfterKill(t *testing.T) {
 	u := watchUnfinished(t, sidecartest.Client(t, endpoint, ns))
 	args := []string{"--endpoints", endpoint, "--namespace", ns, "submit", "--queue", "tts", "--max-pending", "40", file}
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "BATON_TEST_ROLE=submit", "BATON_TEST_ARGS="+strings.Join(args, "\n"))
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	submit, err := childproc.Start(childproc.Config{
+		Name:     "baton submit",
+		Exe:      childproc.Exe{Path: os.Args[0], Args: []string{"-test.run=^$"}},
+		Env:      []string{"BATON_TEST_ROLE=submit", "BATON_TEST_ARGS=" + strings.Join(args, "\n")},
+		StderrTo: os.Stderr,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(submit.Kill)
 	count := func(n int) func(map[string]string) bool {
 		return func(states map[string]string) bool { return len(states) >= n }
 	}
@@ -302,10 +305,7 @@ func TestSubmitMaxPendingResumesAfterKill(t *testing.T) {
 		}
 	}
 	u.waitFor(t, "15 more tasks written", time.Minute, count(55))
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	submit.Kill()
 	u.mu.Lock()
 	written := len(u.states)
 	u.mu.Unlock()
@@ -315,7 +315,7 @@ func TestSubmitMaxPendingResumesAfterKill(t *testing.T) {
 
 	dr := startDrainers(t, sc, 4, completed)
 	var out, errOut bytes.Buffer
-	err := batoncli.New(&out, &errOut).RunContext(context.Background(), append([]string{"baton"}, args...))
+	err = batoncli.New(&out, &errOut).RunContext(context.Background(), append([]string{"baton"}, args...))
 	if err != nil {
 		t.Fatalf("baton submit again: %v\n%s%s", err, out.String(), errOut.String())
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/namedlock"
@@ -56,13 +56,14 @@ func (r *fencedResource) enter() {
 
 func (r *fencedResource) leave() { r.inside.Add(-1) }
 
-// lockSession attaches a worker session to the sidecar and returns its id;
-// the session closes when the returned cancel is called or the test ends.
-func lockSession(t *testing.T, sc *sidecartest.Sidecar, worker string) (string, context.CancelFunc) {
+// lockSession attaches a session for the process named process to the
+// sidecar and returns its id; the session closes when the returned cancel
+// is called or the test ends.
+func lockSession(t *testing.T, sc *sidecartest.Sidecar, process string) (string, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: worker}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: process}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}
@@ -341,7 +342,7 @@ func TestLockBadRequests(t *testing.T) {
 // and waits to be killed.
 func runLockerRole() {
 	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
-	stream, err := c.Tasks.Attach(context.Background(), connect.NewRequest(&batonv1.AttachRequest{Worker: "locker"}))
+	stream, err := c.Tasks.Attach(context.Background(), connect.NewRequest(&batonv1.AttachRequest{Process: "locker"}))
 	if err != nil || !stream.Receive() {
 		fmt.Println("ERROR attach", err, stream.Err())
 		os.Exit(1)
@@ -366,14 +367,14 @@ func runLockSidecarRole() {
 }
 
 // startLocker runs a role process and waits for its LOCKED line.
-func startLocker(t *testing.T, env ...string) (*exec.Cmd, int64) {
+func startLocker(t *testing.T, env ...string) (*childproc.Process, int64) {
 	t.Helper()
-	cmd, line := startProc(t, env...)
+	p, line := startProc(t, env...)
 	var tok int64
 	if _, err := fmt.Sscanf(line, "LOCKED %d", &tok); err != nil {
 		t.Fatalf("locker process said %q", line)
 	}
-	return cmd, tok
+	return p, tok
 }
 
 // A worker process killed with SIGKILL while holding a lock releases it at
@@ -387,10 +388,7 @@ func TestLockReleasedWhenHolderIsKilled(t *testing.T) {
 	if _, err := lock(sc.Client, "batch", s, 0); codeOf(err) != connect.CodeDeadlineExceeded {
 		t.Fatalf("lock held by the locker process: %v; want DEADLINE_EXCEEDED", err)
 	}
-	if err := proc.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 	killed := time.Now()
 	tok2, err := lock(sc.Client, "batch", s, 5*time.Second)
 	if err != nil {
@@ -419,10 +417,7 @@ func TestLockReleasedWhenSidecarLeaseExpires(t *testing.T) {
 		tok2, err = lock(sc.Client, "batch", s, time.Minute)
 		got <- err
 	}()
-	if err := proc.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	proc.Wait()
+	proc.Kill()
 	killed := time.Now()
 	select {
 	case err := <-got:
@@ -458,14 +453,16 @@ func TestLocksListCLI(t *testing.T) {
 	if len(locks) != 1 || locks[0].Name != "batch" || locks[0].Holder.Token != tok || len(locks[0].Waiters) != 1 {
 		t.Fatalf("locks list = %+v", locks)
 	}
-	if o := locks[0].Holder.Owner; o.WorkerID != "gpu-3" || o.Worker != "synth-a" || o.Session != holder {
+	if o := locks[0].Holder.Owner; o.WorkerID != "gpu-3" || o.Process != "synth-a" || o.Session != holder {
 		t.Fatalf("holder = %+v", o)
 	}
-	if w := locks[0].Waiters[0]; w.Owner.Worker != "synth-b" || w.Token <= tok {
+	if w := locks[0].Waiters[0]; w.Owner.Process != "synth-b" || w.Token <= tok {
 		t.Fatalf("waiter = %+v", w)
 	}
 	out, _, code := opsCLI(t, ns, "locks", "list")
-	if code != 0 || !strings.Contains(out, "batch") || !strings.Contains(out, "gpu-3/synth-a") || !strings.Contains(out, fmt.Sprint(tok)) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 || strings.Join(strings.Fields(lines[0]), " ") != "LOCK TOKEN WORKER PROCESS SESSION WAITERS" ||
+		strings.Join(strings.Fields(lines[1]), " ") != fmt.Sprintf("batch %d gpu-3 synth-a %s 1", tok, holder) {
 		t.Fatalf("locks list table:\n%s", out)
 	}
 	if err := unlock(sc.Client, "batch", holder); err != nil {

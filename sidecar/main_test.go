@@ -1,32 +1,16 @@
 package sidecar_test
 
 import (
-	"context"
 	"flag"
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/batonhq/baton/sidecar/sidecartest"
-	"github.com/urfave/cli/v2"
 )
 
 // endpoint is the etcd shared by the tests of this package; each test
 // works in its own namespace.
 var endpoint string
-
-// cliMu makes the in-process runs of the command line take turns:
-// urfave/cli writes its global HelpFlag on every run, which the race
-// detector reports when parallel tests run it at once. A test whose run
-// lasts the whole test (a watch) is not parallel instead.
-var cliMu sync.Mutex
-
-// runCLI runs app with args in the process, one run at a time.
-func runCLI(ctx context.Context, app *cli.App, args []string) error {
-	cliMu.Lock()
-	defer cliMu.Unlock()
-	return app.RunContext(ctx, args)
-}
 
 func TestMain(m *testing.M) {
 	// The tests re-execute this binary as worker and sidecar processes that

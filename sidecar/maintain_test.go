@@ -38,10 +38,7 @@ func TestSweepAtStartRecoversOrphans(t *testing.T) {
 	const ttl = 2 * time.Second
 	victim, id, token := startRole(t, "BATON_TEST_ROLE=sidecar", "BATON_TEST_ENDPOINT="+endpoint, "BATON_TEST_NS="+ns,
 		"BATON_TEST_SOCKET="+sidecartest.SocketPath(t), "BATON_TEST_TTL="+ttl.String())
-	if err := victim.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	victim.Wait()
+	victim.Kill()
 	cli := sidecartest.Client(t, endpoint, ns)
 	waitFor(t, ttl+10*time.Second, "claim key removed by lease expiry", func() bool {
 		resp, err := cli.Get(context.Background(), "q/claim/"+id, clientv3.WithCountOnly())

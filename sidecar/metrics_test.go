@@ -139,7 +139,7 @@ func TestMetricsAfterWorkload(t *testing.T) {
 	// One more (t08 again or t09) claimed under a worker session that then
 	// closes: back in the queue with the attempt counted.
 	sctx, closeSession := context.WithCancel(ctx)
-	stream, err := sc.Client.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "metrics-test"}))
+	stream, err := sc.Client.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Process: "metrics-test"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/sidecartest"
-	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -26,18 +24,7 @@ import (
 func opsCLI(t testing.TB, ns string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	app := batoncli.New(&out, &errb)
-	full := append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...)
-	err := runCLI(context.Background(), app, full)
-	var ec cli.ExitCoder
-	switch {
-	case err == nil:
-	case errors.As(err, &ec):
-		code = ec.ExitCode()
-	default:
-		code = 1
-		errb.WriteString(err.Error())
-	}
+	code = batoncli.Main(context.Background(), append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...), nil, &out, &errb)
 	return out.String(), errb.String(), code
 }
 
@@ -85,7 +72,7 @@ func opsAttach(t testing.TB, sc *sidecartest.Sidecar) (*connect.ServerStreamForC
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "w"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "w"}))
 	if err != nil || !stream.Receive() {
 		t.Fatalf("attach: %v %v", err, stream.Err())
 	}
@@ -370,12 +357,9 @@ func TestRegistryEntryVanishesOnLeaseExpiry(t *testing.T) {
 	var ws []registry.Entry
 	waitFor(t, 20*time.Second, "the victim is registered holding one task", func() bool {
 		opsCLIJSON(t, ns, &ws, "workers", "list")
-		return len(ws) == 1 && ws[0].InHand == 1 && ws[0].PID == victim.Process.Pid
+		return len(ws) == 1 && ws[0].InHand == 1 && ws[0].PID == victim.PID()
 	})
-	if err := victim.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	victim.Wait()
+	victim.Kill()
 	waitFor(t, 20*time.Second, "the entry vanishes with the lease", func() bool {
 		opsCLIJSON(t, ns, &ws, "workers", "list")
 		return len(ws) == 0

@@ -1,20 +1,19 @@
 package sidecar_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -26,7 +25,7 @@ import (
 func runWorkerRole() {
 	c := client.New(os.Getenv("BATON_TEST_SOCKET"))
 	ctx := context.Background()
-	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "test-worker"}))
+	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "test-worker"}))
 	if err != nil || !stream.Receive() {
 		fmt.Println("ERROR attach", err, stream.Err())
 		os.Exit(1)
@@ -64,7 +63,7 @@ func runSidecarRole() {
 func startRoleSidecar() {
 	ttl, _ := time.ParseDuration(os.Getenv("BATON_TEST_TTL"))
 	sc, err := sidecar.New(sidecar.Config{
-		Etcd:   etcdutil.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
+		Etcd:   etcdconn.Config{Endpoints: []string{os.Getenv("BATON_TEST_ENDPOINT")}, Namespace: os.Getenv("BATON_TEST_NS")},
 		Socket: os.Getenv("BATON_TEST_SOCKET"),
 		Queues: []string{"tts"},
 		TTL:    ttl,
@@ -77,39 +76,39 @@ func startRoleSidecar() {
 	<-sc.Ready()
 }
 
-// startProc re-executes the test binary in a role and returns the first
-// line it prints; the process is killed when the test ends.
-func startProc(t *testing.T, env ...string) (*exec.Cmd, string) {
+// startProc re-runs the test binary in a role (internal/childproc) and
+// returns its first stdout line; the process is killed when the test ends.
+func startProc(t *testing.T, env ...string) (*childproc.Process, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+	var first string
+	p, err := childproc.Start(childproc.Config{
+		Name:     "role process",
+		Exe:      childproc.Exe{Path: os.Args[0], Args: []string{"-test.run=^$"}},
+		Env:      env,
+		StderrTo: os.Stderr,
+		Ready:    func(line string) bool { first = strings.TrimSpace(line); return true }, // read once WaitReady returns
 	})
-	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		t.Fatalf("role process: %v", err)
+		t.Fatal(err)
 	}
-	return cmd, strings.TrimSpace(line)
+	t.Cleanup(p.Kill)
+	// A role claims with a 30s wait: it says something well within this.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := p.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return p, first
 }
 
 // startRole starts a role process and waits for its CLAIMED line.
-func startRole(t *testing.T, env ...string) (cmd *exec.Cmd, id string, token int64) {
+func startRole(t *testing.T, env ...string) (p *childproc.Process, id string, token int64) {
 	t.Helper()
-	cmd, line := startProc(t, env...)
+	p, line := startProc(t, env...)
 	if _, err := fmt.Sscanf(line, "CLAIMED %s %d", &id, &token); err != nil {
 		t.Fatalf("role process said %q", line)
 	}
-	return cmd, id, token
+	return p, id, token
 }
 
 func TestKilledWorkerTaskReturnsAtOnce(t *testing.T) {
@@ -120,10 +119,7 @@ func TestKilledWorkerTaskReturnsAtOnce(t *testing.T) {
 	if id != "synth-1" {
 		t.Fatalf("worker claimed %s", id)
 	}
-	if err := worker.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	worker.Wait()
+	worker.Kill()
 	killed := time.Now()
 	// The sidecar sees the Attach stream close and returns the task at
 	// once: it is handed out again long before its 5m timeout (the wait
@@ -148,10 +144,7 @@ func TestSidecarLeaseExpiryReturnsTask(t *testing.T) {
 	if id != "synth-2" {
 		t.Fatalf("victim claimed %s", id)
 	}
-	if err := victim.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	victim.Wait()
+	victim.Kill()
 	killed := time.Now()
 	// Nothing revoked the victim's lease: the task comes back when it
 	// expires, about one TTL later.

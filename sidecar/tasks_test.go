@@ -361,15 +361,15 @@ func TestBadInput(t *testing.T) {
 			_, err := sc.Client.Tasks.Next(ctx, connect.NewRequest(&batonv1.NextRequest{Queues: qs, Wait: durationpb.New(time.Second)}))
 			return err
 		}, "queues"},
-		{"a worker name of 3 MB (item 11)", func() error {
-			stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: strings.Repeat("w", 3<<20)}))
+		{"a process name of 3 MB (item 11)", func() error {
+			stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: strings.Repeat("w", 3<<20)}))
 			if err != nil {
 				return err
 			}
 			defer stream.Close()
 			stream.Receive()
 			return stream.Err()
-		}, "worker"},
+		}, "process"},
 		{"missing claim", func() error {
 			_, err := sc.Client.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{}))
 			return err

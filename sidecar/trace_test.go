@@ -59,10 +59,9 @@ func submitCLI(t *testing.T, ns, queue string, lines ...string) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	err := runCLI(context.Background(), batoncli.New(&out, &errOut),
-		[]string{"baton", "--endpoints", endpoint, "--namespace", ns, "submit", "--queue", queue, file})
-	if err != nil {
-		t.Fatalf("baton submit: %v\n%s%s", err, out.String(), errOut.String())
+	if code := batoncli.Main(context.Background(), []string{"baton", "--endpoints", endpoint, "--namespace", ns, "submit", "--queue", queue, file},
+		nil, &out, &errOut); code != 0 {
+		t.Fatalf("baton submit: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 }
 

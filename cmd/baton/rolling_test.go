@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"go.uber.org/goleak"
@@ -27,8 +27,7 @@ import (
 // test, restarted with the same socket, admin address and name.
 type rollingSidecar struct {
 	name, socket, admin string
-	cmd                 *exec.Cmd
-	exited              chan struct{} // closed when cmd has been reaped
+	proc                *childproc.Process
 }
 
 // TestRollingRestartLosesNoTask is the upgrade procedure of
@@ -52,18 +51,19 @@ func TestRollingRestartLosesNoTask(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer logf.Close()
-		s.cmd = exec.Command(bin, append(global, "sidecar", "--socket", s.socket, "--queue", "tts",
-			"--worker-id", s.name, "--ttl", "5s", "--grace", "10s", "--admin-addr", s.admin)...)
-		s.cmd.Stdout, s.cmd.Stderr = logf, logf
-		if err := s.cmd.Start(); err != nil {
+		s.proc, err = childproc.Start(childproc.Config{
+			Name: s.name,
+			Exe:  childproc.Exe{Path: bin},
+			Args: append(global, "sidecar", "--socket", s.socket, "--queue", "tts",
+				"--worker-id", s.name, "--ttl", "5s", "--grace", "10s", "--admin-addr", s.admin),
+			StdoutTo:  logf,
+			StderrTo:  logf,
+			AfterExit: func() { logf.Close() },
+		})
+		if err != nil {
+			logf.Close()
 			t.Fatal(err)
 		}
-		s.exited = make(chan struct{})
-		go func(cmd *exec.Cmd, exited chan struct{}) {
-			_ = cmd.Wait()
-			close(exited)
-		}(s.cmd, s.exited)
 		// Ready: etcd reachable, lease held, socket serving.
 		deadline := time.Now().Add(30 * time.Second)
 		for {
@@ -75,9 +75,8 @@ func TestRollingRestartLosesNoTask(t *testing.T) {
 				}
 			}
 			select {
-			case <-s.exited:
-				b, _ := os.ReadFile(filepath.Join(logs, s.name+".log"))
-				t.Fatalf("%s exited before it was ready:\n%s", s.name, b)
+			case <-s.proc.Done():
+				t.Fatalf("%s exited before it was ready: %v", s.name, s.proc.Wait())
 			case <-time.After(50 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -85,19 +84,12 @@ func TestRollingRestartLosesNoTask(t *testing.T) {
 			}
 		}
 	}
-	// stop sends SIGTERM and waits for the sidecar to exit by itself.
+	// stop sends SIGTERM and waits for the sidecar to exit by itself, with
+	// status 0.
 	stop := func(s *rollingSidecar) {
 		t.Helper()
-		if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-s.exited:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s did not exit within 30s of SIGTERM", s.name)
-		}
-		if code := s.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Errorf("%s exited with %d after SIGTERM", s.name, code)
+		if err := s.proc.Stop(30 * time.Second); err != nil {
+			t.Fatalf("after SIGTERM: %v", err)
 		}
 	}
 
@@ -108,10 +100,7 @@ func TestRollingRestartLosesNoTask(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, s := range sidecars {
-			if s.cmd.ProcessState == nil {
-				_ = s.cmd.Process.Kill()
-				<-s.exited
-			}
+			s.proc.Kill()
 		}
 	})
 
@@ -240,7 +229,7 @@ func rollingSession(ctx context.Context, socket, name string, answered func(id s
 	defer c.Close()
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Worker: name}))
+	stream, err := c.Tasks.Attach(sctx, connect.NewRequest(&batonv1.AttachRequest{Process: name}))
 	if err != nil {
 		return
 	}

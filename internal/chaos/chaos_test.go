@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonhq/baton/internal/childproc"
 	"go.uber.org/goleak"
 )
 
@@ -42,7 +43,7 @@ func TestChaosShort(t *testing.T) {
 	t.Logf("seed %d (replay with BATON_CHAOS_SEED=%d)", seed, seed)
 	var log strings.Builder
 	res, err := Run(context.Background(), Config{
-		Seed: seed, Exe: Exe{Path: os.Args[0], Args: []string{"-test.run=^$"}}, Dir: t.TempDir(),
+		Seed: seed, Exe: childproc.Exe{Path: os.Args[0], Args: []string{"-test.run=^$"}}, Dir: t.TempDir(),
 		Sidecars: 2, WorkersPer: 2, Tasks: 40, Duration: 30 * time.Second, Log: &log,
 	})
 	if err != nil {

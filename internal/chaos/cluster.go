@@ -10,14 +10,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/internal/childproc"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // Cluster is a three-member etcd cluster, each member its own process on
 // 127.0.0.1 that can be killed, paused and restarted with its data.
 type Cluster struct {
-	exe     Exe
+	exe     childproc.Exe
 	dir     string
 	members []*member
 	// Client reaches every member directly (not through any proxy); the
@@ -29,11 +30,11 @@ type member struct {
 	name, client, peer, dir string
 
 	mu   sync.Mutex
-	proc *process
+	proc *childproc.Process
 }
 
 // StartCluster starts n members under dir and waits until all serve.
-func StartCluster(ctx context.Context, exe Exe, dir string, n int) (*Cluster, error) {
+func StartCluster(ctx context.Context, exe childproc.Exe, dir string, n int) (*Cluster, error) {
 	c := &Cluster{exe: exe, dir: dir}
 	var initial []string
 	for i := range n {
@@ -63,7 +64,9 @@ func StartCluster(ctx context.Context, exe Exe, dir string, n int) (*Cluster, er
 		c.Close()
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	// The harness's own namespace: its probe writes stay out of the
+	// sidecars' keys.
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: c.Endpoints(), Namespace: "chaos-harness", DialTimeout: 2 * time.Second})
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -128,7 +131,7 @@ func (c *Cluster) Up(i int) bool {
 	m := c.members[i]
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.proc != nil && m.proc.alive()
+	return m.proc != nil && !m.proc.Exited()
 }
 
 // Kill sends SIGKILL to member i and waits for it to exit.
@@ -138,7 +141,7 @@ func (c *Cluster) Kill(i int) {
 	p := m.proc
 	m.mu.Unlock()
 	if p != nil {
-		p.kill()
+		p.Kill()
 	}
 }
 
@@ -154,7 +157,7 @@ func (c *Cluster) signal(i int, sig syscall.Signal) error {
 	if p == nil {
 		return fmt.Errorf("member %d not running", i)
 	}
-	return p.signal(sig)
+	return p.Signal(sig)
 }
 
 // Restart starts a killed member again on its data directory and waits

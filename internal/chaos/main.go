@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/batonhq/baton/internal/childproc"
 )
 
 // Main is the baton-chaos command: it parses args, runs one scenario and
@@ -45,7 +47,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stdout, "baton-chaos: seed %d (replay with SEED=%d), logs in %s\n", *seed, *seed, dir)
-	cfg := Config{Seed: *seed, Exe: Exe{Path: exe}, Dir: dir, Sidecars: *sidecars, WorkersPer: *workers,
+	cfg := Config{Seed: *seed, Exe: childproc.Exe{Path: exe}, Dir: dir, Sidecars: *sidecars, WorkersPer: *workers,
 		Tasks: *tasks, Duration: *duration, TTL: *ttl, Faults: strings.Split(*faults, ","), Log: stdout}
 	if *quiet {
 		cfg.Log = nil

@@ -1,109 +1,47 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
-	"strings"
-	"syscall"
+
+	"github.com/batonhq/baton/internal/childproc"
 )
 
-// Exe says how to start this binary again in a role: the program and its
-// leading arguments (a test binary needs "-test.run=^$").
-type Exe struct {
-	Path string
-	Args []string
-}
-
-// process is a role process the harness started and owns.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited and been reaped
-}
-
-// startProcess starts exe in role with env. Stderr goes to logPath. When
-// onLine is set it receives every stdout line (from the reaping goroutine
-// side; it must not block long). ready, when set, is the stdout line to
-// wait for before returning.
-func startProcess(ctx context.Context, exe Exe, name, role, logPath string, env []string, onLine func(string), ready string) (*process, error) {
-	cmd := exec.Command(exe.Path, exe.Args...)
-	cmd.Env = append(append(os.Environ(), roleEnv+"="+role, "CHAOS_NAME="+name), env...)
+// startProcess starts exe in role with env, as a child the run owns.
+// Stderr goes to logPath. When onLine is set it receives every stdout
+// line (from the goroutine that reads them; it must not block long).
+// ready, when set, is the stdout line to wait for before returning.
+func startProcess(ctx context.Context, exe childproc.Exe, name, role, logPath string, env []string, onLine func(string), ready string) (*childproc.Process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stderr = logf
-	out, err := cmd.StdoutPipe()
+	cfg := childproc.Config{
+		Name:      name,
+		Exe:       exe,
+		Env:       append([]string{roleEnv + "=" + role, "CHAOS_NAME=" + name}, env...),
+		StderrTo:  logf,
+		OnStdout:  onLine,
+		AfterExit: func() { logf.Close() },
+	}
+	if ready != "" {
+		cfg.Ready = func(line string) bool { return line == ready }
+	}
+	p, err := childproc.Start(cfg)
 	if err != nil {
 		logf.Close()
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	readyc := make(chan struct{})
-	go func() {
-		defer close(p.done)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		seen := false
-		for sc.Scan() {
-			line := sc.Text()
-			if !seen && ready != "" && strings.TrimSpace(line) == ready {
-				seen = true
-				close(readyc)
-				continue
-			}
-			if onLine != nil {
-				onLine(line)
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-		_ = cmd.Wait()
-		logf.Close()
-	}()
 	if ready == "" {
 		return p, nil
 	}
-	select {
-	case <-readyc:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("%s exited before it was ready (log %s)", name, logPath)
-	case <-ctx.Done():
-		p.kill()
-		return nil, fmt.Errorf("%s not ready: %w", name, ctx.Err())
+	if err := p.WaitReady(ctx); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%w (log %s)", err, logPath)
 	}
-}
-
-func (p *process) signal(sig syscall.Signal) error {
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("%s: %w", p.name, err)
-	}
-	return nil
-}
-
-// kill sends SIGKILL (which also ends a stopped process) and waits until
-// the process is reaped.
-func (p *process) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-func (p *process) alive() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return p, nil
 }
 
 // freePort returns a port of 127.0.0.1 that was free a moment ago.

@@ -140,7 +140,7 @@ func runWorker() error {
 func workSession(c *client.Client, store string, emit func(Op)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: os.Getenv("CHAOS_NAME")}))
+	stream, err := c.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: os.Getenv("CHAOS_NAME")}))
 	if err != nil || !stream.Receive() {
 		return
 	}

@@ -73,7 +73,7 @@ func (r *run) findScheduler(ctx context.Context, limit time.Duration) (*sidecarS
 		if lk, ok, err := r.leader(ctx); err == nil && ok {
 			r.mu.Lock()
 			for _, s := range r.sidecars {
-				if s.name == lk.holder && s.proc.alive() && lk.rev > s.startRev {
+				if s.name == lk.holder && !s.proc.Exited() && lk.rev > s.startRev {
 					r.mu.Unlock()
 					return s, lk, true
 				}
@@ -158,9 +158,9 @@ func (r *run) injectScheduler(ctx context.Context, f *Fault, qs *workqueue.Store
 	f.At = time.Now()
 	switch f.Kind {
 	case SchedulerKill:
-		s.proc.kill()
+		s.proc.Kill()
 	case SchedulerPause:
-		if err := s.proc.signal(syscall.SIGSTOP); err != nil {
+		if err := s.proc.Signal(syscall.SIGSTOP); err != nil {
 			return nil, err
 		}
 	default:
@@ -197,7 +197,7 @@ func (r *run) injectScheduler(ctx context.Context, f *Fault, qs *workqueue.Store
 		err = r.startSidecar(s)
 	case SchedulerPause:
 		sleepCtx(ctx, r.cfg.TTL+2*time.Second)
-		err = s.proc.signal(syscall.SIGCONT)
+		err = s.proc.Signal(syscall.SIGCONT)
 	default:
 		sleepCtx(ctx, r.cfg.TTL+2*time.Second)
 		s.link.Heal()

@@ -1,17 +1,19 @@
 // Package batoncli builds the `baton` command line. cmd/baton only calls
-// New and runs it; tests run the same app with RunContext and captured
-// writers.
+// Main; tests run the same app with Main and captured writers.
 package batoncli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -149,7 +151,7 @@ func inheritGlobalFlags(c *cli.Context) error {
 // checkConnection validates the etcd connection settings and reads
 // --etcd-password-file.
 func checkConnection(c *cli.Context) error {
-	if err := etcdutil.ValidateNamespace(c.String("namespace")); err != nil {
+	if err := etcdconn.ValidateNamespace(c.String("namespace")); err != nil {
 		return cli.Exit(err.Error(), 2)
 	}
 	// `baton dev` makes its own etcd and password: a password file left in
@@ -190,7 +192,7 @@ func globalFlags() []cli.Flag {
 	}
 }
 
-func etcdConfig(c *cli.Context) etcdutil.Config {
+func etcdConfig(c *cli.Context) etcdconn.Config {
 	var eps []string
 	for _, e := range c.StringSlice("endpoints") {
 		for _, p := range strings.Split(e, ",") {
@@ -199,7 +201,7 @@ func etcdConfig(c *cli.Context) etcdutil.Config {
 			}
 		}
 	}
-	return etcdutil.Config{
+	return etcdconn.Config{
 		Endpoints: eps,
 		Namespace: c.String("namespace"),
 		Username:  c.String("etcd-user"),
@@ -237,4 +239,32 @@ func versionCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// runs makes the in-process runs of the app take turns: urfave/cli writes
+// its global HelpFlag on every run (tests run the app from parallel
+// goroutines; the race detector reports it).
+var runs sync.Mutex
+
+// Main runs the app on args (args[0] is the program's name) with the
+// given standard streams and returns the process's exit code: 0, the
+// command's own (`baton wait`, bad usage), or 1. The app has printed the
+// error by then. cmd/baton exits with it; tests call it with buffers.
+// Runs in one process take turns.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	runs.Lock()
+	defer runs.Unlock()
+	app := New(stdout, stderr)
+	if stdin != nil {
+		app.Reader = stdin
+	}
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.ExitCode() != 0 {
+		return ec.ExitCode()
+	}
+	return 1
 }

@@ -6,7 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
+	"github.com/batonhq/baton/sidecar/internal/etcdauth"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -66,13 +67,13 @@ func authGrant(c *cli.Context) error {
 	if c.Bool("enable-auth") {
 		anon := cfg
 		anon.Username, anon.Password = "", ""
-		cli0, err := etcdutil.New(anon)
+		cli0, err := etcdconn.New(anon)
 		if err != nil {
 			return err
 		}
 		st, err := cli0.AuthStatus(ctx)
 		if err == nil && !st.Enabled {
-			err = etcdutil.EnableAuth(ctx, cli0, cfg.Password)
+			err = etcdauth.EnableAuth(ctx, cli0, cfg.Password)
 			if err == nil {
 				fmt.Fprintln(c.App.ErrWriter, "etcd authentication turned on (user root)")
 			}
@@ -84,16 +85,16 @@ func authGrant(c *cli.Context) error {
 			return err
 		}
 	}
-	root, err := etcdutil.New(cfg)
+	root, err := etcdconn.New(cfg)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
-	if err := etcdutil.Ping(ctx, root, cfg.Endpoints, 10*time.Second); err != nil {
+	if err := etcdconn.Ping(ctx, root, cfg.Endpoints, 10*time.Second); err != nil {
 		return err
 	}
 	prefix := etcdConfig(c).Prefix()
-	if err := etcdutil.GrantPrefix(ctx, root, role, user, password, prefix, perm); err != nil {
+	if err := etcdauth.GrantPrefix(ctx, root, role, user, password, prefix, perm); err != nil {
 		return err
 	}
 	what := "read-write"

@@ -4,7 +4,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/audit"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -16,11 +16,11 @@ import (
 // --etcd-quota-bytes. Close the client.
 func connect(c *cli.Context) (*clientv3.Client, *workqueue.Store, error) {
 	ecfg := etcdConfig(c)
-	etcd, err := etcdutil.New(ecfg)
+	etcd, err := etcdconn.New(ecfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
+	if err := etcdconn.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
 		etcd.Close()
 		return nil, nil, err
 	}

@@ -1,8 +1,6 @@
 package batoncli
 
 import (
-	"fmt"
-
 	"github.com/batonhq/baton/sidecar/namedlock"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -11,11 +9,11 @@ import (
 func locksCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "locks",
-		Usage: "show the locks workers hold and wait for",
+		Usage: "show the locks that sessions hold and wait for",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "list",
-				Usage: "every held lock: its holder, fencing token and waiters in line",
+				Usage: "every held lock: its fencing token, its holder (worker, process, session) and how many wait in line; -o json lists the waiters",
 				Flags: []cli.Flag{outputFlag()},
 				Action: withEtcd(nil, func(c *cli.Context, etcd *clientv3.Client, asJSON bool) error {
 					locks, err := namedlock.ListLocks(c.Context, etcd.KV)
@@ -27,23 +25,12 @@ func locksCommand() *cli.Command {
 					}
 					rows := make([][]any, 0, len(locks))
 					for _, l := range locks {
-						rows = append(rows, []any{l.Name, l.Holder.Token, lockHolder(l.Holder.Owner), len(l.Waiters)})
+						o := l.Holder.Owner
+						rows = append(rows, []any{l.Name, l.Holder.Token, orDash(o.WorkerID), orDash(o.Process), orDash(o.Session), len(l.Waiters)})
 					}
-					return table(c.App.Writer, "LOCK\tTOKEN\tHOLDER\tWAITERS", rows)
+					return table(c.App.Writer, "LOCK\tTOKEN\tWORKER\tPROCESS\tSESSION\tWAITERS", rows)
 				}),
 			},
 		},
 	}
-}
-
-// lockHolder names who holds a lock: sidecar, worker process and session.
-func lockHolder(o namedlock.LockOwner) string {
-	if o.WorkerID == "" {
-		return "-"
-	}
-	s := o.WorkerID
-	if o.Worker != "" {
-		s += "/" + o.Worker
-	}
-	return fmt.Sprintf("%s (%s)", s, o.Session)
 }

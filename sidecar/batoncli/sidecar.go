@@ -29,7 +29,7 @@ func sidecarFlags(defaultSocket, defaultAdmin string, defaultUI bool) []cli.Flag
 		&cli.StringSliceFlag{Name: "queue", EnvVars: []string{"BATON_QUEUE"}, Usage: "queue this sidecar serves (repeatable, at most 16; default \"default\"): workers' Next takes only from these, and from all of them when it names none"},
 		&cli.StringSliceFlag{Name: "submit-queue", EnvVars: []string{"BATON_SUBMIT_QUEUE"}, Usage: "queue workers may Submit to through this sidecar (repeatable; default: its --queue values); '*' allows any queue"},
 		&cli.DurationFlag{Name: "ttl", Value: sidecar.DefaultTTL, EnvVars: []string{"BATON_TTL"}, Usage: "etcd lease TTL: how soon claims of a dead sidecar return to the queue"},
-		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of this sidecar in claims and the registry (default hostname-pid)"},
+		&cli.StringFlag{Name: "worker-id", EnvVars: []string{"BATON_WORKER_ID"}, Usage: "name of the worker this sidecar serves, in claims, locks, baton workers list and spans (default hostname-pid)"},
 		&cli.DurationFlag{Name: "grace", Value: sidecar.DefaultGrace, EnvVars: []string{"BATON_GRACE"}, Usage: "on shutdown, how long to wait for claimed tasks to finish before giving them back"},
 		&cli.StringFlag{Name: "socket-group", EnvVars: []string{"BATON_SOCKET_GROUP"}, Usage: "group of the socket file (name or number); default the sidecar's own"},
 		&cli.StringSliceFlag{Name: "allow-uid", EnvVars: []string{"BATON_ALLOW_UID"}, Usage: "uid allowed to use the socket, checked on every connection (repeatable; default: the sidecar's own uid and the socket's group)"},

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/configdoc"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/telemetry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	"github.com/urfave/cli/v2"
@@ -31,8 +31,9 @@ func submitCommand() *cli.Command {
 			"line is reported as FILE:LINE: reason (the first --show-errors of them; all are counted) and\n" +
 			"nothing is written.\n\n" +
 			"The file is read twice, a line at a time (lines up to 4 MiB): memory does not grow with its\n" +
-			"length, except 56 bytes per line to find two lines with one id. FILE must be a regular file;\n" +
-			"a FIFO, a device or a directory is refused. To stream from a pipe give - (cmd | baton submit -):\n" +
+			"length (past 1M lines, repeated ids are found with 20 bytes per line of unlinked files in\n" +
+			"$TMPDIR). FILE must be a regular file; a FIFO, a device or a directory is refused. To stream\n" +
+			"from a pipe give - (cmd | baton submit -):\n" +
 			"standard input is copied to an unlinked file in $TMPDIR while it is checked, unless it is a\n" +
 			"regular file itself.\n\n" +
 			"Routing: --affinity-field prompt_speech gives each task the speaker prompt of its line as its\n" +
@@ -137,12 +138,12 @@ func newSpecBuilder(c *cli.Context, store *workqueue.Store, file string, require
 // the file again. Each chunk has 10 minutes to be written.
 func doSubmit(c *cli.Context, in *submitInput, b *specBuilder, fc fileCheck) error {
 	ecfg := etcdConfig(c)
-	etcd, err := etcdutil.New(ecfg)
+	etcd, err := etcdconn.New(ecfg)
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
-	if err := etcdutil.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
+	if err := etcdconn.Ping(c.Context, etcd, ecfg.Endpoints, 10*time.Second); err != nil {
 		return err
 	}
 	adm, err := workqueue.NewAdmission(workqueue.AdmissionConfig{Maintenance: etcd.Maintenance, Endpoints: ecfg.Endpoints, QuotaBytes: c.Int64("etcd-quota-bytes")})

@@ -1,9 +1,11 @@
 package batoncli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/batonhq/baton/sidecar/jsonl"
 	"github.com/batonhq/baton/sidecar/workqueue"
@@ -62,17 +64,18 @@ type fileCheck struct {
 func checkFile(in *submitInput, b *specBuilder, show int) (fileCheck, error) {
 	sc := jsonl.NewScanner(in.check, in.name)
 	ids := newIDSet()
+	defer ids.Close()
 	var fc fileCheck
 	for {
 		rec, err := sc.Next()
 		if errors.Is(err, io.EOF) {
-			return fc, nil
+			return fc, fc.addRepeats(ids, in, b, show)
 		}
 		if err == nil {
 			var sp workqueue.Spec
 			if sp, err = b.build(rec); err == nil {
-				if first := ids.add(sp.ID, rec.Line); first != 0 {
-					err = &jsonl.LineError{File: in.name, Line: rec.Line, Err: fmt.Errorf("id %q is also the id of line %d", sp.ID, first)}
+				if err := ids.add(sp.ID, rec.Line); err != nil {
+					return fc, fmt.Errorf("%s: %w", in.name, err)
 				}
 			}
 			if err == nil {
@@ -92,6 +95,85 @@ func checkFile(in *submitInput, b *specBuilder, show int) (fileCheck, error) {
 		in.badLine()
 		if len(fc.shown) < show {
 			fc.shown = append(fc.shown, le)
+		}
+	}
+}
+
+// addRepeats counts the lines whose id an earlier line has as bad lines,
+// and adds the first of them to the lines shown, in line order. The ids
+// are read again from the input for the lines shown; when it cannot be
+// read again (standard input not kept after another bad line), the
+// message names the earlier line only.
+func (fc *fileCheck) addRepeats(ids *idSet, in *submitInput, b *specBuilder, show int) error {
+	type repeat struct{ line, first int }
+	var reps []repeat // the lowest lines, at most 2 × show between trims
+	n := 0
+	trim := func() {
+		slices.SortFunc(reps, func(a, b repeat) int { return cmp.Compare(a.line, b.line) })
+		reps = reps[:min(len(reps), show)]
+	}
+	err := ids.repeats(func(line, first int) {
+		n++
+		if show > 0 {
+			reps = append(reps, repeat{line, first})
+			if len(reps) >= 2*show {
+				trim()
+			}
+		}
+	})
+	if err != nil || n == 0 {
+		return err
+	}
+	trim()
+	fc.bad += n
+	fc.tasks -= n
+	idOf := map[int]string{}
+	for _, r := range reps {
+		idOf[r.line] = ""
+	}
+	known := readIDs(in, b, idOf)
+	for _, r := range reps {
+		why := fmt.Errorf("its id is also the id of line %d", r.first)
+		if known {
+			why = fmt.Errorf("id %q is also the id of line %d", idOf[r.line], r.first)
+		}
+		fc.shown = append(fc.shown, &jsonl.LineError{File: in.name, Line: r.line, Err: why})
+	}
+	slices.SortStableFunc(fc.shown, func(a, b *jsonl.LineError) int { return cmp.Compare(a.Line, b.Line) })
+	fc.shown = fc.shown[:min(len(fc.shown), show)]
+	return nil
+}
+
+// readIDs reads the input again and fills in the task ids of the lines in
+// ids. It reports whether it could.
+func readIDs(in *submitInput, b *specBuilder, ids map[int]string) bool {
+	r, err := in.rewind()
+	if err != nil {
+		return false
+	}
+	last := 0
+	for l := range ids {
+		last = max(last, l)
+	}
+	sc := jsonl.NewScanner(r, in.name)
+	for {
+		rec, err := sc.Next()
+		var le *jsonl.LineError
+		if errors.As(err, &le) {
+			continue // a bad line, counted already
+		}
+		if err != nil {
+			return false // the input changed: it had these lines
+		}
+		if _, ok := ids[rec.Line]; ok {
+			sp, err := b.build(rec)
+			if err != nil {
+				return false
+			}
+			ids[rec.Line] = sp.ID
+		}
+		if rec.Line >= last {
+			return true
 		}
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/batonhq/baton/sidecar/batoncli"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/batonhq/baton/sidecar/workqueue"
-	"github.com/urfave/cli/v2"
 )
 
 // Regression (hardening issue, item 10): `baton submit /dev/zero` or a
@@ -71,21 +70,7 @@ func runWithin(t *testing.T, d time.Duration, ns string, stdin io.Reader, args .
 func runIn(t *testing.T, ns string, stdin io.Reader, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	app := batoncli.New(&out, &errb)
-	if stdin != nil {
-		app.Reader = stdin
-	}
-	full := append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...)
-	err := app.RunContext(context.Background(), full)
-	var ec cli.ExitCoder
-	switch {
-	case err == nil:
-	case errors.As(err, &ec):
-		code = ec.ExitCode()
-	default:
-		code = 1
-		errb.WriteString(err.Error())
-	}
+	code = batoncli.Main(context.Background(), append([]string{"baton", "--endpoints", endpoint, "--namespace", ns}, args...), stdin, &out, &errb)
 	return out.String(), errb.String(), code
 }
 

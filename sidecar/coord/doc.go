@@ -1,6 +1,6 @@
 // Package coord holds the liveness primitives every other sidecar package
-// builds on: the sidecar's etcd lease and the worker sessions opened over
-// the socket. Named locks, which hang on both, are package
+// builds on: the sidecar's etcd lease and the sessions that the worker's
+// processes open over the socket. Named locks, which hang on both, are package
 // sidecar/namedlock.
 //
 // # The sidecar lease
@@ -14,11 +14,18 @@
 // the old session and grants a new lease, retrying until etcd answers.
 // State bound to the old lease is gone: its owners must stop acting on it.
 //
-// # Worker sessions
+// # Sessions
 //
-// A worker session (Session) is the sidecar's view of one worker process:
-// it is open while the worker's Attach stream is open. Whatever a worker
-// holds under its session (claims, locks) registers a cleanup with OnClose,
-// and the cleanups run the moment the stream ends, including when the
-// worker was killed with SIGKILL and the kernel closed its socket.
+// Words: the worker is the inference worker a sidecar serves (one GPU
+// container, named by --worker-id); a process is one OS process of that
+// worker that talks to the socket; a session is one process's Attach
+// stream.
+//
+// A session (Session) is the sidecar's view of one attached process: it is
+// open while the process's Attach stream is open, and carries the name the
+// process gave (Session.Process) and its pid. Whatever a process holds under
+// its session (claims, locks) registers a cleanup with OnClose, and the
+// cleanups run the moment the stream ends, including when the process was
+// killed with SIGKILL and the kernel closed its socket. Sessions.List with
+// its change channel lets the registry show the open sessions.
 package coord

@@ -178,3 +178,42 @@ func TestSessionsStartOnTheClock(t *testing.T) {
 		t.Errorf("after Close: OfPID %v, Len %d, Opened %d", got, r.Len(), r.Opened())
 	}
 }
+
+// TestSessionsListAndChange: List gives the open sessions oldest first and
+// a channel closed by the next Open or Close, not by closing a session
+// twice.
+func TestSessionsListAndChange(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	r := NewSessions(WithClock(clock))
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	ss, changed := r.List()
+	if len(ss) != 0 || closed(changed) {
+		t.Fatalf("empty: %v, changed %v", ss, closed(changed))
+	}
+	a := r.OpenFor("a", 1)
+	if !closed(changed) {
+		t.Fatal("Open did not signal a change")
+	}
+	clock.Advance(time.Second)
+	b := r.Open("b")
+	ss, changed = r.List()
+	if !slices.Equal(ss, []*Session{a, b}) || b.Process != "b" || closed(changed) {
+		t.Fatalf("List = %v, want a then b", ss)
+	}
+	r.Close(a)
+	if !closed(changed) {
+		t.Fatal("Close did not signal a change")
+	}
+	ss, changed = r.List()
+	r.Close(a)
+	if !slices.Equal(ss, []*Session{b}) || closed(changed) {
+		t.Fatalf("after closing a twice: List = %v, changed %v", ss, closed(changed))
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,15 +15,17 @@ import (
 // ErrUnknownSession is returned for a session id that is not open.
 var ErrUnknownSession = errors.New("coord: session is not open")
 
-// Session is one worker's session with the sidecar. It is open while the
-// worker's Attach stream is open.
+// Session is one attached process's session with the sidecar: it is open
+// while that process's Attach stream is open.
 type Session struct {
-	ID      string
-	Worker  string
+	ID string
+	// Process is the human-readable name the process gave when it
+	// attached (AttachRequest.process), "" when it gave none.
+	Process string
 	Started time.Time
-	// PID is the worker process that opened the session (the peer of its
-	// Attach stream), 0 when not known. Logs use it to name who sent a
-	// call that carries no session, such as an answer to a claim.
+	// PID is the process that opened the session (the peer of its Attach
+	// stream), 0 when not known. Logs use it to name who sent a call that
+	// carries no session, such as an answer to a claim.
 	PID int32
 
 	done chan struct{}
@@ -37,11 +40,11 @@ type Session struct {
 // Done is closed when the session closes.
 func (s *Session) Done() <-chan struct{} { return s.done }
 
-// Pushes delivers messages for the worker (for example a cancel request).
+// Pushes delivers messages for the attached process (for example a cancel request).
 // The Attach handler forwards them on the stream.
 func (s *Session) Pushes() <-chan any { return s.push }
 
-// Push queues a message for the worker without blocking; it reports false
+// Push queues a message for the attached process without blocking; it reports false
 // when the session is closed or its queue is full.
 func (s *Session) Push(msg any) bool {
 	s.mu.Lock()
@@ -76,31 +79,35 @@ func (s *Session) OnClose(f func()) (remove func(), ok bool) {
 	}, true
 }
 
-// Sessions is the registry of a sidecar's open worker sessions. Its methods
-// are safe for concurrent use.
+// Sessions is the registry of a sidecar's open sessions. Its methods are
+// safe for concurrent use.
 type Sessions struct {
 	clock  clockwork.Clock
 	mu     sync.Mutex
 	open   map[string]*Session
 	opened int64
+	// changed is closed and replaced when a session opens or closes
+	// (written under mu).
+	changed chan struct{}
 }
 
 // NewSessions returns an empty registry. WithClock sets the clock of the
 // sessions' start times (default: the wall clock).
 func NewSessions(opts ...Option) *Sessions {
-	return &Sessions{clock: options(opts).clock, open: make(map[string]*Session)}
+	return &Sessions{clock: options(opts).clock, open: make(map[string]*Session), changed: make(chan struct{})}
 }
 
-// Open opens a new session for the named worker.
-func (r *Sessions) Open(worker string) *Session { return r.OpenFor(worker, 0) }
+// Open opens a new session for the process named process.
+func (r *Sessions) Open(process string) *Session { return r.OpenFor(process, 0) }
 
-// OpenFor opens a new session for the named worker, opened by process pid.
-func (r *Sessions) OpenFor(worker string, pid int32) *Session {
+// OpenFor opens a new session for the process named process, whose id is
+// pid.
+func (r *Sessions) OpenFor(process string, pid int32) *Session {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	s := &Session{
 		ID:      "s-" + hex.EncodeToString(b[:]),
-		Worker:  worker,
+		Process: process,
 		Started: r.clock.Now(),
 		PID:     pid,
 		done:    make(chan struct{}),
@@ -110,8 +117,35 @@ func (r *Sessions) OpenFor(worker string, pid int32) *Session {
 	r.mu.Lock()
 	r.open[s.ID] = s
 	r.opened++
+	r.changedLocked()
 	r.mu.Unlock()
 	return s
+}
+
+// changedLocked wakes the callers of List waiting for a change. r.mu is
+// held.
+func (r *Sessions) changedLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// List returns the open sessions, oldest first, and a channel that is
+// closed at the next change (a session opened or closed).
+func (r *Sessions) List() ([]*Session, <-chan struct{}) {
+	r.mu.Lock()
+	out := make([]*Session, 0, len(r.open))
+	for _, s := range r.open {
+		out = append(out, s)
+	}
+	changed := r.changed
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b *Session) int {
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out, changed
 }
 
 // Opened returns the number of sessions opened since the registry was
@@ -162,7 +196,10 @@ func (r *Sessions) Len() int {
 // goroutine, before returning. Closing a closed session does nothing.
 func (r *Sessions) Close(s *Session) {
 	r.mu.Lock()
-	delete(r.open, s.ID)
+	if _, ok := r.open[s.ID]; ok {
+		delete(r.open, s.ID)
+		r.changedLocked()
+	}
 	r.mu.Unlock()
 	s.mu.Lock()
 	if s.closed {

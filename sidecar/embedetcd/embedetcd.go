@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/internal/etcdauth"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -168,7 +168,7 @@ func (s *Server) enableAuth(ctx context.Context, password string) error {
 		}
 		return nil
 	}
-	if err := etcdutil.EnableAuth(ctx, cli, password); err != nil {
+	if err := etcdauth.EnableAuth(ctx, cli, password); err != nil {
 		return fmt.Errorf("embedetcd: %w", err)
 	}
 	return nil

@@ -24,13 +24,13 @@ const (
 // errWaitOver is the cause of a Lock's wait ending at its deadline.
 var errWaitOver = errors.New("namedlock: the wait is over")
 
-// Lock takes the named lock for the worker session and returns its fencing
+// Lock takes the named lock for the session and returns its fencing
 // token. It waits up to wait, measured on the Locks' clock (at most
 // MaxWait; a longer wait is cut to it), then returns a *TimeoutError. Wait
 // 0 does not wait: a lock that is held or awaited is a *TimeoutError at
 // once, and nothing is left in its line.
 //
-// Waiting ends early with ErrSessionClosed when the worker session closes,
+// Waiting ends early with ErrSessionClosed when the session closes,
 // with ErrLockLeaseLost when the lock lease expires and with ctx's error
 // when ctx ends (the caller left). A lock taken just as ctx ended is given
 // back, since nobody would know it holds it, and ctx's error returned. On
@@ -128,7 +128,7 @@ func (l *Locks) end(sl *sessionLocks, name string, dropping bool) {
 }
 
 // acquire queues for the lock (try: only if nobody is in line) and waits
-// until it is held, ctx ends, the worker session closes, the lock lease is
+// until it is held, ctx ends, the session closes, the lock lease is
 // lost or, when wait > 0, wait passes on the clock (a *TimeoutError).
 func (l *Locks) acquire(ctx context.Context, sess *coord.Session, name string, try bool, wait time.Duration) (int64, error) {
 	if err := ValidateLockName(name); err != nil {
@@ -148,7 +148,7 @@ func (l *Locks) acquire(ctx context.Context, sess *coord.Session, name string, t
 	if err != nil {
 		return 0, err
 	}
-	// Stop waiting when the worker session closes, the lease is lost or
+	// Stop waiting when the session closes, the lease is lost or
 	// the wait is over.
 	waitCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -176,7 +176,7 @@ func (l *Locks) acquire(ctx context.Context, sess *coord.Session, name string, t
 	}
 	if err == nil {
 		// Held, unless the lease was lost meanwhile: then watchLease has
-		// already told the worker about the locks it knew of, and this
+		// already told the process about the locks it knew of, and this
 		// one must not be handed out.
 		l.mu.Lock()
 		ok := !sl.closed && !isDone(es)
@@ -258,7 +258,7 @@ func (l *Locks) retryDrop(sl *sessionLocks, name string, m *mutex, es *concurren
 	}
 }
 
-// Unlock releases the named lock held by the worker session. It returns
+// Unlock releases the named lock held by the session. It returns
 // ErrNotHeld when the session does not hold it, including when the lock
 // was lost with its lease and someone else may hold it now.
 func (l *Locks) Unlock(ctx context.Context, sess *coord.Session, name string) error {

@@ -1,4 +1,4 @@
-// Package namedlock hands out named, fair, fenced locks to worker sessions
+// Package namedlock hands out named, fair, fenced locks to sessions
 // (the socket's LockService), on etcd.
 //
 //	          Lock                      first in line
@@ -10,8 +10,8 @@
 //	  wait over ──▶ key removed                            key deleted: the next
 //	                                                       waiter holds it
 //
-// Each worker session (coord.Session) gets an etcd lease of its own for
-// its locks (a concurrency.Session with the sidecar's TTL), so two workers
+// Each session (coord.Session) gets an etcd lease of its own for
+// its locks (a concurrency.Session with the sidecar's TTL), so two processes
 // behind one sidecar exclude each other. The holder is the key with the
 // lowest create revision, and that revision is the fencing token: it rises
 // with every holder, so a store that refuses tokens lower than the last it
@@ -31,7 +31,7 @@
 //
 // A holder whose sidecar is paused or cut off may believe it holds the lock
 // for up to the TTL after etcd expired it and gave it to the next waiter.
-// The sidecar tells the worker (LockLost on its session, and Unlock fails
+// The sidecar tells the process (LockLost on its session, and Unlock fails
 // with ErrNotHeld) as soon as it learns; anything the lock protects outside
 // etcd must check the fencing token.
 package namedlock

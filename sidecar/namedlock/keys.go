@@ -20,9 +20,9 @@ var (
 	// ErrAlreadyHeld is returned when a session asks again for a lock it
 	// holds or is already waiting for. Locks are not reentrant.
 	ErrAlreadyHeld = errors.New("namedlock: lock is already held or awaited by this session")
-	// ErrSessionClosed is returned to a waiter whose worker session closed
+	// ErrSessionClosed is returned to a waiter whose session closed
 	// while it waited.
-	ErrSessionClosed = errors.New("namedlock: the worker session closed while waiting for the lock")
+	ErrSessionClosed = errors.New("namedlock: the session closed while waiting for the lock")
 	// ErrLockLeaseLost is returned to a waiter whose lock lease expired while
 	// it waited (the sidecar was cut off from etcd for longer than the TTL).
 	ErrLockLeaseLost = errors.New("namedlock: the lock lease expired while waiting for the lock")
@@ -46,7 +46,7 @@ func (e *TimeoutError) Error() string {
 //
 //	locks/<name>/<lease hex>    one waiter of lock <name>, bound to its lease;
 //	                            the oldest (lowest create revision) holds it
-//	lockowners/<lease hex>      who owns that lease: worker id, session, host
+//	lockowners/<lease hex>      who owns that lease: worker id, session, process, host
 const (
 	PrefixLocks      = "locks/"
 	PrefixLockOwners = "lockowners/"
@@ -63,15 +63,15 @@ func ValidateLockName(name string) error { return names.Check(name, MaxLockNameL
 // LockOwner is the value of lockowners/<lease hex>: who waits for or holds
 // locks under that lease.
 type LockOwner struct {
-	WorkerID string `json:"worker_id"`        // the sidecar's worker id
-	Session  string `json:"session"`          // the worker session
-	Worker   string `json:"worker,omitempty"` // the worker process's name, from Attach
-	Host     string `json:"host,omitempty"`   // the sidecar's host
-	SinceMS  int64  `json:"since_ms"`         // when the lease was granted, Unix ms
-	Lease    int64  `json:"lease"`            // the lease id
+	WorkerID string `json:"worker_id"`         // the sidecar's --worker-id
+	Session  string `json:"session"`           // the session that locks
+	Process  string `json:"process,omitempty"` // the name its process attached with
+	Host     string `json:"host,omitempty"`    // the sidecar's host
+	SinceMS  int64  `json:"since_ms"`          // when the lease was granted, Unix ms
+	Lease    int64  `json:"lease"`             // the lease id
 }
 
-// LockLost tells a worker session that a lock it held is gone because its
+// LockLost tells a session that a lock it held is gone because its
 // lease expired. It is pushed on the session (see Session.Pushes).
 type LockLost struct {
 	Name  string

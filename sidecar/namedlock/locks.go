@@ -16,7 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// Locks hands out named, fair mutexes to worker sessions. It follows etcd's
+// Locks hands out named, fair mutexes to sessions. It follows etcd's
 // concurrency.Mutex (see mutex.go for the one difference): a waiter puts a
 // key under locks/<name>/ bound to a lease, the waiter with the lowest
 // create revision holds the lock, and each waiter watches only the deletion
@@ -24,13 +24,13 @@ import (
 // herd) and the lock passes in arrival order. The holder's key's create
 // revision is its fencing token; it rises with every holder.
 //
-// Each worker session gets its own etcd lease for its locks: a
+// Each session gets its own etcd lease for its locks: a
 // concurrency.Session granted at its first Lock, with the sidecar's TTL,
 // kept alive by the sidecar. etcd's Mutex keys waiters by lease, so two
-// workers sharing the sidecar's one lease could not exclude each other; one
-// lease per worker session makes them ordinary competing waiters. When the
-// worker session closes (the process exited, even by SIGKILL) the lease is
-// revoked and every lock and wait of that worker ends at once; when the
+// processes sharing the sidecar's one lease could not exclude each other; one
+// lease per session makes them ordinary competing waiters. When the
+// session closes (the process exited, even by SIGKILL) the lease is
+// revoked and every lock and wait of that session ends at once; when the
 // sidecar dies or is cut off, etcd expires the lease after the TTL.
 //
 // Its methods are safe for concurrent use.
@@ -55,7 +55,7 @@ type Locks struct {
 // Config configures Locks. The zero value of every field but WorkerID is
 // usable.
 type Config struct {
-	// TTL is how long a worker session's lock lease lives without
+	// TTL is how long a session's lock lease lives without
 	// keepalive, rounded up to whole seconds. Default (and minimum) 1s;
 	// the sidecar passes its own lease TTL.
 	TTL time.Duration
@@ -98,7 +98,7 @@ func New(cli *clientv3.Client, cfg Config) *Locks {
 	}
 }
 
-// sessionLocks is the lock state of one worker session.
+// sessionLocks is the lock state of one session.
 type sessionLocks struct {
 	sess *coord.Session
 	// grant serialises granting the lock lease, so that concurrent first
@@ -114,7 +114,7 @@ type sessionLocks struct {
 	unhook   func()
 }
 
-// Held is a lock held by a worker session.
+// Held is a lock held by a session.
 type Held struct {
 	Name    string
 	Token   int64
@@ -160,7 +160,7 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 			return es, nil
 		}
 	}
-	// The keepalive runs until the worker session ends (esCancel), not just
+	// The keepalive runs until the session ends (esCancel), not just
 	// for this call.
 	kaCtx, cancel := context.WithCancel(context.Background())
 	// Bounded: other Locks of the session wait for this grant.
@@ -178,7 +178,7 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 		return nil, err
 	}
 	owner := LockOwner{
-		WorkerID: l.workerID, Session: sl.sess.ID, Worker: sl.sess.Worker, Host: l.host,
+		WorkerID: l.workerID, Session: sl.sess.ID, Process: sl.sess.Process, Host: l.host,
 		SinceMS: l.clock.Now().UnixMilli(), Lease: int64(grant.ID),
 	}
 	b, _ := json.Marshal(owner)
@@ -206,7 +206,7 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 
 // watchLease waits for the lock lease of a session to end. When it ends
 // while the session is still open, the lease was lost: the session's locks
-// are gone, and the worker is told through its session.
+// are gone, and the process is told through its session.
 func (l *Locks) watchLease(sl *sessionLocks, es *concurrency.Session) {
 	defer l.wg.Done()
 	<-es.Done()
@@ -239,7 +239,7 @@ const (
 	dropRetry    = time.Second
 )
 
-// HeldBy lists the locks the worker session holds.
+// HeldBy lists the locks the session holds.
 func (l *Locks) HeldBy(sess *coord.Session) []Held {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -254,7 +254,7 @@ func (l *Locks) HeldBy(sess *coord.Session) []Held {
 	return out
 }
 
-// endSession runs when the worker session closes: revoking its lease
+// endSession runs when the session closes: revoking its lease
 // releases its locks and removes its waits in one step.
 func (l *Locks) endSession(sl *sessionLocks) {
 	l.mu.Lock()

@@ -65,9 +65,9 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-// open opens a worker session, closed when the test ends.
-func (f *fixture) open(t *testing.T, worker string) *coord.Session {
-	s := f.sessions.Open(worker)
+// open opens a session, closed when the test ends.
+func (f *fixture) open(t *testing.T, process string) *coord.Session {
+	s := f.sessions.Open(process)
 	t.Cleanup(func() { f.sessions.Close(s) })
 	return s
 }

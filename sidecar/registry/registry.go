@@ -7,11 +7,14 @@
 // entry is written again under the new one.
 //
 // The entry carries what an operator needs to find a worker (worker id,
-// host, pid, queues, labels, version, start time). It is written once per
-// lease, never per task: a fleet of hundreds of sidecars rewriting an entry
-// whenever a claim starts or ends cost about one etcd write per task at 256
-// sidecars (`baton bench`). The number of tasks in hand is counted by List
-// from the claim keys instead, which carry their holder's lease.
+// host, pid, queues, labels, version, start time) and the sessions its
+// processes have open, each with the name the process attached with. It is
+// written once per lease and again when a session opens or closes (at most
+// once per SessionsInterval), never per task: a fleet of hundreds of
+// sidecars rewriting an entry whenever a claim starts or ends cost about
+// one etcd write per task at 256 sidecars (`baton bench`). The number of
+// tasks in hand is counted by List from the claim keys instead, which carry
+// their holder's lease.
 package registry
 
 import (
@@ -50,22 +53,44 @@ type Entry struct {
 	Lease int64 `json:"lease"`
 	// UpdatedMS is when the entry was last written.
 	UpdatedMS int64 `json:"updated_ms"`
+	// Sessions are the sessions open on the sidecar when the entry was
+	// written, oldest first (filled in from Config.Sessions).
+	Sessions []Session `json:"sessions,omitempty"`
+}
+
+// Session is one session open on the sidecar: the Attach stream of one of
+// the worker's processes.
+type Session struct {
+	Session string `json:"session"`           // the session id
+	Process string `json:"process,omitempty"` // the name the process attached with
+	PID     int32  `json:"pid,omitempty"`     // the process id, when known
+	SinceMS int64  `json:"since_ms"`          // when it opened, Unix ms
 }
 
 // Config says what a Registrar registers.
 type Config struct {
-	// Entry is what is registered; Lease and UpdatedMS are filled in.
+	// Entry is what is registered; Lease, UpdatedMS and Sessions are
+	// filled in.
 	Entry Entry
+	// Sessions are the sidecar's open sessions, listed in the entry. Nil:
+	// none listed.
+	Sessions *coord.Sessions
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
 	// Clock stamps UpdatedMS and times the retry of a failed write
-	// (RetryInterval). Default: the wall clock.
+	// (RetryInterval) and the spacing of session changes
+	// (SessionsInterval). Default: the wall clock.
 	Clock clockwork.Clock
 }
 
 // RetryInterval is how long Run waits after a failed write before it
 // writes again (sooner when the lease changes).
 const RetryInterval = time.Second
+
+// SessionsInterval is the shortest time between two writes of the entry
+// for changed sessions: a burst of processes attaching at once (at most
+// server.MaxSessions) is one write a second, not one per session.
+const SessionsInterval = time.Second
 
 // Registrar writes one sidecar's entry. Run it in a goroutine.
 type Registrar struct {
@@ -86,18 +111,29 @@ func New(kv clientv3.KV, lease *coord.LeaseKeeper, cfg Config) *Registrar {
 	return &Registrar{kv: kv, lease: lease, cfg: cfg}
 }
 
-// Run writes the entry under each lease the sidecar is granted until ctx
-// ends. It does not delete the entry on return: revoking the lease does
-// that.
+// Run writes the entry under each lease the sidecar is granted, and again
+// when its sessions change, until ctx ends. It does not delete the entry on
+// return: revoking the lease does that.
 func (r *Registrar) Run(ctx context.Context) {
 	var written clientv3.LeaseID // the lease the entry was written under, 0 for none
-	var retry <-chan time.Time
+	var retry <-chan time.Time   // a failed write is tried again
+	var hold <-chan time.Time    // session changes wait for SessionsInterval
+	var next time.Time           // when a write for changed sessions may come
+	stale := false               // the sessions changed since the last write
 	for ctx.Err() == nil {
 		sess, changed, err := r.lease.Session()
-		if err == nil && sess.Lease() != written {
+		open, opened := r.sessions()
+		due := err == nil && (sess.Lease() != written || stale && hold == nil && retry == nil)
+		if due && sess.Lease() == written {
+			if wait := next.Sub(r.cfg.Clock.Now()); wait > 0 {
+				hold, due = r.cfg.Clock.After(wait), false
+			}
+		}
+		if due {
 			e := r.cfg.Entry
 			e.Lease = int64(sess.Lease())
 			e.UpdatedMS = r.cfg.Clock.Now().UnixMilli()
+			e.Sessions = open
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, perr := r.kv.Put(wctx, prefix+e.WorkerID, mustJSON(e), clientv3.WithLease(sess.Lease()))
 			cancel()
@@ -107,15 +143,35 @@ func (r *Registrar) Run(ctx context.Context) {
 				}
 				retry = r.cfg.Clock.After(RetryInterval)
 			} else {
-				written, retry = sess.Lease(), nil
+				written, retry, stale = sess.Lease(), nil, false
+				next = r.cfg.Clock.Now().Add(SessionsInterval)
 			}
 		}
 		select {
 		case <-ctx.Done():
 		case <-changed:
+		case <-opened:
+			stale = true
 		case <-retry:
+			retry = nil
+		case <-hold:
+			hold = nil
 		}
 	}
+}
+
+// sessions returns the open sessions as the entry lists them and a channel
+// closed when they change (nil without Config.Sessions).
+func (r *Registrar) sessions() ([]Session, <-chan struct{}) {
+	if r.cfg.Sessions == nil {
+		return nil, nil
+	}
+	ss, changed := r.cfg.Sessions.List()
+	out := make([]Session, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, Session{Session: s.ID, Process: s.Process, PID: s.PID, SinceMS: s.Started.UnixMilli()})
+	}
+	return out, changed
 }
 
 func mustJSON(v any) string {

@@ -136,3 +136,61 @@ func TestFailedWriteIsRetriedEveryInterval(t *testing.T) {
 		clock.Advance(time.Millisecond)
 	}
 }
+
+// sessionsIn polls until List shows worker id with the named processes'
+// sessions, in that order.
+func sessionsIn(t *testing.T, cli *clientv3.Client, id string, want ...string) Entry {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e := entry(t, cli, id, 0)
+		var got []string
+		for _, s := range e.Sessions {
+			got = append(got, s.Process)
+		}
+		if strings.Join(got, ",") == strings.Join(want, ",") {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions of %s: %v, want %v", id, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestEntryListsSessions: the entry lists the open sessions with their
+// process names and pids, oldest first, and is written again when one
+// opens or closes, at most once per SessionsInterval on the clock.
+func TestEntryListsSessions(t *testing.T) {
+	cli := etcdtest.Client(t)
+	at := time.Date(2026, 12, 3, 4, 0, 0, 0, time.UTC)
+	clock := clockwork.NewFakeClockAt(at)
+	sessions := coord.NewSessions(coord.WithClock(clock))
+	a := sessions.OpenFor("synth-a", 11)
+	k := keeper(t, cli)
+	run(t, New(cli.KV, k, Config{Entry: Entry{WorkerID: "w1"}, Sessions: sessions, Clock: clock}))
+	e := sessionsIn(t, cli, "w1", "synth-a")
+	if s := e.Sessions[0]; s.Session != a.ID || s.PID != 11 || s.SinceMS != at.UnixMilli() {
+		t.Fatalf("session %+v, want %s of pid 11 since %d", s, a.ID, at.UnixMilli())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clock.Advance(time.Millisecond) // b opens after a
+	sessions.OpenFor("synth-b", 12)
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("the change does not wait for SessionsInterval on the clock")
+	}
+	if e := entry(t, cli, "w1", 0); len(e.Sessions) != 1 {
+		t.Fatalf("written within SessionsInterval: %+v", e.Sessions)
+	}
+	clock.Advance(SessionsInterval)
+	sessionsIn(t, cli, "w1", "synth-a", "synth-b")
+
+	sessions.Close(a)
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal("the close does not wait for SessionsInterval on the clock")
+	}
+	clock.Advance(SessionsInterval)
+	sessionsIn(t, cli, "w1", "synth-b")
+}

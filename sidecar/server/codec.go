@@ -1,10 +1,12 @@
 package server
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
+	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -14,6 +16,11 @@ import (
 // instead of the field being ignored: {"wiat": "5s"} must not become a
 // Next without a wait. Binary protobuf (gRPC) is left as it is: its
 // unknown fields come from newer clients, not typos.
+//
+// One former name is still read: AttachRequest's "worker", the name of its
+// field 1 until that field became "process" (docs/decisions.md, D-words1),
+// so that clients written before then keep attaching. It is dropped when the
+// socket API's version rises.
 type strictJSON struct{ name string }
 
 // JSONCodecs are the handler options that install strictJSON for both
@@ -40,5 +47,29 @@ func (c strictJSON) Unmarshal(b []byte, m any) error {
 	if len(b) == 0 {
 		return errors.New("zero-length payload is not a valid JSON object")
 	}
+	if _, ok := pm.(*batonv1.AttachRequest); ok {
+		b = formerAttachKey(b)
+	}
 	return protojson.UnmarshalOptions{}.Unmarshal(b, pm)
+}
+
+// formerAttachKey renames the key "worker" of a JSON AttachRequest to
+// "process" when the request has no "process". Anything else, including
+// JSON that does not parse, is returned as it is for protojson to judge.
+func formerAttachKey(b []byte) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(b, &m) != nil {
+		return b
+	}
+	w, ok := m["worker"]
+	if _, has := m["process"]; !ok || has {
+		return b
+	}
+	delete(m, "worker")
+	m["process"] = w
+	out, err := json.Marshal(m)
+	if err != nil {
+		return b
+	}
+	return out
 }

@@ -27,10 +27,10 @@ import (
 const (
 	// MaxWait bounds Next's long poll.
 	MaxWait = 10 * time.Minute
-	// MaxWorkerName bounds the worker name given to Attach.
-	MaxWorkerName = 256
-	// MaxSessions bounds the worker sessions open on one sidecar (one
-	// GPU worker needs one or a few).
+	// MaxProcessName bounds the process name given to Attach.
+	MaxProcessName = 256
+	// MaxSessions bounds the sessions open on one sidecar (one GPU
+	// worker's processes need one or a few).
 	MaxSessions = 1024
 	// MaxSubmitTasks bounds the tasks of one Submit call.
 	MaxSubmitTasks = 10_000
@@ -61,21 +61,22 @@ type TaskHandler struct {
 
 var _ batonv1connect.TaskServiceHandler = (*TaskHandler)(nil)
 
-// Attach opens a worker session for as long as the stream stays open.
+// Attach opens a session for the calling process for as long as the stream
+// stays open.
 func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.AttachRequest], stream *connect.ServerStream[batonv1.AttachResponse]) error {
-	if w := req.Msg.GetWorker(); len(w) > MaxWorkerName || !utf8.ValidString(w) {
-		return invalidArg("worker", fmt.Sprintf("must be valid UTF-8 of at most %d bytes", MaxWorkerName))
+	if p := req.Msg.GetProcess(); len(p) > MaxProcessName || !utf8.ValidString(p) {
+		return invalidArg("process", fmt.Sprintf("must be valid UTF-8 of at most %d bytes", MaxProcessName))
 	}
 	if n := h.Sessions.Len(); n >= MaxSessions {
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d worker sessions are open on this sidecar, the limit", n))
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d sessions are open on this sidecar, the limit", n))
 	}
 	var pid int32
 	if p, ok := PeerFrom(ctx); ok {
 		pid = p.PID
 	}
-	s := h.Sessions.OpenFor(req.Msg.GetWorker(), pid)
+	s := h.Sessions.OpenFor(req.Msg.GetProcess(), pid)
 	defer h.Sessions.Close(s)
-	h.Logger.DebugContext(ctx, "worker session opened", "session", s.ID, "worker", s.Worker)
+	h.Logger.DebugContext(ctx, "session opened", "session", s.ID, "process", s.Process)
 	stream.ResponseHeader().Set(APIVersionHeader, APIVersion)
 	if err := stream.Send(&batonv1.AttachResponse{Session: s.ID}); err != nil {
 		return err
@@ -83,7 +84,7 @@ func (h *TaskHandler) Attach(ctx context.Context, req *connect.Request[batonv1.A
 	for {
 		select {
 		case <-ctx.Done():
-			h.Logger.DebugContext(ctx, "worker session closed", "session", s.ID)
+			h.Logger.DebugContext(ctx, "session closed", "session", s.ID)
 			return nil
 		case msg := <-s.Pushes():
 			var m *batonv1.AttachResponse
@@ -359,28 +360,28 @@ func specFromProto(t *batonv1.TaskSpec, field string) (workqueue.Spec, error) {
 // answerErr maps the error of an answer to a claim (Complete, Fail,
 // Release, Heartbeat). A refused answer (a stale, foreign or guessed
 // claim) is logged with who sent it: the caller's uid and pid from the
-// socket's peer credentials, and the worker name and session id of the
-// worker sessions that process opened on this sidecar (an answer carries
+// socket's peer credentials, and the process name and session id of the
+// sessions that process opened on this sidecar (an answer carries
 // no session; "-" when the process opened none; the first 4 when it
 // opened more), and the claim's task.
 func (h *TaskHandler) answerErr(ctx context.Context, op, claim string, err error) error {
 	if errors.Is(err, workqueue.ErrClaimLost) {
 		task, _, _ := strings.Cut(claim, "@")
-		worker, session := "-", "-"
+		process, session := "-", "-"
 		if p, ok := PeerFrom(ctx); ok {
 			if ss := h.Sessions.OfPID(p.PID); len(ss) > 0 {
-				var ws, ids []string
+				var ps, ids []string
 				for _, s := range ss[:min(len(ss), 4)] {
-					ws, ids = append(ws, s.Worker), append(ids, s.ID)
+					ps, ids = append(ps, s.Process), append(ids, s.ID)
 				}
 				if len(ss) > 4 {
 					ids = append(ids, fmt.Sprintf("and %d more", len(ss)-4))
 				}
-				worker, session = strings.Join(ws, ","), strings.Join(ids, ",")
+				process, session = strings.Join(ps, ","), strings.Join(ids, ",")
 			}
 		}
 		// The caller's peer_uid and peer_pid come with ctx.
-		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", "op", op, "task", task, "worker", worker, "session", session)
+		h.Logger.InfoContext(ctx, "answer refused: the claim is not live on this sidecar", "op", op, "task", task, "process", process, "session", session)
 	}
 	return rpcErr(ctx, err)
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/embedetcd"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/internal/etcdtest"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 )
@@ -54,7 +54,7 @@ func Namespace(tb testing.TB) string {
 // Client returns an etcd client that sees only the namespace.
 func Client(tb testing.TB, endpoint, ns string) *clientv3.Client {
 	tb.Helper()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{endpoint}, Namespace: ns})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{endpoint}, Namespace: ns})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func StartSidecar(tb testing.TB, endpoint, ns string, cfg sidecar.Config) *Sidec
 		cfg.Socket = SocketPath(tb)
 	}
 	if len(cfg.Etcd.Endpoints) == 0 {
-		cfg.Etcd = etcdutil.Config{Endpoints: []string{endpoint}, Namespace: ns}
+		cfg.Etcd = etcdconn.Config{Endpoints: []string{endpoint}, Namespace: ns}
 	}
 	if cfg.Logger == nil && os.Getenv("BATON_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/batonhq/baton/sidecar/internal/testcert"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar/telemetry"
 )
 

@@ -176,9 +176,10 @@ func (m *Metrics) ScopeDenied(rpc ScopedRPC) {
 type SidecarStats struct {
 	// ClaimsHeld: claims this sidecar holds now.
 	ClaimsHeld func() int
-	// SessionsOpen: worker sessions (Attach streams) open now.
+	// SessionsOpen: sessions (Attach streams, one per attached process of
+	// the worker) open now.
 	SessionsOpen func() int
-	// SessionsOpened: worker sessions opened since the start.
+	// SessionsOpened: sessions opened since the start.
 	SessionsOpened func() int64
 	// LeaseLost: leases that expired (or were revoked by someone else)
 	// while the sidecar ran.
@@ -229,8 +230,8 @@ func (m *Metrics) Watch(s SidecarStats) error {
 		}
 	}
 	gauge("baton_queue_held_tasks", "Claims this sidecar holds now (tasks in its workers' hands).", s.ClaimsHeld)
-	gauge("baton_worker_sessions", "Worker sessions (open Attach streams) on this sidecar now: workers online.", s.SessionsOpen)
-	count("baton_worker_attaches_total", "Worker sessions opened on this sidecar.", s.SessionsOpened)
+	gauge("baton_worker_sessions", "Sessions of this sidecar's worker open now: one open Attach stream per attached process.", s.SessionsOpen)
+	count("baton_worker_attaches_total", "Sessions (Attach streams of the worker's processes) opened on this sidecar.", s.SessionsOpened)
 	count("baton_lease_lost_total", "Leases of this sidecar that expired because keepalives did not reach etcd within the TTL (or were revoked by someone else); their claims were returned by other sidecars.", s.LeaseLost)
 	count("baton_lease_grant_failures_total", "Failed attempts of this sidecar to be granted a lease (etcd unreachable).", s.LeaseGrantFailures)
 	gauge("baton_scheduler_leader", "1 while this sidecar is the fleet's elected scheduler (exactly one sidecar should be).", s.Scheduler)

@@ -147,7 +147,7 @@ func samplerFromEnv() (sdktrace.Sampler, error) {
 }
 
 // QuietSpans are the server spans that are dropped when they would start a
-// trace: idle long polls, worker session streams, heartbeats and health
+// trace: idle long polls, session streams, heartbeats and health
 // checks of callers that are not tracing. A worker in a trace (its call
 // carries a traceparent) still gets them recorded. The span that matters,
 // the claim, belongs to the task's own trace.

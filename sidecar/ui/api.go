@@ -292,7 +292,7 @@ func (u *UI) auditLog(w http.ResponseWriter, r *http.Request) {
 func (u *UI) store(r *http.Request) (*workqueue.Store, error) {
 	actor := u.cfg.Actor
 	actor.Via = "web page from " + r.RemoteAddr
-	aw, err := audit.NewWriter(u.cfg.KV, audit.WriterConfig{Actor: actor, Now: u.cfg.Now})
+	aw, err := audit.NewWriter(u.cfg.KV, audit.WriterConfig{Actor: actor, Now: u.cfg.Clock.Now})
 	if err != nil {
 		return nil, err
 	}

@@ -51,7 +51,7 @@ const (
 // a TTS worker: each is completed, except the evil task's first attempt,
 // which fails permanently. It runs until ctx ends.
 func worker(ctx context.Context, t *testing.T, sc *sidecartest.Sidecar) {
-	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Worker: "browser-test"}))
+	stream, err := sc.Client.Tasks.Attach(ctx, connect.NewRequest(&batonv1.AttachRequest{Process: "browser-test"}))
 	if err != nil || !stream.Receive() {
 		if ctx.Err() == nil {
 			t.Errorf("attach: %v %v", err, stream.Err())

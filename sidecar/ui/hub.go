@@ -158,13 +158,13 @@ func (h *hub) close() {
 // change is missed; after a compaction it watches from now and marks the
 // prefix's topics, since changes may have been missed.
 func (u *UI) follow(ctx context.Context, prefix string, rev int64) {
-	retry := time.NewTimer(0)
+	retry := u.cfg.Clock.NewTimer(0)
 	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-retry.C:
+		case <-retry.Chan():
 		}
 		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
 		if rev > 0 {
@@ -197,16 +197,16 @@ func (u *UI) follow(ctx context.Context, prefix string, rev int64) {
 // flushLoop sends the dirty topics every FlushInterval and samples the
 // batches' progress for their rates every second, until ctx ends.
 func (u *UI) flushLoop(ctx context.Context) {
-	t := time.NewTicker(u.cfg.FlushInterval)
+	t := u.cfg.Clock.NewTicker(u.cfg.FlushInterval)
 	defer t.Stop()
 	var lastSample time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		if now := u.cfg.Now(); now.Sub(lastSample) >= time.Second && u.tally.Ready() {
+		if now := u.cfg.Clock.Now(); now.Sub(lastSample) >= time.Second && u.tally.Ready() {
 			lastSample = now
 			u.rates.sample(now, u.tally.Batches())
 		}
@@ -236,13 +236,13 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, "retry: 2000\n\nevent: hello\ndata: {}\n\n")
 	fl.Flush()
-	ping := time.NewTicker(15 * time.Second)
+	ping := u.cfg.Clock.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-ping.C:
+		case <-ping.Chan():
 			fmt.Fprint(w, ": ping\n\n")
 		case topics, ok := <-s.ch:
 			if !ok {

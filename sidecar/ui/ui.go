@@ -17,6 +17,7 @@ import (
 	"github.com/batonhq/baton/sidecar/audit"
 	"github.com/batonhq/baton/sidecar/configdoc"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -59,8 +60,9 @@ type Config struct {
 	FlushInterval time.Duration
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
-	// Now returns the current time. Default time.Now.
-	Now func() time.Time
+	// Clock times the flushes, the rate samples, the keep-alive pings and
+	// the watches' retries (D-time1). Default: the wall clock.
+	Clock clockwork.Clock
 }
 
 func (c *Config) validate() error {
@@ -87,8 +89,8 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.Now == nil {
-		c.Now = time.Now
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/audit"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -53,7 +53,7 @@ func (t *racingTxn) Commit() (*clientv3.TxnResponse, error) {
 func TestOperatorActionsWriteOneRecordWithTheAction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "audited"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "audited"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -28,7 +28,7 @@ func benchStore(b *testing.B) (*Store, *clientv3.Client) {
 		b.Fatal(err)
 	}
 	b.Cleanup(s.Close)
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{s.Endpoint()}, Namespace: "bench"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{s.Endpoint()}, Namespace: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}

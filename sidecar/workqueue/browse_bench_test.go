@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // What the web page's reads of one batch cost against the CLI's read of
@@ -15,7 +15,7 @@ import (
 // are in docs/ui.md.
 func BenchmarkBrowse(b *testing.B) {
 	const n = 20_000
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(b)}, Namespace: "browsebench"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(b)}, Namespace: "browsebench"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -15,7 +15,7 @@ import (
 // a task whose status is removed, and a tally started later reads the same
 // counts.
 func TestTallyFollowsTransitions(t *testing.T) {
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "tally"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "tally"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestTallyFollowsTransitions(t *testing.T) {
 // The oldest pending task is found across priority levels: the head of
 // the ready index is the highest priority, not the oldest.
 func TestOldestPendingAcrossPriorities(t *testing.T) {
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "oldest"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: "oldest"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -50,7 +50,7 @@ func privateEtcd(t testing.TB, ns string) (*embedetcd.Server, *clientv3.Client) 
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: ns})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ type rig struct {
 // nil, wrap the client's (to inject faults).
 func newRig(t *testing.T, ns string, cfg Config, wrapKV func(clientv3.KV) clientv3.KV, wrapW func(clientv3.Watcher) clientv3.Watcher) *rig {
 	t.Helper()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -58,7 +58,7 @@ func measureTaskBytes(t *testing.B, n int) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "baton"})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "baton"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -17,7 +17,7 @@ import (
 // client.
 func nsStore(t *testing.T, ns string) (*Store, *clientv3.Client) {
 	t.Helper()
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}

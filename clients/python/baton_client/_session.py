@@ -1,4 +1,4 @@
-"""The worker session: one Attach stream and the thread that reads it.
+"""The session: one Attach stream and the thread that reads it.
 
 The sidecar pushes on the stream what a worker must know about the tasks it
 holds (an operator's cancel request, a lock lost with its lease). One
@@ -31,12 +31,12 @@ _EARLY = 256
 
 
 class Session:
-    """An open worker session. Thread-safe."""
+    """An open session. Thread-safe."""
 
-    def __init__(self, stream: _transport.Stream, sid: str, worker: str) -> None:
+    def __init__(self, stream: _transport.Stream, sid: str, process: str) -> None:
         self.id = sid
         self.pid = os.getpid()
-        self.worker = worker
+        self.process = process
         self._stream = stream
         self._mu = threading.Lock()
         # Written by register/unregister (worker threads) and the reader.
@@ -61,7 +61,7 @@ class Session:
         if early:
             task._cancel_requested("pushed by the sidecar")
         if self.ended.is_set():
-            task._claim_lost("the worker session ended")
+            task._claim_lost("the session ended")
 
     def unregister(self, task: "Task") -> None:
         with self._mu:
@@ -77,10 +77,10 @@ class Session:
                 self._deliver(msg)
         except errors.BatonError as e:
             if not self._closing:
-                log.warning("worker session %s: stream from the sidecar ended: %s", self.id, e)
+                log.warning("session %s: stream from the sidecar ended: %s", self.id, e)
         except Exception as e:  # a closed socket read from another thread
             if not self._closing:
-                log.warning("worker session %s: stream from the sidecar broke: %r", self.id, e)
+                log.warning("session %s: stream from the sidecar broke: %r", self.id, e)
         finally:
             self.ended.set()
             if not self._closing:
@@ -89,7 +89,7 @@ class Session:
                 with self._mu:
                     held = list(self._tasks.values())
                 for t in held:
-                    t._claim_lost("the worker session ended (the sidecar closed it)")
+                    t._claim_lost("the session ended (the sidecar closed it)")
 
     def _deliver(self, msg: Dict[str, Any]) -> None:
         c = msg.get("cancel")
@@ -106,7 +106,7 @@ class Session:
                 t._cancel_requested("pushed by the sidecar")
         ll = msg.get("lockLost")
         if isinstance(ll, dict):
-            log.warning("worker session %s: lock %s (fencing token %s) was lost with the sidecar's lease",
+            log.warning("session %s: lock %s (fencing token %s) was lost with the sidecar's lease",
                         self.id, ll.get("name", ""), ll.get("fencingToken", ""))
 
     def close(self) -> None:
@@ -161,8 +161,8 @@ def check_api_version(header: Optional[str], socket: str, client_version: str) -
         % (client_version, API_VERSION, socket, theirs))
 
 
-def open_session(socket: str, worker: str, connect_timeout: float, service: str, client_version: str) -> Session:
-    stream, first = _transport.open_stream(socket, service + "Attach", {"worker": worker}, connect_timeout)
+def open_session(socket: str, process: str, connect_timeout: float, service: str, client_version: str) -> Session:
+    stream, first = _transport.open_stream(socket, service + "Attach", {"process": process}, connect_timeout)
     try:
         check_api_version(stream.header(API_VERSION_HEADER), socket, client_version)
     except errors.IncompatibleSidecar:
@@ -172,7 +172,7 @@ def open_session(socket: str, worker: str, connect_timeout: float, service: str,
     if not sid:
         stream.close()
         raise errors.Internal("Attach: first message carries no session")
-    return Session(stream, sid, worker)
+    return Session(stream, sid, process)
 
 
 def close_quietly(session: Optional[Session]) -> None:

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
@@ -20,7 +21,7 @@ from .task import Task, duration
 _SERVICE = "baton.v1.TaskService/"
 log = logging.getLogger("baton_client")
 
-# Clients whose worker session must be dropped in a forked child.
+# Clients whose session must be dropped in a forked child.
 _clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
 
 
@@ -109,16 +110,19 @@ class Client:
     socket: the socket path; default the BATON_SOCKET environment variable.
     connect_timeout: seconds to keep retrying while the socket does not
     exist or refuses connections (the sidecar is starting); default 10.
-    worker: a name for this worker process, shown by the sidecar.
+    process: a name for this process, shown as ``process`` by
+    ``baton workers list`` and ``baton locks list``; default
+    ``<hostname>-<pid>``. (``worker=`` is its former name, still accepted
+    with a DeprecationWarning.)
     heartbeat: whether ``with task:`` heartbeats automatically (default
     True; every task.heartbeat_interval seconds, a third of the task's
     timeout).
 
     Creating a Client opens nothing and starts no thread. Every unary call
-    uses its own connection. The worker session (an Attach stream) is
+    uses its own connection. The process's session (an Attach stream) is
     opened lazily by next()/tasks() or session, with one thread that reads
     what the sidecar pushes on it (cancel requests); close() ends both.
-    While it is open the sidecar knows the worker is alive, and when the
+    While it is open the sidecar knows the process is alive, and when the
     process dies (even by SIGKILL) the kernel closes it and the sidecar
     returns the session's claims to the queue at once. After fork() the
     child drops the inherited socket (without shutting it down, so the
@@ -127,18 +131,23 @@ class Client:
 
     Thread-safe: one Client may be shared by threads (each running its own
     tasks() loop, or calling next()) and by coroutines (``async for``); they
-    share one worker session. A Client collected without close() closes
+    share one session. A Client collected without close() closes
     its session.
     """
 
-    def __init__(self, socket: Optional[str] = None, connect_timeout: float = 10.0, worker: Optional[str] = None,
-                 heartbeat: bool = True) -> None:
+    def __init__(self, socket: Optional[str] = None, connect_timeout: float = 10.0, process: Optional[str] = None,
+                 heartbeat: bool = True, *, worker: Optional[str] = None) -> None:
         path = socket or os.environ.get("BATON_SOCKET", "")
         if not path:
             raise ValueError("socket: no socket path given and BATON_SOCKET is not set")
         self.socket = path
         self.connect_timeout = connect_timeout
-        self.worker = worker or "%s-%d" % (_hostname(), os.getpid())
+        if worker is not None:
+            warnings.warn("Client(worker=...) is now Client(process=...): it names this process, not the worker",
+                          DeprecationWarning, stacklevel=2)
+            if process is None:
+                process = worker
+        self.process = process or "%s-%d" % (_hostname(), os.getpid())
         self.heartbeat = heartbeat
         self._mu = threading.Lock()
         # The open session, in a box the finalizer shares: a Client
@@ -150,6 +159,13 @@ class Client:
         self._stopping = False
         self._loops = 0
         _clients.add(self)
+
+    @property
+    def worker(self) -> str:
+        """Deprecated: the process's name, now ``process``."""
+        warnings.warn("Client.worker is now Client.process: it names this process, not the worker",
+                      DeprecationWarning, stacklevel=2)
+        return self.process
 
     # --- plumbing -------------------------------------------------------
 
@@ -183,7 +199,7 @@ class Client:
                 else:
                     s.detach()
             self._box[0] = None
-            s = _session.open_session(self.socket, self.worker, self.connect_timeout, _SERVICE, _version.VERSION)
+            s = _session.open_session(self.socket, self.process, self.connect_timeout, _SERVICE, _version.VERSION)
             self._box[0] = s
             return s
 
@@ -198,11 +214,11 @@ class Client:
 
     @property
     def session(self) -> str:
-        """The worker session id, opening the Attach stream if needed."""
+        """The session id, opening the Attach stream if needed."""
         return self._open_session().id
 
     def close(self) -> None:
-        """Close the worker session: the sidecar returns every task still
+        """Close the session: the sidecar returns every task still
         claimed under it to the queue; tasks still held see their claim
         lost (task.lost), and their heartbeat threads stop. The session
         thread is joined."""
@@ -324,7 +340,7 @@ class Client:
     # --- locks -----------------------------------------------------------
 
     def lock(self, name: str, wait: Optional[float] = None) -> Lock:
-        """A named, fair lock held by this worker's session, for ``with``:
+        """A named, fair lock held by this process's session, for ``with``:
 
             with client.lock("batch", wait=30) as token:
                 ...  # only one worker of the fleet is here; token rises

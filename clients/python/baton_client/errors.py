@@ -66,7 +66,7 @@ class ClaimLost(FailedPrecondition):
 
 
 class SessionLost(FailedPrecondition):
-    """The worker session (the Attach stream) is no longer open on the
+    """The session (the Attach stream) is no longer open on the
     sidecar, e.g. because the sidecar restarted."""
 
 

@@ -1,4 +1,4 @@
-"""Named locks held by this worker's session."""
+"""Named locks held by this process's session."""
 
 import threading
 from typing import TYPE_CHECKING, Any, Dict, Optional
@@ -13,7 +13,7 @@ _SERVICE = "baton.v1.LockService/"
 
 
 class Lock:
-    """A named, fair mutex held by the worker session (see Client.lock).
+    """A named, fair mutex held by the session (see Client.lock).
 
     ``with client.lock("batch", wait=30) as token:`` takes the lock (waiting
     up to ``wait`` seconds; None waits up to the sidecar's limit of 10

@@ -68,8 +68,8 @@ def test_with_task_failure(client, queue):
 
 
 def test_claim_lost_after_reclaim(sidecar, queue):
-    a = Client(sidecar, worker="a")
-    b = Client(sidecar, worker="b")
+    a = Client(sidecar, process="a")
+    b = Client(sidecar, process="b")
     try:
         a.submit([{"id": "t1"}], queue=queue)
         ta = claim(a, queue)
@@ -239,7 +239,8 @@ def test_stdlib_only():
     """) % os.path.dirname(PKG)
     subprocess.run([sys.executable, "-c", code], check=True)
     # In the source: every import is stdlib or relative, except the optional
-    # opentelemetry import guarded by `except ImportError`.
+    # opentelemetry import guarded by `except ImportError` and pytest in the
+    # pytest plugin (imported only by pytest, from a conftest).
     stdlib = set(getattr(sys, "stdlib_module_names", ())) or None
     for fn in os.listdir(PKG):
         if not fn.endswith(".py"):
@@ -255,6 +256,9 @@ def test_stdlib_only():
                 top = n.split(".")[0]
                 if top == "opentelemetry":
                     assert fn == "_trace.py"
+                    continue
+                if top == "pytest":
+                    assert fn == "pytest_plugin.py"
                     continue
                 if stdlib is not None:
                     assert top in stdlib, "%s imports %s" % (fn, n)
@@ -392,3 +396,31 @@ def test_one_version():
     text = open(os.path.join(os.path.dirname(PKG), "pyproject.toml")).read()
     assert 'dynamic = ["version"]' in text and 'attr = "baton_client._version.VERSION"' in text
     assert baton_client.__version__ == baton_client._version.VERSION
+
+
+def test_process_name_is_shown_as_process(dev, sidecar, queue):
+    """The name a Client attaches with is the ``process`` of its session in
+    ``baton workers list``, beside the sidecar's worker id; ``worker=``, its
+    former name, still works and warns."""
+    import json
+    new = Client(sidecar, process="py-new")
+    with pytest.warns(DeprecationWarning, match="process"):
+        old = Client(sidecar, worker="py-old")
+    try:
+        assert old.process == "py-old"
+        with pytest.warns(DeprecationWarning):
+            assert old.worker == "py-old"
+        ids = {new.session: "py-new", old.session: "py-old"}
+        deadline = time.monotonic() + 20
+        while True:
+            out = subprocess.run([dev.baton, "--endpoints", dev.endpoint, "workers", "list", "-o", "json"],
+                                 env=dev.env, check=True, stdout=subprocess.PIPE).stdout
+            entry = [w for w in json.loads(out) if w["worker_id"] == queue]
+            got = {s["session"]: s.get("process") for s in (entry[0].get("sessions") or [])} if entry else {}
+            if got == ids:
+                break
+            assert time.monotonic() < deadline, "workers list shows %r, want %r" % (got, ids)
+            time.sleep(0.05)
+    finally:
+        new.close()
+        old.close()

@@ -35,7 +35,7 @@ def config_set(dev, name, doc):
 
 
 def test_lock_excludes_other_workers_and_token_rises(dev, client, name):
-    other = Client(dev.socket, worker="other")
+    other = Client(dev.socket, process="other")
     try:
         with client.lock(name, wait=5) as token:
             assert token > 0

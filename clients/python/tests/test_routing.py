@@ -26,7 +26,7 @@ def indextts2(dev, queue):
 
 
 def test_affinity_and_require_are_stored_and_handed_out(dev, indextts2, queue):
-    c = Client(indextts2, worker="pytest-routing")
+    c = Client(indextts2, process="pytest-routing")
     try:
         res = c.submit([
             TaskSpec(payload={"syn_text": "one"}, id=queue + "-a", affinity="spk/alice.wav", require={"model": "indextts2"}),

@@ -64,17 +64,17 @@ def test_long_task_keeps_its_claim(wdev):
     # A task running 4x its timeout, with two workers polling: it is
     # started once and completed once; the heartbeat thread lives as long
     # as the block.
-    a, b = Client(wdev.socket, worker="a"), Client(wdev.socket, worker="b")
+    a, b = Client(wdev.socket, process="a"), Client(wdev.socket, process="b")
     starts, during = [], []
     a.submit([TaskSpec(payload={}, id="long1", timeout=1)], queue="long")
 
     def work(c):
         for t in c.tasks("long", wait=0.5):
             with t:
-                starts.append((c.worker, t.attempt, t.fencing_token))
+                starts.append((c.process, t.attempt, t.fencing_token))
                 during.append((baton_threads(), t.timeout, getattr(t, "heartbeat_interval", None)))
                 threading.Event().wait(4.0)  # the inference, 4x the timeout
-                t.result = {"by": c.worker}
+                t.result = {"by": c.process}
             a.stop()
             b.stop()
 
@@ -101,7 +101,7 @@ def test_long_task_keeps_its_claim(wdev):
 def test_cancel_reaches_a_running_task(wdev):
     # The task's timeout is 60s (heartbeats every 20s): the cancel arrives
     # by the session's push, not by a heartbeat.
-    c = Client(wdev.socket, worker="cx")
+    c = Client(wdev.socket, process="cx")
     try:
         c.submit([TaskSpec(payload={}, id="cx1", timeout=60)], queue="cancel")
         t = wait_for(lambda: c.next("cancel", wait=1), what="a task")
@@ -135,7 +135,7 @@ def test_cancel_reaches_a_running_task(wdev):
 
 
 def test_cancel_reaches_a_coroutine(wdev):
-    c = Client(wdev.socket, worker="acx")
+    c = Client(wdev.socket, process="acx")
 
     async def main():
         c.submit([TaskSpec(payload={}, id="acx1", timeout=60)], queue="acancel")
@@ -157,7 +157,7 @@ def test_cancel_reaches_a_coroutine(wdev):
 
 
 def test_permanent_errors_are_dead_at_once(wdev):
-    c = Client(wdev.socket, worker="perm")
+    c = Client(wdev.socket, process="perm")
     try:
         c.submit([TaskSpec(payload={}, id="perm1", max_attempts=3)], queue="perm")
         c.submit([TaskSpec(payload={}, id="failon1", max_attempts=3)], queue="failon")
@@ -185,7 +185,7 @@ def test_threads_and_coroutines_share_one_client(wdev, caplog, coroutines):
     # is claimed once and completed once, and nothing is lost. On main,
     # threads opened sessions over each other's: SessionLost, lost claims.
     n = 60
-    c = Client(wdev.socket, worker="shared")
+    c = Client(wdev.socket, process="shared")
     c.submit([{"id": "s%d-%d" % (coroutines, i)} for i in range(n)], queue="shared")
     done, lock = [], threading.Lock()
 
@@ -229,7 +229,7 @@ def test_threads_and_coroutines_share_one_client(wdev, caplog, coroutines):
 
 
 def test_fenced_outputs(wdev, tmp_path):
-    c = Client(wdev.socket, worker="out")
+    c = Client(wdev.socket, process="out")
     try:
         c.submit([{"id": "o1"}, {"id": "o2"}, {"id": "o3"}], queue="out")
         ends = {}
@@ -256,7 +256,7 @@ def test_fenced_outputs(wdev, tmp_path):
 
 
 def test_threads_stop_with_the_block_and_the_client(wdev):
-    c = Client(wdev.socket, worker="threads")
+    c = Client(wdev.socket, process="threads")
     assert baton_threads() == []  # creating a Client starts nothing
     c.submit([TaskSpec(payload={}, id="th1", timeout=2)], queue="threads")
     t = wait_for(lambda: c.next("threads", wait=1), what="a task")
@@ -267,7 +267,7 @@ def test_threads_stop_with_the_block_and_the_client(wdev):
     c.close()
     assert baton_threads() == []
     # A client dropped without close() ends its session and thread.
-    d = Client(wdev.socket, worker="dropped")
+    d = Client(wdev.socket, process="dropped")
     d.session
     assert [n for n in baton_threads() if n.startswith("baton-session")]
     del d
@@ -275,7 +275,7 @@ def test_threads_stop_with_the_block_and_the_client(wdev):
     wait_for(lambda: baton_threads() == [], what="the session thread's end")
     # A task held when the client is closed sees its claim lost, and its
     # heartbeat thread stops.
-    c = Client(wdev.socket, worker="threads2")
+    c = Client(wdev.socket, process="threads2")
     c.submit([TaskSpec(payload={}, id="th2", timeout=2)], queue="threads")
     t = wait_for(lambda: c.next("threads", wait=1), what="a task")
     with t:
@@ -337,7 +337,7 @@ def run_signalled(dev, queue, signals):
 
 
 def test_sigterm_lets_the_task_finish(wdev):
-    c = Client(wdev.socket, worker="sig")
+    c = Client(wdev.socket, process="sig")
     try:
         c.submit([{"id": "sig1"}, {"id": "sig2"}], queue="sig")
         tid, code, out, err = run_signalled(wdev, "sig", [signal.SIGTERM])
@@ -351,7 +351,7 @@ def test_sigterm_lets_the_task_finish(wdev):
 
 
 def test_second_ctrl_c_gives_the_task_back(wdev):
-    c = Client(wdev.socket, worker="int")
+    c = Client(wdev.socket, process="int")
     try:
         c.submit([{"id": "int1"}], queue="int")
         tid, code, out, err = run_signalled(wdev, "int", [signal.SIGINT, signal.SIGINT])

@@ -1,4 +1,3 @@
-import itertools
 import os
 import sys
 
@@ -11,37 +10,29 @@ for p in (os.path.join(ROOT, "clients", "python"), EXAMPLE):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from baton_client.testing import BatonDev, build_baton  # noqa: E402
+# baton_bin, baton_dev, baton_queue, baton_sidecar: a real baton dev and a
+# sidecar per test, from the client package.
+pytest_plugins = ["baton_client.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")
-def baton_bin(tmp_path_factory):
-    return build_baton(str(tmp_path_factory.mktemp("bin")))
-
-
-@pytest.fixture(scope="session")
-def dev(baton_bin):
-    d = BatonDev(baton_bin, queues=["tts"])
-    d.start()
-    yield d
-    d.stop()
-
-
-_n = itertools.count()
+def baton_dev_queues():
+    return ["tts"]
 
 
 @pytest.fixture
-def queue():
-    return "w%d-%d" % (os.getpid(), next(_n))
+def dev(baton_dev):
+    return baton_dev
 
 
 @pytest.fixture
-def sidecar(dev, queue):
-    """The socket of a sidecar of the test's own, serving its queue: a
-    sidecar hands out and takes tasks of its own queues only."""
-    sock = dev.sidecar(queue, queues=[queue])
-    yield sock
-    dev.stop_sidecar(sock)
+def queue(baton_queue):
+    return baton_queue
+
+
+@pytest.fixture
+def sidecar(baton_sidecar):
+    return baton_sidecar
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ def output_path(out_dir: str, task: Task) -> str:
     return os.path.join(out_dir, name)
 
 
-def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, Any]:
+def process(engine: Engine, task: Task, out_dir: str, process_name: str) -> Dict[str, Any]:
     """Synthesize task into a fenced output (moved into place when the
     task's Complete succeeds); the result."""
     # One heartbeat before the heavy work: the status says "synthesizing",
@@ -74,7 +74,7 @@ def process(engine: Engine, task: Task, out_dir: str, worker: str) -> Dict[str, 
         "duration_s": round(info.duration_s, 3),
         "sample_rate": info.sample_rate,
         "engine": engine.name,
-        "worker": worker,
+        "process": process_name,
         "seconds": round(time.monotonic() - t0, 3),
     }
     if syn.note:
@@ -97,7 +97,7 @@ def run(client: Client, engine: Engine, queues: List[str], out_dir: str, wait: f
             task.heartbeat_interval = heartbeat
         with task:
             try:
-                task.result = process(engine, task, out_dir, client.worker)
+                task.result = process(engine, task, out_dir, client.process)
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
@@ -139,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", action="append", default=None, help="queue to take tasks from (repeatable; default: the sidecar's)")
     p.add_argument("--out-dir", default=os.environ.get("TTS_OUT_DIR", "out"), help="where WAV files go (default: out, or $TTS_OUT_DIR)")
     p.add_argument("--socket", default=None, help="the sidecar's socket (default: $BATON_SOCKET)")
-    p.add_argument("--name", default=None, help="worker name (default: hostname-pid)")
+    p.add_argument("--name", default=None, help="name of this process, shown as process by baton workers list and baton locks list (default: hostname-pid)")
     p.add_argument("--wait", type=float, default=2.0, help="long-poll seconds; bounds how long an idle worker takes to stop (default 2)")
     p.add_argument("--model-dir", default="", help="indextts2: checkpoints dir (default checkpoints); glmtts: the GLM-TTS checkout (default .)")
     p.add_argument("--device", default=None, help="indextts2, glmtts: torch device, e.g. cuda:1 or cpu (default: the engine's choice)")
@@ -173,7 +173,7 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
         print("baton-tts-worker: --socket: no socket given and BATON_SOCKET is not set", file=sys.stderr)
         return 2
     out_dir = os.path.abspath(a.out_dir)
-    client = Client(os.path.abspath(sock), worker=a.name)
+    client = Client(os.path.abspath(sock), process=a.name)
     # Spans leave the process only with a tracer provider: installed when
     # the OTEL_* variables ask for traces (see tracing.py).
     stop_tracing = tracing.setup()
@@ -192,5 +192,5 @@ def main(argv: Optional[List[str]] = None, engine: Optional[Engine] = None) -> i
         client.close()
         if stop_tracing is not None:
             stop_tracing()  # flushes the spans still in the batch
-    print(json.dumps({"worker": client.worker, **counts}), flush=True)
+    print(json.dumps({"process": client.process, **counts}), flush=True)
     return 0

@@ -353,9 +353,13 @@ func (x *TaskSpec) GetRequire() map[string]string {
 
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Optional human-readable name of the worker process, shown by
-	// `baton workers list`.
-	Worker        string `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	// Optional human-readable name of the process that opens the session
+	// (at most 256 bytes of UTF-8), shown as `process` by `baton workers
+	// list` and `baton locks list`. Field 1 was named `worker` until
+	// decision D-words1: gRPC's binary encoding is unchanged; Connect JSON's
+	// key is now "process" (the sidecar still reads an older client's
+	// "worker" key as process).
+	Process       string `protobuf:"bytes,1,opt,name=process,proto3" json:"process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -390,9 +394,9 @@ func (*AttachRequest) Descriptor() ([]byte, []int) {
 	return file_baton_v1_task_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *AttachRequest) GetWorker() string {
+func (x *AttachRequest) GetProcess() string {
 	if x != nil {
-		return x.Worker
+		return x.Process
 	}
 	return ""
 }
@@ -1230,9 +1234,9 @@ const file_baton_v1_task_proto_rawDesc = "" +
 	"\arequire\x18\v \x03(\v2\x1f.baton.v1.TaskSpec.RequireEntryR\arequire\x1a:\n" +
 	"\fRequireEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
-	"\rAttachRequest\x12\x16\n" +
-	"\x06worker\x18\x01 \x01(\tR\x06worker\"\x8e\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\")\n" +
+	"\rAttachRequest\x12\x18\n" +
+	"\aprocess\x18\x01 \x01(\tR\aprocess\"\x8e\x01\n" +
 	"\x0eAttachResponse\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x121\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x19.baton.v1.CancelRequestedR\x06cancel\x12/\n" +

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 )
@@ -79,7 +79,7 @@ func Client(tb testing.TB) *clientv3.Client {
 		}
 		return '-'
 	}, fmt.Sprintf("t%d-%s", seq.Add(1), tb.Name()))
-	cli, err := etcdutil.New(etcdutil.Config{Endpoints: []string{endpoint}, Namespace: ns[:min(len(ns), 64)]})
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{endpoint}, Namespace: ns[:min(len(ns), 64)]})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/batonhq/baton/sidecar/internal/testcert"
+	"github.com/batonhq/baton/internal/testcert"
 	"github.com/batonhq/baton/sidecar/internal/tlsfile"
 	"go.uber.org/goleak"
 )

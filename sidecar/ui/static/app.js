@@ -218,14 +218,15 @@ async function viewQueues() {
 async function viewWorkers() {
   const d = await api("workers");
   const rows = d.workers.map(w => [w.worker_id, w.host + ":" + w.pid, (w.queues || []).join(", "),
-    Object.entries(w.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || "–", String(w.in_hand), w.version, fmtAge(w.started_ms)]);
-  render(el("h1", {}, "Workers"), table(["Worker", "Host:pid", "Queues", "Labels", "#In hand", "Version", "Up"], rows, "No live sidecars."));
+    Object.entries(w.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || "–", String(w.in_hand),
+    (w.sessions || []).map(s => s.process || (s.pid ? "pid " + s.pid : "?")).join(", ") || "–", w.version, fmtAge(w.started_ms)]);
+  render(el("h1", {}, "Workers"), table(["Worker", "Host:pid", "Queues", "Labels", "#In hand", "Processes", "Version", "Up"], rows, "No live sidecars."));
   return t => t === "workers";
 }
 
 function owner(o) {
   if (!o || !o.worker_id) return "–";
-  return o.worker_id + (o.worker ? "/" + o.worker : "") + " (session " + o.session + (o.host ? ", " + o.host : "") + ")";
+  return o.worker_id + (o.process ? "/" + o.process : "") + " (session " + o.session + (o.host ? ", " + o.host : "") + ")";
 }
 
 async function viewLocks() {

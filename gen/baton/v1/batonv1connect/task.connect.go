@@ -51,11 +51,12 @@ const (
 
 // TaskServiceClient is a client for the baton.v1.TaskService service.
 type TaskServiceClient interface {
-	// Attach opens a worker session. The first message carries the session id
-	// to pass to Next and LockService; later messages push what the worker
-	// must know about tasks it holds. When the stream closes (the worker
-	// exited, even by SIGKILL) every claim made under the session returns to
-	// the queue at once, with its attempt counted.
+	// Attach opens a session for the calling process of the worker. The first
+	// message carries the session id to pass to Next and LockService; later
+	// messages push what the process must know about tasks it holds. When the
+	// stream closes (the process exited, even by SIGKILL) every claim made
+	// under the session returns to the queue at once, with its attempt
+	// counted.
 	Attach(context.Context, *connect.Request[v1.AttachRequest]) (*connect.ServerStreamForClient[v1.AttachResponse], error)
 	// Next claims the next task from the given queues, waiting up to `wait`
 	// for one to arrive. The response has no task when the wait ends.
@@ -177,11 +178,12 @@ func (c *taskServiceClient) Submit(ctx context.Context, req *connect.Request[v1.
 
 // TaskServiceHandler is an implementation of the baton.v1.TaskService service.
 type TaskServiceHandler interface {
-	// Attach opens a worker session. The first message carries the session id
-	// to pass to Next and LockService; later messages push what the worker
-	// must know about tasks it holds. When the stream closes (the worker
-	// exited, even by SIGKILL) every claim made under the session returns to
-	// the queue at once, with its attempt counted.
+	// Attach opens a session for the calling process of the worker. The first
+	// message carries the session id to pass to Next and LockService; later
+	// messages push what the process must know about tasks it holds. When the
+	// stream closes (the process exited, even by SIGKILL) every claim made
+	// under the session returns to the queue at once, with its attempt
+	// counted.
 	Attach(context.Context, *connect.Request[v1.AttachRequest], *connect.ServerStream[v1.AttachResponse]) error
 	// Next claims the next task from the given queues, waiting up to `wait`
 	// for one to arrive. The response has no task when the wait ends.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,7 +16,8 @@ import (
 	"time"
 
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/internal/childproc"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -41,11 +41,12 @@ import (
 
 // BatchConfig is one batch measurement.
 type BatchConfig struct {
-	Etcd       etcdutil.Config // Namespace: the prefix of the run's namespaces
-	Baton      Exe             // the baton binary, for `baton submit`
+	Etcd       etcdconn.Config // Namespace: the prefix of the run's namespaces
+	Baton      childproc.Exe   // the baton binary, for `baton submit`
 	Lines      int             // lines of the file
 	Workers    int             // sidecars, one consumer each
 	MaxPending int             // --max-pending of the fed run
+	SkipDrain  bool            // delete the submitted tasks instead of draining them (phase 2)
 	Dir        string          // for the file and the sockets
 	Progress   io.Writer
 }
@@ -87,7 +88,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 	if err := writeBatchFile(file, cfg.Lines); err != nil {
 		return nil, err
 	}
-	raw, err := etcdutil.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
+	raw, err := etcdconn.New(cfg.Etcd) // Status, Compact and Defragment are not namespaced
 	if err != nil {
 		return nil, err
 	}
@@ -132,22 +133,29 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 	rep.BytesPerPending = float64(size-base) / float64(cfg.Lines)
 	logf("%.1fs, %.0f lines/s, peak RSS %.1f MB, %.0f etcd bytes per pending task", rep.SubmitSeconds, rep.SubmitLinesPerSec, float64(res.peakRSS)/1e6, rep.BytesPerPending)
 
-	logf("drain by %d workers", cfg.Workers)
-	start := time.Now()
-	if err := drainBatch(ctx, cfg, ns1, cfg.Lines, func() error { return nil }); err != nil {
-		return nil, err
+	if cfg.SkipDrain {
+		logf("drain left out (--batch-skip-drain): deleting the tasks")
+		if _, err := clientv3.NewKV(raw).Delete(ctx, ns1+"/", clientv3.WithPrefix()); err != nil {
+			return nil, err
+		}
+	} else {
+		logf("drain by %d workers", cfg.Workers)
+		start := time.Now()
+		if err := drainBatch(ctx, cfg, ns1, cfg.Lines, func() error { return nil }); err != nil {
+			return nil, err
+		}
+		rep.DrainSeconds = time.Since(start).Seconds()
+		if size, err = settled(); err != nil {
+			return nil, err
+		}
+		rep.BytesPerFinished = float64(size-base) / float64(cfg.Lines)
+		logf("%.1fs; %.0f etcd bytes per finished task", rep.DrainSeconds, rep.BytesPerFinished)
 	}
-	rep.DrainSeconds = time.Since(start).Seconds()
-	if size, err = settled(); err != nil {
-		return nil, err
-	}
-	rep.BytesPerFinished = float64(size-base) / float64(cfg.Lines)
-	logf("%.1fs; %.0f etcd bytes per finished task", rep.DrainSeconds, rep.BytesPerFinished)
 
 	ns2 := cfg.Etcd.Namespace + ".batch-fed"
 	logf("drain by %d workers fed by baton submit --max-pending %d", cfg.Workers, cfg.MaxPending)
 	var fed submitResult
-	start = time.Now()
+	start := time.Now()
 	err = drainBatch(ctx, cfg, ns2, cfg.Lines, func() error {
 		var err error
 		fed, err = runSubmit(ctx, cfg, ns2, file, cfg.MaxPending, func(line string) {
@@ -199,32 +207,30 @@ type submitResult struct {
 // runSubmit runs `baton submit --max-pending maxPending FILE` in namespace
 // ns as a child process; each line it prints on stderr goes to line.
 func runSubmit(ctx context.Context, cfg BatchConfig, ns, file string, maxPending int, line func(string)) (submitResult, error) {
-	args := append(append([]string{}, cfg.Baton.Args...), "submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending), file)
-	cmd := exec.CommandContext(ctx, cfg.Baton.Path, args...)
-	cmd.Env = append(append(os.Environ(), cfg.Baton.Env...), etcdEnv(cfg.Etcd, ns)...)
-	stderr, err := cmd.StderrPipe()
+	start := time.Now()
+	p, err := childproc.Start(childproc.Config{
+		Name:     "baton submit",
+		Exe:      cfg.Baton,
+		Args:     []string{"submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending), file},
+		Env:      etcdEnv(cfg.Etcd, ns),
+		OnStderr: line,
+	})
 	if err != nil {
 		return submitResult{}, err
 	}
-	var tail []string
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return submitResult{}, err
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		p.Kill()
+		return submitResult{}, ctx.Err()
 	}
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		if line != nil {
-			line(sc.Text())
-		}
-		tail = append(tail[max(0, len(tail)-9):], sc.Text())
-	}
-	err = cmd.Wait()
+	err = p.Wait()
 	wall := time.Since(start)
 	if err != nil {
-		return submitResult{}, fmt.Errorf("baton submit: %w\n%s", err, strings.Join(tail, "\n"))
+		return submitResult{}, err
 	}
 	var rss int64
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+	if ru, ok := p.State().SysUsage().(*syscall.Rusage); ok {
 		rss = ru.Maxrss << 10 // kilobytes on Linux
 	}
 	return submitResult{wall: wall, peakRSS: rss}, nil
@@ -291,6 +297,9 @@ func drainBatch(ctx context.Context, cfg BatchConfig, ns string, tasks int, feed
 		if err == nil && done.Load() < int64(tasks) {
 			err = fmt.Errorf("%d of %d tasks completed", done.Load(), tasks)
 		}
+		if u, l, a := h.unavailable.Load(), h.lostClaims.Load(), h.ambiguous.Load(); u+l+a > 0 {
+			fmt.Fprintf(cfg.Progress, "batch: retried: %d Next answered UNAVAILABLE, %d claims lost; %d Completes answered UNAVAILABLE then claim lost (counted as done)\n", u, l, a)
+		}
 		return err
 	}()
 	return errors.Join(err, f.stop())
@@ -298,15 +307,17 @@ func drainBatch(ctx context.Context, cfg BatchConfig, ns string, tasks int, feed
 
 // WriteText prints the report as a short table.
 func (r *BatchReport) WriteText(w io.Writer) error {
+	drain := fmt.Sprintf("drain by the workers            %.1f s   %.0f tasks/s\netcd bytes per finished task    %.0f\n",
+		r.DrainSeconds, float64(r.Lines)/max(r.DrainSeconds, 1e-9), r.BytesPerFinished)
+	if r.DrainSeconds == 0 {
+		drain = "drain by the workers            left out (--batch-skip-drain)\n"
+	}
 	_, err := fmt.Fprintf(w, `batch of %d GLM-TTS lines (%d bytes each), %d workers
 submit (no bound, no workers)   %.1f s   %.0f lines/s   peak RSS %.1f MB
 etcd bytes per pending task     %.0f
-drain by the workers            %.1f s   %.0f tasks/s
-etcd bytes per finished task    %.0f
-fed drain (--max-pending %d)    %.1f s   %.0f tasks/s   submit's peak RSS %.1f MB   most unfinished seen %d
+%sfed drain (--max-pending %d)    %.1f s   %.0f tasks/s   submit's peak RSS %.1f MB   most unfinished seen %d
 `, r.Lines, r.LineBytes, r.Workers, r.SubmitSeconds, r.SubmitLinesPerSec, float64(r.SubmitPeakRSS)/1e6, r.BytesPerPending,
-		r.DrainSeconds, float64(r.Lines)/max(r.DrainSeconds, 1e-9), r.BytesPerFinished,
-		r.MaxPending, r.FedSeconds, r.FedTasksPerSec, float64(r.FedSubmitPeakRSS)/1e6, r.FedMostUnfinished)
+		drain, r.MaxPending, r.FedSeconds, r.FedTasksPerSec, float64(r.FedSubmitPeakRSS)/1e6, r.FedMostUnfinished)
 	return err
 }
 

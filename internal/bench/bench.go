@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -35,12 +35,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.validateRun(); err != nil {
 		return nil, err
 	}
-	meta, err := etcdutil.New(cfg.Etcd)
+	meta, err := etcdconn.New(cfg.Etcd)
 	if err != nil {
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 	defer meta.Close()
-	if err := etcdutil.Ping(ctx, meta, cfg.Etcd.Endpoints, 10*time.Second); err != nil {
+	if err := etcdconn.Ping(ctx, meta, cfg.Etcd.Endpoints, 10*time.Second); err != nil {
 		return nil, err
 	}
 	// sun_path holds about 108 bytes: keep the sockets' directory short.
@@ -172,7 +172,7 @@ func (r *runner) clients(name string, n int, failed *atomic.Int64) ([]*clientv3.
 	ec.Namespace = r.ns(name)
 	cs := make([]*clientv3.Client, 0, n)
 	for range n {
-		c, err := etcdutil.New(ec)
+		c, err := etcdconn.New(ec)
 		if err != nil {
 			closeEtcd(cs)
 			return nil, fmt.Errorf("etcd: %w", err)

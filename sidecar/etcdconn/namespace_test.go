@@ -1,4 +1,4 @@
-package etcdutil
+package etcdconn
 
 import (
 	"strings"

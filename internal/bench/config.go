@@ -7,7 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/internal/childproc"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // The systems measured, in the order they are run at each consumer count.
@@ -43,22 +44,13 @@ const (
 	maxFleet               = 2000
 )
 
-// Exe says how to start `baton`: the program, arguments that go before
-// baton's own, and extra environment. A test binary that re-executes
-// itself as baton passes its path and a role variable in Env.
-type Exe struct {
-	Path string
-	Args []string
-	Env  []string
-}
-
 // Config is one bench run. The zero value of each field means its
 // documented default, except Etcd and Sidecar, which are required.
 type Config struct {
 	// Etcd is the server to measure on. Its Namespace is the prefix under
 	// which the run's keys go (each system and consumer count gets its own
 	// prefix below it); everything written is deleted afterwards.
-	Etcd etcdutil.Config
+	Etcd etcdconn.Config
 	// Embedded says the etcd is the bench's own (`baton bench` without
 	// --endpoints): its history is compacted after each measurement, so
 	// that later ones do not pay for earlier ones' garbage. A shared
@@ -66,7 +58,7 @@ type Config struct {
 	Embedded bool
 	// Sidecar starts `baton`; the bench runs `baton sidecar` processes
 	// with it. Required when baton, overhead or depth is measured.
-	Sidecar Exe
+	Sidecar childproc.Exe
 	// EtcdPID is the etcd process's id when the bench started it
 	// (StartEtcd), so that etcd's CPU time is measured apart; 0 when etcd
 	// is elsewhere.

@@ -39,9 +39,12 @@ type FleetResult struct {
 	// Unavailable counts Next calls refused as Unavailable (a sidecar
 	// between leases) and LostClaims Completes refused because the claim
 	// was lost, over both phases; the consumers retry, as workers do.
-	// Both are 0 on a machine that keeps up.
-	Unavailable int64 `json:"unavailable"`
-	LostClaims  int64 `json:"lost_claims"`
+	// Both are 0 on a machine that keeps up. AmbiguousCompletes counts
+	// Completes answered Unavailable and, asked again, refused because the
+	// claim was gone: counted as done (errAmbiguousComplete).
+	Unavailable        int64 `json:"unavailable"`
+	LostClaims         int64 `json:"lost_claims"`
+	AmbiguousCompletes int64 `json:"ambiguous_completes"`
 
 	// EtcdWatchers is etcd's count of watchers with the fleet up.
 	EtcdWatchers int `json:"etcd_watchers"`
@@ -197,6 +200,10 @@ func (r *Report) writeFleetTable(w io.Writer) error {
 			if f.Unavailable > 0 || f.LostClaims > 0 {
 				fmt.Fprintf(w, "  %d sidecars: workers were told %d times that their sidecar had no lease (Unavailable) and lost %d claims; they retried\n",
 					f.Sidecars, f.Unavailable, f.LostClaims)
+			}
+			if f.AmbiguousCompletes > 0 {
+				fmt.Fprintf(w, "  %d sidecars: %d Completes were answered Unavailable, then the claim was gone; counted as done\n",
+					f.Sidecars, f.AmbiguousCompletes)
 			}
 		}
 		fmt.Fprintln(w, "\nfleet: dispatch to idle workers (one task at a time; per task)")

@@ -1,69 +1,53 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // queue is the queue every bench sidecar serves.
 const queue = "bench"
 
 // sidecarProc is one `baton sidecar` process the bench started and owns.
-// Its stderr (JSON logs) is read by one goroutine that ends when the
-// process closes it.
+// Its stderr (JSON logs) is read line by line by the child process's own
+// goroutine (childproc).
 type sidecarProc struct {
 	name   string
 	socket string
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when stderr is drained and the process reaped
-	ready  chan struct{} // closed at the "sidecar serving" log line
+	proc   *childproc.Process
 
 	mu      sync.Mutex
 	stopped map[string]any // attributes of the "sidecar stopped" line
-	tail    []string       // the last lines of stderr, for errors
-	waitErr error
 }
 
 // startSidecars starts n sidecar processes in namespace ns and waits until
 // all serve. On error it stops the ones it started.
-func startSidecars(ctx context.Context, exe Exe, ec etcdutil.Config, ns, dir string, n int) ([]*sidecarProc, error) {
+func startSidecars(ctx context.Context, exe childproc.Exe, ec etcdconn.Config, ns, dir string, n int) ([]*sidecarProc, error) {
 	ps := make([]*sidecarProc, 0, n)
 	for i := range n {
 		p, err := startSidecar(exe, ec, ns, dir, fmt.Sprintf("bench-%d", i))
 		if err != nil {
-			stopSidecars(ps)
+			_ = stopSidecars(ps)
 			return nil, err
 		}
 		ps = append(ps, p)
 	}
-	deadline := time.NewTimer(30 * time.Second)
-	defer deadline.Stop()
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for _, p := range ps {
-		select {
-		case <-p.ready:
-		case <-p.done:
-			stopSidecars(ps)
-			return nil, fmt.Errorf("sidecar %s exited before serving: %v\n%s", p.name, p.waitErr, p.lastLines())
-		case <-deadline.C:
-			stopSidecars(ps)
-			return nil, fmt.Errorf("sidecar %s not serving within 30s\n%s", p.name, p.lastLines())
-		case <-ctx.Done():
-			stopSidecars(ps)
-			return nil, ctx.Err()
+		if err := p.proc.WaitReady(rctx); err != nil {
+			_ = stopSidecars(ps)
+			return nil, err
 		}
 	}
 	return ps, nil
@@ -71,7 +55,7 @@ func startSidecars(ctx context.Context, exe Exe, ec etcdutil.Config, ns, dir str
 
 // etcdEnv passes the etcd settings to a child as BATON_* variables (which
 // also keeps a password off the command line).
-func etcdEnv(ec etcdutil.Config, ns string) []string {
+func etcdEnv(ec etcdconn.Config, ns string) []string {
 	return []string{
 		"BATON_ENDPOINTS=" + strings.Join(ec.Endpoints, ","),
 		"BATON_NAMESPACE=" + ns,
@@ -83,95 +67,56 @@ func etcdEnv(ec etcdutil.Config, ns string) []string {
 	}
 }
 
-func startSidecar(exe Exe, ec etcdutil.Config, ns, dir, name string) (*sidecarProc, error) {
-	socket := filepath.Join(dir, name+".sock")
-	args := append(append([]string{}, exe.Args...),
-		"--log-format", "json", "--log-level", "info",
-		"sidecar", "--socket", socket, "--queue", queue, "--worker-id", name, "--grace", "1s",
-		// Measured as deployed: metrics on, on a port of its own.
-		"--admin-addr", "127.0.0.1:0")
-	cmd := exec.Command(exe.Path, args...)
-	cmd.Env = append(append(os.Environ(), exe.Env...), etcdEnv(ec, ns)...)
-	stderr, err := cmd.StderrPipe()
+// startSidecar starts one sidecar; it is ready at its "sidecar serving"
+// log line.
+func startSidecar(exe childproc.Exe, ec etcdconn.Config, ns, dir, name string) (*sidecarProc, error) {
+	s := &sidecarProc{name: name, socket: filepath.Join(dir, name+".sock")}
+	p, err := childproc.Start(childproc.Config{
+		Name: "sidecar " + name,
+		Exe:  exe,
+		Args: []string{"--log-format", "json", "--log-level", "info",
+			"sidecar", "--socket", s.socket, "--queue", queue, "--worker-id", name, "--grace", "1s",
+			// Measured as deployed: metrics on, on a port of its own.
+			"--admin-addr", "127.0.0.1:0"},
+		Env:      etcdEnv(ec, ns),
+		Ready:    func(line string) bool { return logMsg(line) == "sidecar serving" },
+		ReadyOn:  childproc.Stderr,
+		OnStderr: s.onLog,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting sidecar %s: %w", name, err)
-	}
-	p := &sidecarProc{name: name, socket: socket, cmd: cmd, done: make(chan struct{}), ready: make(chan struct{})}
-	go p.readLog(stderr)
-	return p, nil
+	s.proc = p
+	return s, nil
 }
 
-// readLog follows the sidecar's JSON log until the process closes stderr,
-// then reaps the process.
-func (p *sidecarProc) readLog(r io.Reader) {
-	defer close(p.done)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	serving := false
-	for sc.Scan() {
-		line := sc.Text()
-		var rec map[string]any
-		if json.Unmarshal([]byte(line), &rec) == nil {
-			switch rec["msg"] {
-			case "sidecar serving":
-				if !serving {
-					serving = true
-					close(p.ready)
-				}
-			case "sidecar stopped":
-				p.mu.Lock()
-				p.stopped = rec
-				p.mu.Unlock()
-			}
-		}
+// logMsg returns the msg of a JSON log line, or "".
+func logMsg(line string) string {
+	var rec struct{ Msg string }
+	if json.Unmarshal([]byte(line), &rec) != nil {
+		return ""
+	}
+	return rec.Msg
+}
+
+// onLog keeps the attributes of the "sidecar stopped" line.
+func (p *sidecarProc) onLog(line string) {
+	if logMsg(line) != "sidecar stopped" {
+		return
+	}
+	var rec map[string]any
+	if json.Unmarshal([]byte(line), &rec) == nil {
 		p.mu.Lock()
-		if p.tail = append(p.tail, line); len(p.tail) > 20 {
-			p.tail = p.tail[1:]
-		}
+		p.stopped = rec
 		p.mu.Unlock()
 	}
-	_, _ = io.Copy(io.Discard, r)
-	err := p.cmd.Wait()
-	p.mu.Lock()
-	p.waitErr = err
-	p.mu.Unlock()
 }
 
-func (p *sidecarProc) lastLines() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.tail, "\n")
-}
-
-func (p *sidecarProc) pid() int { return p.cmd.Process.Pid }
+func (p *sidecarProc) pid() int { return p.proc.PID() }
 
 // stop asks the sidecar to shut down (SIGTERM), waits up to 15s, then
 // kills it. It returns an error if it had to kill it or it failed.
-func (p *sidecarProc) stop() error {
-	select {
-	case <-p.done:
-	default:
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(15 * time.Second)
-		defer t.Stop()
-		select {
-		case <-p.done:
-		case <-t.C:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			return fmt.Errorf("sidecar %s did not stop within 15s of SIGTERM", p.name)
-		}
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.waitErr != nil {
-		return fmt.Errorf("sidecar %s: %w\n%s", p.name, p.waitErr, strings.Join(p.tail, "\n"))
-	}
-	return nil
-}
+func (p *sidecarProc) stop() error { return p.proc.Stop(15 * time.Second) }
 
 // stopAndCount stops the sidecars and sums the dispatcher counters they
 // logged on the way out.

@@ -1,7 +1,14 @@
-package chaos
+// Package faultproxy puts a TCP proxy in front of each etcd member for
+// one client, so that a test can cut off, slow down or hold back that
+// client's traffic alone while the client keeps running: the network
+// faults of the chaos harness and of the sidecar's tests. It wraps
+// go.etcd.io/etcd/pkg/v3/proxy, the proxy etcd's own robustness tests
+// use.
+package faultproxy
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"time"
 
@@ -125,4 +132,14 @@ func (l *Link) Close() {
 	for _, p := range l.proxies {
 		p.Close()
 	}
+}
+
+// freePort returns a port of 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

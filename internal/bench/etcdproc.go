@@ -1,16 +1,14 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar/embedetcd"
 )
 
@@ -54,76 +52,50 @@ func ServeEtcd(ctx context.Context, stdin io.Reader, w io.Writer) error {
 
 // EtcdProc is an etcd child process started by StartEtcd.
 type EtcdProc struct {
-	cmd      *exec.Cmd
-	stdin    io.WriteCloser
+	proc     *childproc.Process
 	endpoint string
-	done     chan struct{} // closed when the process has been reaped
-	waitErr  error         // set before done closes
 }
 
 // StartEtcd starts `baton bench-etcd` with exe and waits until it serves
-// (at most 30s) or ctx ends.
-func StartEtcd(ctx context.Context, exe Exe) (*EtcdProc, error) {
-	cmd := exec.Command(exe.Path, append(append([]string{}, exe.Args...), "bench-etcd")...)
-	cmd.Env = append(os.Environ(), exe.Env...)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting etcd: %w", err)
-	}
-	p := &EtcdProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if ep, ok := strings.CutPrefix(sc.Text(), etcdReadyPrefix); ok {
-				ready <- ep
+// (at most 30s) or ctx ends. Its stdin is a pipe that Stop closes: it
+// exits by itself when the bench does, however that ends.
+func StartEtcd(ctx context.Context, exe childproc.Exe) (*EtcdProc, error) {
+	e := &EtcdProc{}
+	p, err := childproc.Start(childproc.Config{
+		Name:     "etcd",
+		Exe:      exe,
+		Args:     []string{"bench-etcd"},
+		Stdin:    true,
+		StderrTo: os.Stderr,
+		Ready: func(line string) bool { // read once WaitReady returns
+			ep, ok := strings.CutPrefix(line, etcdReadyPrefix)
+			if ok {
+				e.endpoint = ep
 			}
-		}
-		_, _ = io.Copy(io.Discard, stdout)
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case p.endpoint = <-ready:
-		return p, nil
-	case <-p.done:
-		return nil, fmt.Errorf("etcd exited before serving: %v", p.waitErr)
-	case <-t.C:
-		p.Stop()
-		return nil, fmt.Errorf("etcd not serving within 30s")
-	case <-ctx.Done():
-		p.Stop()
-		return nil, ctx.Err()
+			return ok
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
+	e.proc = p
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.WaitReady(rctx); err != nil {
+		e.Stop()
+		return nil, err
+	}
+	return e, nil
 }
 
 // Endpoint is the client address, host:port.
 func (p *EtcdProc) Endpoint() string { return p.endpoint }
 
 // PID is the process id, for reading its CPU time.
-func (p *EtcdProc) PID() int { return p.cmd.Process.Pid }
+func (p *EtcdProc) PID() int { return p.proc.PID() }
 
 // Stop ends the process (closing its stdin, then SIGTERM, then SIGKILL
 // after 10s) and waits for it. Calling it again does nothing.
 func (p *EtcdProc) Stop() {
-	_ = p.stdin.Close()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	select {
-	case <-p.done:
-	case <-t.C:
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	_ = p.proc.Stop(10 * time.Second)
 }

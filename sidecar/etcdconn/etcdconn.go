@@ -1,5 +1,10 @@
-// Package etcdutil connects to etcd the way every Baton command does.
-package etcdutil
+// Package etcdconn says how a Baton process reaches etcd — endpoints,
+// the deployment's namespace, TLS and user/password auth — and dials a
+// client that sees only that namespace. Config is sidecar.Config's Etcd,
+// exported so that code outside this module (a user's tests with
+// sidecartest, a tool) can fill it in; New is how the sidecar, every
+// command and the tools build their etcd client.
+package etcdconn
 
 import (
 	"context"
@@ -19,14 +24,20 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Config says how to reach etcd.
+// Config says how to reach etcd. The command line's --endpoints,
+// --namespace, --etcd-user, --etcd-password, --etcd-cacert, --etcd-cert and
+// --etcd-key (and their BATON_* variables) fill it in.
 type Config struct {
+	// Endpoints are etcd's client addresses, host:port or URLs. At least
+	// one is required.
 	Endpoints []string
-	// Namespace prefixes every key ("baton" → "baton/").
-	Namespace   string
+	// Namespace prefixes every key ("baton" → "baton/"). Required.
+	Namespace string
+	// DialTimeout bounds the first connection. Default 5s.
 	DialTimeout time.Duration
-	Username    string
-	Password    string
+	// Username and Password authenticate to etcd; empty: no auth.
+	Username string
+	Password string
 	// CACert is the CA certificate file that etcd's server certificates
 	// are checked against, read once.
 	CACert string
@@ -72,7 +83,9 @@ func ValidateNamespace(ns string) error {
 }
 
 // New connects to etcd and returns a client whose KV, Watcher and Lease
-// see only the namespace.
+// see only the namespace (its Maintenance and Auth APIs are etcd's, not
+// namespaced). It checks c first (Validate) and does not wait for etcd to
+// answer: Ping does. The caller closes the client.
 func New(c Config) (*clientv3.Client, error) {
 	if len(c.Endpoints) == 0 {
 		return nil, fmt.Errorf("endpoints: at least one etcd endpoint is required")

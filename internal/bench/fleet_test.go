@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batonhq/baton/internal/bench"
 	"github.com/batonhq/baton/sidecar/batoncli"
-	"github.com/batonhq/baton/sidecar/internal/bench"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"

@@ -1,4 +1,8 @@
-package etcdutil
+// Package etcdauth sets up etcd's authentication for a deployment, each
+// step idempotent: the root user and authentication on (`baton dev`'s
+// embedded etcd with a root password), and a user confined to one
+// namespace's key prefix (`baton auth grant`).
+package etcdauth
 
 import (
 	"context"

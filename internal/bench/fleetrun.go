@@ -12,7 +12,7 @@ import (
 	"connectrpc.com/connect"
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -56,7 +56,7 @@ func (r *runner) fleetSweep(ctx context.Context, n int) (FleetResult, error) {
 		res.Seconds, res.TasksPerS = d.seconds, d.tasksPerS
 		res.ConflictsPerTask = d.cost.ClaimConflictsPerTask
 		res.Drain = d.cost
-		res.Unavailable, res.LostClaims = w.h.unavailable.Load(), w.h.lostClaims.Load()
+		res.Unavailable, res.LostClaims, res.AmbiguousCompletes = w.h.unavailable.Load(), w.h.lostClaims.Load(), w.h.ambiguous.Load()
 		if m, err := scrapeEtcd(ctx, r.cfg.EtcdMetrics); err == nil {
 			res.EtcdWatchers = int(m.Watchers)
 		}
@@ -81,11 +81,11 @@ type workers struct {
 
 // onFleet attaches one consumer to each sidecar of f, runs measure, then
 // closes the sessions and stops the fleet, returning the first error.
-func (r *runner) onFleet(ctx context.Context, f *fleet, ec etcdutil.Config, measure func(*workers) error) error {
+func (r *runner) onFleet(ctx context.Context, f *fleet, ec etcdconn.Config, measure func(*workers) error) error {
 	cs := f.clients()
 	defer closeClients(cs)
 	err := func() error {
-		pcli, err := etcdutil.New(ec)
+		pcli, err := etcdconn.New(ec)
 		if err != nil {
 			return fmt.Errorf("etcd: %w", err)
 		}
@@ -128,8 +128,12 @@ func speakerOf(t *batonv1.Task) string {
 // FailedPrecondition (the claim was lost, the task goes back to the
 // queue). A worker retries both; so do the bench's consumers, and the
 // report shows how often.
+//
+// ambiguous counts the Completes answered UNAVAILABLE and then
+// FailedPrecondition (errAmbiguousComplete): they are counted as done, so
+// a drain can end up to that many tasks early.
 type hiccups struct {
-	unavailable, lostClaims atomic.Int64
+	unavailable, lostClaims, ambiguous atomic.Int64
 }
 
 // retryAfter is how long a consumer waits after an Unavailable answer, as
@@ -159,11 +163,15 @@ func consume(ctx context.Context, c *client.Client, session string, wait time.Du
 		}
 		at := time.Now()
 		if err := complete(ctx, c, task); err != nil {
-			if ctx.Err() == nil && connect.CodeOf(err) == connect.CodeFailedPrecondition {
+			switch {
+			case errors.Is(err, errAmbiguousComplete):
+				h.ambiguous.Add(1) // and counted as done
+			case ctx.Err() == nil && connect.CodeOf(err) == connect.CodeFailedPrecondition:
 				h.lostClaims.Add(1)
 				continue
+			default:
+				return ignoreDone(ctx, err)
 			}
-			return ignoreDone(ctx, err)
 		}
 		if err := done(task, at); err != nil {
 			return err

@@ -10,7 +10,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar"
 	"github.com/batonhq/baton/sidecar/client"
-	"github.com/batonhq/baton/sidecar/internal/etcdutil"
+	"github.com/batonhq/baton/sidecar/etcdconn"
 )
 
 // fleet is n sidecars running inside the bench process, each a real
@@ -37,7 +37,7 @@ const fleetWave = 64
 // startFleet starts n sidecars in namespace ec.Namespace with sockets in
 // dir, and waits until all serve (at most a minute for each wave). On
 // error it stops the ones it started.
-func startFleet(ctx context.Context, ec etcdutil.Config, dir string, n int) (*fleet, error) {
+func startFleet(ctx context.Context, ec etcdconn.Config, dir string, n int) (*fleet, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	f := &fleet{cancel: cancel}
 	for wave := 0; wave < n; wave += fleetWave {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -72,7 +73,7 @@ func attach(ctx context.Context, cs []*client.Client) (*sessions, error) {
 	actx, cancel := context.WithCancel(context.Background())
 	s := &sessions{cancel: cancel, stopFwd: context.AfterFunc(ctx, cancel)}
 	for i, c := range cs {
-		st, err := c.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Worker: fmt.Sprintf("bench-worker-%d", i)}))
+		st, err := c.Tasks.Attach(actx, connect.NewRequest(&batonv1.AttachRequest{Process: fmt.Sprintf("bench-worker-%d", i)}))
 		if err != nil {
 			s.close()
 			return nil, fmt.Errorf("attach: %w", err)
@@ -108,10 +109,35 @@ func next(ctx context.Context, c *client.Client, session string, wait time.Durat
 	return resp.Msg.GetTask(), nil
 }
 
+// errAmbiguousComplete is a Complete answered UNAVAILABLE and then, when
+// asked again, FailedPrecondition: the first may have finished the task
+// (etcd applied it but the answer timed out) or the claim may have lapsed
+// meanwhile. A worker cannot tell; the bench counts the task as done.
+var errAmbiguousComplete = errors.New("complete answered UNAVAILABLE, then the claim was gone")
+
+// complete finishes t. A Complete answered UNAVAILABLE (etcd did not
+// answer in time: "retry") is asked again, as a worker must
+// (docs/reliability.md), backing off from 50ms to 2s, until ctx ends.
 func complete(ctx context.Context, c *client.Client, t *batonv1.Task) error {
-	_, err := c.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: t.GetClaim()}))
-	if err != nil {
+	backoff, retried := retryAfter, false
+	for {
+		_, err := c.Tasks.Complete(ctx, connect.NewRequest(&batonv1.CompleteRequest{Claim: t.GetClaim()}))
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() == nil && connect.CodeOf(err) == connect.CodeUnavailable:
+			retried = true
+			tm := time.NewTimer(backoff)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+				tm.Stop()
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			continue
+		case retried && connect.CodeOf(err) == connect.CodeFailedPrecondition:
+			return fmt.Errorf("complete %s: %w", t.GetId(), errAmbiguousComplete)
+		}
 		return fmt.Errorf("complete %s: %w", t.GetId(), err)
 	}
-	return nil
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 
+	"github.com/batonhq/baton/internal/bench"
 	"github.com/batonhq/baton/sidecar/batoncli"
 )
 
@@ -39,5 +41,27 @@ func TestBenchBatch(t *testing.T) {
 	}
 	if rep["lines"] != 300 || rep["line_bytes"] != 246 || rep["fed_most_unfinished"] > 30 {
 		t.Errorf("report:\n%s", stdout.String())
+	}
+}
+
+// A run with --batch-skip-drain says the drain was left out instead of
+// printing a drain of 0 seconds.
+func TestBatchReportWithoutDrain(t *testing.T) {
+	var b bytes.Buffer
+	r := &bench.BatchReport{Lines: 10, LineBytes: 246, Workers: 2, SubmitSeconds: 1, SubmitLinesPerSec: 10, BytesPerPending: 591,
+		MaxPending: 5, FedSeconds: 2, FedTasksPerSec: 5}
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "drain by the workers            left out (--batch-skip-drain)\n") || strings.Contains(b.String(), "bytes per finished") {
+		t.Fatalf("report:\n%s", b.String())
+	}
+	r.DrainSeconds, r.BytesPerFinished = 4, 500
+	b.Reset()
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "drain by the workers            4.0 s   2 tasks/s\netcd bytes per finished task    500\n") {
+		t.Fatalf("report:\n%s", b.String())
 	}
 }
