@@ -150,17 +150,17 @@ bench: build ## baton bench (< 5 min): fleet sweep of 8, 64, 256 sidecars (one w
 	$(BIN) bench $(BENCHFLAGS)
 
 # `make test` runs every fuzz target's seed corpus (they are ordinary
-# tests); `make fuzz` fuzzes each for FUZZTIME: 14 targets, about 9 minutes
+# tests); `make fuzz` fuzzes each for FUZZTIME: 16 targets, about 10 minutes
 # on 2 cores at the default 30s (FUZZTIME=5s for a quick pass). A crasher
 # is written to the package's testdata/fuzz/<target>/: commit it with the
 # fix, and it runs in `make test` from then on.
 FUZZTIME ?= 30s
 FUZZ := ./sidecar/workqueue:FuzzParseClaim ./sidecar/workqueue:FuzzIndexKeys ./sidecar/workqueue:FuzzParseIndexKeys \
-	./sidecar/workqueue:FuzzWaitKey ./sidecar/workqueue:FuzzNames ./sidecar/workqueue:FuzzStatus \
+	./sidecar/workqueue:FuzzWaitKey ./sidecar/workqueue:FuzzNames ./sidecar/workqueue:FuzzStatus ./sidecar/workqueue:FuzzReadyRecord ./sidecar/workqueue:FuzzTraceparent \
 	./sidecar/jsonl:FuzzRead ./sidecar/configdoc:FuzzValidateObject ./sidecar/configdoc:FuzzDocumentNames \
 	./sidecar/namedlock:FuzzLockNames ./sidecar/etcdconn:FuzzNamespace \
 	./sidecar/server:FuzzRequests ./sidecar/server:FuzzDurationArgs ./sidecar/server:FuzzNotBefore
-fuzz: ## fuzz every parser of untrusted input (claims, keys, names, state records, JSONL, config documents, request fields) for FUZZTIME each (default 30s; ~9 min in all)
+fuzz: ## fuzz every parser of untrusted input (claims, keys, names, state records, JSONL, config documents, request fields) for FUZZTIME each (default 30s; ~10 min in all)
 	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg)"; \
 	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 

@@ -71,7 +71,10 @@ func watchUnfinished(t *testing.T, cli *clientv3.Client) *unfinishedWatch {
 		t.Fatalf("state/ before the test: %v, %v", resp, err)
 	}
 	u := &unfinishedWatch{states: map[string]string{}, changed: make(chan struct{}, 1)}
-	wch := cli.Watch(ctx, "state/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	// A task submitted ready has no state/<id> until it first moves: its
+	// spec's creation (task/<id>, which sorts right after state/) is when
+	// it becomes unfinished.
+	wch := cli.Watch(ctx, "state/", clientv3.WithRange(clientv3.GetPrefixRangeEnd("task/")), clientv3.WithRev(resp.Header.Revision+1))
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
 	go func() {
@@ -83,6 +86,12 @@ func watchUnfinished(t *testing.T, cli *clientv3.Client) *unfinishedWatch {
 				if ev.Kv.ModRevision != rev {
 					u.record()
 					rev = ev.Kv.ModRevision
+				}
+				if id, ok := strings.CutPrefix(string(ev.Kv.Key), "task/"); ok {
+					if ev.Type == clientv3.EventTypePut && ev.Kv.Version == 1 {
+						u.states[id] = "PENDING"
+					}
+					continue
 				}
 				id := strings.TrimPrefix(string(ev.Kv.Key), "state/")
 				if ev.Type == clientv3.EventTypeDelete {

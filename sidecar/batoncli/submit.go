@@ -63,7 +63,7 @@ func submitCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-txn-ops", Value: 128, Usage: "operations per etcd transaction; at most the server's --max-txn-ops"},
 			&cli.IntFlag{Name: "show-errors", Value: 20, Usage: "bad lines to print; the rest are counted"},
 			&cli.IntFlag{Name: "payload-limit", Value: 64 << 10, EnvVars: []string{"BATON_PAYLOAD_LIMIT"}, Usage: "largest payload in bytes"},
-			&cli.IntFlag{Name: "max-pending", Usage: "write a task only while fewer than this many of the file's tasks are unfinished, and the rest as tasks finish (default: a fifth of --etcd-quota-bytes at 1100 + 1.2 x the average payload bytes per task; 2 GiB and 250-byte lines: about 307,000)"},
+			&cli.IntFlag{Name: "max-pending", Usage: "write a task only while fewer than this many of the file's tasks are unfinished, and the rest as tasks finish (default: a fifth of --etcd-quota-bytes at 450 + 1.2 x the average payload bytes per task; 2 GiB and 250-byte lines: about 572,000)"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

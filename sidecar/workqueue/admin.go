@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/batonhq/baton/sidecar/audit"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -54,19 +55,14 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 		return CancelResult{}, &InvalidError{Field: "id", Err: err}
 	}
 	for range 5 {
-		resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(stateKey(id)), clientv3.OpGet(claimKey(id), clientv3.WithKeysOnly())).Commit()
+		resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(stateKey(id)), clientv3.OpGet(claimKey(id), clientv3.WithKeysOnly()), clientv3.OpGet(taskKey(id))).Commit()
 		if err != nil {
 			return CancelResult{}, err
 		}
-		skvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(skvs) == 0 {
-			return CancelResult{}, ErrNotFound
-		}
-		st, err := decodeStatus(skvs[0].Value)
+		st, sameState, err := statusToChange(id, resp.Responses[0].GetResponseRange().Kvs, resp.Responses[2].GetResponseRange().Kvs)
 		if err != nil {
-			return CancelResult{}, fmt.Errorf("task %s: bad status: %w", id, err)
+			return CancelResult{}, err
 		}
-		sameState := clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", skvs[0].ModRevision)
 		now := s.cfg.Now()
 		switch st.State {
 		case StateCancelled:
@@ -83,7 +79,7 @@ func (s *Store) Cancel(ctx context.Context, id string) (CancelResult, error) {
 			if err != nil {
 				return CancelResult{}, err
 			}
-			r, err := s.kv.Txn(ctx).If(sameState).Then(ops...).Commit()
+			r, err := s.kv.Txn(ctx).If(sameState...).Then(ops...).Commit()
 			if err != nil {
 				return CancelResult{}, err
 			}
@@ -126,14 +122,18 @@ func (s *Store) Retry(ctx context.Context, id string) (bool, error) {
 		return false, &InvalidError{Field: "id", Err: err}
 	}
 	for range 5 {
-		resp, err := s.kv.Get(ctx, stateKey(id))
+		resp, err := s.kv.Txn(ctx).Then(clientv3.OpGet(stateKey(id)), clientv3.OpGet(taskKey(id), clientv3.WithKeysOnly())).Commit()
 		if err != nil {
 			return false, err
 		}
-		if len(resp.Kvs) == 0 {
-			return false, ErrNotFound
+		skvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(skvs) == 0 {
+			if len(resp.Responses[1].GetResponseRange().Kvs) == 0 {
+				return false, ErrNotFound
+			}
+			return false, nil // PENDING and never run (statuses.go)
 		}
-		st, err := decodeStatus(resp.Kvs[0].Value)
+		st, err := decodeStatus(skvs[0].Value)
 		if err != nil {
 			return false, fmt.Errorf("task %s: bad status: %w", id, err)
 		}
@@ -161,7 +161,7 @@ func (s *Store) Retry(ctx context.Context, id string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		r, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", resp.Kvs[0].ModRevision)).Then(ops...).Commit()
+		r, err := s.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", skvs[0].ModRevision)).Then(ops...).Commit()
 		if err != nil {
 			return false, err
 		}
@@ -205,4 +205,31 @@ func (s *Store) Resume(ctx context.Context, q string) (bool, error) {
 		return false, err
 	}
 	return r.Succeeded, nil
+}
+
+// statusToChange returns the status of task id read with its state and
+// spec (stateKVs, specKVs) and the compare that holds while the status is
+// unchanged. A task without a state is PENDING in the ready entry its spec
+// names (statuses.go) as long as it has no state and that entry exists: its
+// first claim deletes the entry and writes the state together.
+func statusToChange(id string, stateKVs, specKVs []*mvccpb.KeyValue) (Status, []clientv3.Cmp, error) {
+	if len(stateKVs) == 1 {
+		st, err := decodeStatus(stateKVs[0].Value)
+		if err != nil {
+			return st, nil, fmt.Errorf("task %s: bad status: %w", id, err)
+		}
+		return st, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(stateKey(id)), "=", stateKVs[0].ModRevision)}, nil
+	}
+	if len(specKVs) == 0 {
+		return Status{}, nil, ErrNotFound
+	}
+	sp, err := decodeSpec(specKVs[0].Value)
+	if err != nil {
+		return Status{}, nil, fmt.Errorf("task %s: bad spec: %w", id, err)
+	}
+	st := pendingStatus(id, sp)
+	return st, []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(stateKey(id)), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(st.Index), ">", 0),
+	}, nil
 }

@@ -210,14 +210,14 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 // DefaultMaxPending is the default of `baton submit --max-pending` for a
 // file whose payloads average avgPayload bytes, with etcd's quota
 // quotaBytes: the pending tasks of one file may take a fifth of the quota,
-// at about 1,100 + 1.2·payload bytes each (docs/performance.md, bytes per
-// task). The rest is for the tasks of other batches, finished tasks within
-// their retention, the history written until the next compaction, and the
-// 20% that admission control keeps. 2 GiB and 250-byte payloads: about
-// 307,000.
+// at about 450 + 1.2·payload bytes each (docs/performance.md, bytes per
+// task: 591 measured for a 246-byte line, 733 in a batch). The rest is for
+// the tasks of other batches, finished tasks within their retention, the
+// history written until the next compaction, and the 20% that admission
+// control keeps. 2 GiB and 250-byte payloads: about 572,000.
 func DefaultMaxPending(quotaBytes int64, avgPayload int) int {
 	if quotaBytes <= 0 {
 		quotaBytes = DefaultQuotaBytes
 	}
-	return max(1, int(0.2*float64(quotaBytes)/(1100+1.2*float64(max(avgPayload, 0)))))
+	return max(1, int(0.2*float64(quotaBytes)/(450+1.2*float64(max(avgPayload, 0)))))
 }

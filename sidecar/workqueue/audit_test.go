@@ -93,10 +93,15 @@ func TestOperatorActionsWriteOneRecordWithTheAction(t *testing.T) {
 	// Another writer moves t1 between the cancel's read and its write:
 	// that attempt fails its compare and must leave no record; the retry
 	// cancels and leaves one.
+	// t1 was never claimed, so it has no state yet: the move writes its
+	// first one, as a claim and a release would.
 	rk.race = func() {
-		resp, err := cli.Get(ctx, stateKey("t1"))
+		resp, err := cli.Get(ctx, taskKey("t1"))
 		if err == nil {
-			_, err = cli.Put(ctx, stateKey("t1"), string(resp.Kvs[0].Value))
+			var sp spec
+			if sp, err = decodeSpec(resp.Kvs[0].Value); err == nil {
+				_, err = cli.Put(ctx, stateKey("t1"), pendingStatus("t1", sp).encode())
+			}
 		}
 		if err != nil {
 			t.Error(err)

@@ -17,7 +17,9 @@ import (
 
 // Key prefixes that followers of the work queue watch.
 const (
-	// StatePrefix holds every task's Status (state/<id>).
+	// StatePrefix holds the Status of every task that has left the ready
+	// entry it was submitted into (state/<id>); a task without one is
+	// PENDING at attempt 0 (see statuses.go).
 	StatePrefix = prefixState
 	// PausePrefix holds the paused queues (q/pause/<queue>).
 	PausePrefix = prefixPause
@@ -74,25 +76,20 @@ func (s *Store) BatchPage(ctx context.Context, batch, after string, state State,
 			page.Next = ""
 			return page, nil
 		}
-		ops := make([]clientv3.Op, 0, len(resp.Kvs))
 		ids := make([]string, 0, len(resp.Kvs))
 		for _, kv := range resp.Kvs {
-			id := strings.TrimPrefix(string(kv.Key), p)
-			ids = append(ids, id)
-			ops = append(ops, clientv3.OpGet(stateKey(id)))
+			ids = append(ids, strings.TrimPrefix(string(kv.Key), p))
 		}
-		sr, err := s.kv.Txn(ctx).Then(ops...).Commit()
+		sts, _, err := readStatuses(ctx, s.kv, s.cfg.MaxTxnOps, ids, 0)
 		if err != nil {
 			return TaskPage{}, err
 		}
-		for i, r := range sr.Responses {
+		for i, ts := range sts {
 			page.Scanned++
 			page.Next = ids[i]
 			st := Status{State: StateRemoved, Batch: batch}
-			if kvs := r.GetResponseRange().Kvs; len(kvs) == 1 {
-				if d, err := decodeStatus(kvs[0].Value); err == nil {
-					st = d
-				}
+			if ts.Found {
+				st = ts.Status
 			}
 			if state == "" || st.State == state {
 				page.Tasks = append(page.Tasks, TaskInfo{ID: ids[i], Status: st})
@@ -147,10 +144,23 @@ func (s *Store) TaskHistory(ctx context.Context, id string, max int) (entries []
 			return entries, false, err
 		}
 		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			if len(entries) == 0 && opts == nil {
+		if len(kvs) == 0 && opts == nil {
+			// No state: the task was submitted ready and has not moved
+			// (statuses.go); its one version is the one its spec implies.
+			sresp, err := s.kv.Get(ctx, taskKey(id), clientv3.WithRev(resp.Header.Revision))
+			if err != nil {
+				return nil, false, err
+			}
+			if len(sresp.Kvs) == 0 {
 				return nil, false, ErrNotFound
 			}
+			sp, err := decodeSpec(sresp.Kvs[0].Value)
+			if err != nil {
+				return nil, false, fmt.Errorf("task %s: bad spec: %w", id, err)
+			}
+			return []HistoryEntry{{Revision: sresp.Kvs[0].ModRevision, Status: pendingStatus(id, sp)}}, false, nil
+		}
+		if len(kvs) == 0 {
 			return entries, false, nil
 		}
 		kv := kvs[0]
@@ -167,6 +177,17 @@ func (s *Store) TaskHistory(ctx context.Context, id string, max int) (entries []
 		}
 		entries = append(entries, e)
 		if kv.Version <= 1 || kv.ModRevision <= kv.CreateRevision {
+			// The first state. Unless the submit wrote it (a task held
+			// back by not_before), the task was PENDING before it, with no
+			// state: that version is the one its spec implies.
+			if st.State != StatePending && len(entries) < max {
+				sresp, err := s.kv.Get(ctx, taskKey(id), clientv3.WithRev(kv.ModRevision))
+				if err == nil && len(sresp.Kvs) == 1 && sresp.Kvs[0].ModRevision < kv.ModRevision {
+					if sp, err := decodeSpec(sresp.Kvs[0].Value); err == nil {
+						entries = append(entries, HistoryEntry{Revision: sresp.Kvs[0].ModRevision, Status: pendingStatus(id, sp)})
+					}
+				}
+			}
 			return entries, false, nil
 		}
 		opts = []clientv3.OpOption{clientv3.WithRev(kv.ModRevision - 1)}

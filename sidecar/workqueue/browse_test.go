@@ -8,6 +8,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/jonboulle/clockwork"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // The tally moves each task between counts as its status changes, forgets
@@ -48,8 +49,8 @@ func TestTallyFollowsTransitions(t *testing.T) {
 	later := run()
 	eventually(t, 10*time.Second, "a later tally's first read", func() bool { c, _ := later.Batch("b"); return c == want })
 
-	// Retention removes a finished task's status.
-	if _, err := cli.Delete(ctx, stateKey("b")); err != nil {
+	// Retention removes a finished task's status and spec.
+	if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(stateKey("b")), clientv3.OpDelete(taskKey("b"))).Commit(); err != nil {
 		t.Fatal(err)
 	}
 	want = Counts{Total: 2, Pending: 1, Delayed: 1}

@@ -64,7 +64,8 @@ func (s *Store) claimStatus(pending Status, h Holder, wait string) Status {
 
 // claimOps are the writes of a claim of task id with status st: delete
 // the ready entry, create the claim key bound to the holder's lease, write
-// the status and the durable run marker, and tell the holder through the
+// the status (creating state/<id> at a task's first claim) and the durable
+// run marker, and tell the holder through the
 // wait key (putWait: how the wait key is written).
 func claimOps(readyKey, id string, st Status, putWait clientv3.Op) []clientv3.Op {
 	enc := st.encode()
@@ -154,11 +155,11 @@ func (c *Claimed) fill(specKVs, pin []*mvccpb.KeyValue) error {
 	if len(specKVs) == 0 {
 		return fmt.Errorf("task %s has no spec", c.ID)
 	}
-	var sp spec
-	if err := json.Unmarshal(specKVs[0].Value, &sp); err != nil {
+	sp, err := decodeSpec(specKVs[0].Value)
+	if err != nil {
 		return fmt.Errorf("task %s: bad spec: %w", c.ID, err)
 	}
-	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.Traceparent, sp.CreatedMS
+	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.traceparent(), sp.CreatedMS()
 	if c.Status.Pinned {
 		if len(pin) == 0 {
 			return fmt.Errorf("task %s: batch %s has a pinned config but its pin is gone", c.ID, c.Status.Batch)

@@ -130,15 +130,11 @@ func submitSpecs(t *testing.T, s *Store, sps ...Spec) {
 
 func taskState(t *testing.T, cli *clientv3.Client, id string) Status {
 	t.Helper()
-	resp, err := cli.Get(context.Background(), stateKey(id))
-	if err != nil || len(resp.Kvs) == 0 {
+	sts, _, err := readStatuses(context.Background(), cli, 1, []string{id}, 0)
+	if err != nil || !sts[0].Found {
 		t.Fatalf("state of %s: %v", id, err)
 	}
-	st, err := decodeStatus(resp.Kvs[0].Value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return sts[0].Status
 }
 
 // A backlog of one entry refills after it was handed out (it used to

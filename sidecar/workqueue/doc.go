@@ -25,12 +25,22 @@
 // and the index keys together, so an observer never sees a task in two
 // indexes or in none.
 //
+// A task submitted ready has no state/<id> at first: it is its spec and
+// its ready entry, which is what keeps a pending task under 600 bytes of
+// etcd's database (D-size6). Its first move (its first claim, or a cancel)
+// creates the state in the transaction that deletes the ready entry, so at
+// any one revision a task with a spec and no state is PENDING at attempt 0
+// in the ready entry its spec names; every reader takes it so
+// (statuses.go). A task submitted with a future not_before gets its state
+// at submit.
+//
 // # Claims and fencing
 //
 // A claim is one transaction: if the ready entry's mod revision is the one
 // the claimer saw and no claim key exists, delete the ready entry, create
 // q/claim/<id> bound to the holding sidecar's lease, write q/run/<id>, the
-// new state and the holder's wait key. Of any number of concurrent claims
+// new state (creating state/<id> at a first claim) and the holder's wait
+// key. The claim never compares the state: the ready entry stands for it. Of any number of concurrent claims
 // exactly one transaction succeeds. The claim key's create revision is the fencing
 // token: it is unique per claim and rises with every claim of any task.
 //

@@ -55,10 +55,9 @@ func finishOps(id string, st Status, now time.Time) []clientv3.Op {
 func pendingOps(id string, st Status) (Status, []clientv3.Op) {
 	st.Index = readyKey(st.Queue, st.Priority, st.Order, id)
 	wait := waitOps(&st)
-	enc := st.encode()
 	return st, append(wait,
-		clientv3.OpPut(stateKey(id), enc),
-		clientv3.OpPut(st.Index, enc),
+		clientv3.OpPut(stateKey(id), st.encode()),
+		clientv3.OpPut(st.Index, encodeReady(st)),
 	)
 }
 
@@ -307,9 +306,8 @@ func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st St
 	}
 	r := recovered{ok: true, state: lostState(resp.Responses, st)}
 	if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs(); len(kvs) == 1 {
-		var sp spec
-		if json.Unmarshal(kvs[0].Value, &sp) == nil {
-			r.traceparent = sp.Traceparent
+		if sp, err := decodeSpec(kvs[0].Value); err == nil {
+			r.traceparent = sp.traceparent()
 		}
 	}
 	return r, nil

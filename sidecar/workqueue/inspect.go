@@ -54,19 +54,23 @@ func (s *Store) Get(ctx context.Context, id string) (*TaskInfo, error) {
 		}
 		return nil
 	}
-	stRaw := kv(1)
-	if stRaw == nil {
+	stRaw, specRaw := kv(1), kv(0)
+	if stRaw == nil && specRaw == nil {
 		return nil, ErrNotFound
 	}
 	info := &TaskInfo{ID: id}
-	if info.Status, err = decodeStatus(stRaw); err != nil {
-		return nil, fmt.Errorf("task %s: bad status: %w", id, err)
-	}
-	if raw := kv(0); raw != nil {
-		var sp spec
-		if err := json.Unmarshal(raw, &sp); err == nil {
-			info.Payload, info.CreatedMS, info.NotBeforeMS = sp.Payload, sp.CreatedMS, sp.NotBeforeMS
+	var sp spec
+	if specRaw != nil {
+		if sp, err = decodeSpec(specRaw); err != nil {
+			return nil, fmt.Errorf("task %s: bad spec: %w", id, err)
 		}
+		info.Payload, info.CreatedMS, info.NotBeforeMS = sp.Payload, sp.CreatedMS(), sp.NotBeforeMS
+	}
+	if stRaw == nil {
+		// Submitted ready and not moved since (see statuses.go).
+		info.Status = pendingStatus(id, sp)
+	} else if info.Status, err = decodeStatus(stRaw); err != nil {
+		return nil, fmt.Errorf("task %s: bad status: %w", id, err)
 	}
 	if raw := kv(2); raw != nil {
 		info.Result = raw
@@ -109,39 +113,49 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]TaskInfo, bool, error
 		out = append(out, TaskInfo{ID: id, Status: st})
 		return len(out) <= limit
 	}
+	// Every task has a spec: page through the ids (of the batch, or of
+	// every task) and read their statuses a page at a time.
+	prefix := prefixTask
 	if f.Batch != "" {
-		ids, err := s.BatchIDs(ctx, f.Batch)
-		if err != nil {
-			return nil, false, err
+		if err := ValidateBatch(f.Batch); err != nil {
+			return nil, false, &InvalidError{Field: "batch", Err: err}
 		}
-		for i := 0; i < len(ids); i += 64 {
-			ops := make([]clientv3.Op, 0, 64)
-			for _, id := range ids[i:min(i+64, len(ids))] {
-				ops = append(ops, clientv3.OpGet(stateKey(id)))
-			}
-			resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
-			if err != nil {
-				return nil, false, err
-			}
-			for _, r := range resp.Responses {
-				for _, kv := range r.GetResponseRange().Kvs {
-					st, err := decodeStatus(kv.Value)
-					if err == nil && !match(strings.TrimPrefix(string(kv.Key), prefixState), st) {
-						return out[:limit], true, nil
-					}
-				}
-			}
-		}
-		return out, false, nil
+		prefix = prefixBatch + f.Batch + "/"
 	}
-	err := s.scan(ctx, prefixState, false, func(key string, val []byte) bool {
-		st, err := decodeStatus(val)
-		return err != nil || match(strings.TrimPrefix(key, prefixState), st)
+	var ids []string
+	more := false
+	flush := func() error {
+		sts, _, err := readStatuses(ctx, s.kv, s.cfg.MaxTxnOps, ids, 0)
+		if err != nil {
+			return err
+		}
+		for i, ts := range sts {
+			if ts.Found && !match(ids[i], ts.Status) {
+				more = true
+				return nil
+			}
+		}
+		ids = ids[:0]
+		return nil
+	}
+	var ferr error
+	err := s.scan(ctx, prefix, true, func(key string, _ []byte) bool {
+		ids = append(ids, strings.TrimPrefix(key, prefix))
+		if len(ids) == 500 {
+			ferr = flush()
+		}
+		return ferr == nil && !more
 	})
+	if err == nil && ferr == nil && !more && len(ids) > 0 {
+		ferr = flush()
+	}
+	if err == nil {
+		err = ferr
+	}
 	if len(out) > limit {
 		return out[:limit], true, err
 	}
-	return out, false, err
+	return out, more, err
 }
 
 // BatchIDs returns the ids of the tasks of a batch, reading keys only.
@@ -286,28 +300,14 @@ func (s *Store) BatchWatch(ctx context.Context, w clientv3.Watcher, batch string
 		return BatchCounts{}, err
 	}
 	states := make(map[string]State, len(ids))
-	for _, id := range ids {
-		states[id] = StateRemoved // unless its status is found
+	sts, rev, err := readStatuses(ctx, s.kv, s.cfg.MaxTxnOps, ids, 0)
+	if err != nil {
+		return BatchCounts{}, err
 	}
-	var rev int64
-	for i := 0; i < len(ids); i += 64 {
-		ops := make([]clientv3.Op, 0, 64)
-		for _, id := range ids[i:min(i+64, len(ids))] {
-			ops = append(ops, clientv3.OpGet(stateKey(id)))
-		}
-		resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return BatchCounts{}, err
-		}
-		if rev == 0 {
-			rev = resp.Header.Revision
-		}
-		for _, r := range resp.Responses {
-			for _, kv := range r.GetResponseRange().Kvs {
-				if st, err := decodeStatus(kv.Value); err == nil {
-					states[strings.TrimPrefix(string(kv.Key), prefixState)] = st.State
-				}
-			}
+	for i, id := range ids {
+		states[id] = StateRemoved // unless its status is found
+		if sts[i].Found {
+			states[id] = sts[i].Status.State
 		}
 	}
 	count := func() BatchCounts {
@@ -321,8 +321,8 @@ func (s *Store) BatchWatch(ctx context.Context, w clientv3.Watcher, batch string
 	if !f(c) || c.Finished() == c.Total {
 		return c, nil
 	}
-	// Watch from the first read's revision: a change during the later
-	// reads is applied again, which is harmless since values are states.
+	// Watch from the revision of the read. A task that had no state/<id>
+	// (pending, never moved) has one from its first change on.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for resp := range w.Watch(wctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {

@@ -14,12 +14,14 @@ import (
 
 // Key layout, relative to the deployment's namespace prefix:
 //
-//	task/<id>                               spec: payload and settings, written once
-//	state/<id>                              the task's current Status (canonical)
+//	task/<id>                               spec: payload and settings, written once (record.go)
+//	state/<id>                              the task's current Status (canonical); absent while a
+//	                                        task submitted ready has not moved (statuses.go)
 //	result/<id>                             the result JSON of a DONE task
 //	error/<id>                              the last error of a failed attempt
 //	batch/<batch>/<id>                      membership of a batch
-//	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: Status
+//	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: readyRecord (what the
+//	                                        key does not say; empty for a plain task)
 //	q/delay/<due>/<id>                      waiting for backoff or not_before; value: Status
 //	q/claim/<id>                            live claim, bound to the sidecar's lease; value: Status
 //	q/run/<id>                              durable marker of a CLAIMED task (no lease)

@@ -1,10 +1,12 @@
 package workqueue
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -255,6 +257,64 @@ func FuzzStatus(f *testing.F) {
 		}
 		if again := back.encode(); again != enc {
 			t.Fatalf("encoding is not stable: %s then %s", enc, again)
+		}
+	})
+}
+
+// FuzzReadyRecord: the short value of a ready entry (readyRecord) decodes,
+// with its key, to a status whose encoding decodes to the same status:
+// leaving out the defaults and what the key says loses nothing.
+func FuzzReadyRecord(f *testing.F) {
+	f.Add([]byte(``))
+	f.Add([]byte(`{"b":"corpus","pn":true,"a":"spk_0001","l":{"model":"glm"}}`))
+	f.Add([]byte(`{"m":3,"t":300000,"n":2,"u":1}`))
+	f.Add([]byte(`{"m":-1,"t":0,"u":1796278921674,"l":{}}`))
+	key := readyKey("tts", 5, 1796278921674403805, "utt_00000001")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := decodeReady(key, b)
+		if err != nil {
+			return
+		}
+		enc := encodeReady(st)
+		back, err := decodeReady(key, []byte(enc))
+		if err != nil {
+			t.Fatalf("encodeReady of %+v does not decode: %v", st, err)
+		}
+		if len(st.Require) == 0 && len(back.Require) == 0 {
+			st.Require, back.Require = nil, nil // omitempty: empty and absent are the same record
+		}
+		if !reflect.DeepEqual(st, back) {
+			t.Fatalf("ready record does not round trip:\n%+v\n%+v", st, back)
+		}
+		if st.State != StatePending || st.Queue != "tts" || st.Priority != 5 || st.Index != key {
+			t.Fatalf("the key's fields are not the status's: %+v", st)
+		}
+	})
+}
+
+// FuzzTraceparent: a spec gives back the traceparent it was given, whether
+// it stores the short form (a canonical version-00 one) or the text.
+func FuzzTraceparent(f *testing.F) {
+	f.Add("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	f.Add("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01")
+	f.Add("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, tp string) {
+		var sp spec
+		sp.setTraceparent(tp)
+		b, err := json.Marshal(sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := decodeSpec(b)
+		if err != nil {
+			t.Fatalf("spec %s does not decode: %v", b, err)
+		}
+		if got := back.traceparent(); got != tp && utf8.ValidString(tp) {
+			t.Fatalf("traceparent %q came back as %q", tp, got)
+		}
+		if _, short := traceparentBytes(tp); short && len(sp.TraceCompact) != 34 {
+			t.Fatalf("traceparent %q stored as %q", tp, sp.TraceCompact)
 		}
 	})
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -17,7 +16,9 @@ import (
 // before submitting it, and Settles the ids that already existed, whose
 // state it cannot know otherwise. Run follows the states with one watch on
 // the state prefix, from the revision given by Start, and drops each task
-// as it finishes.
+// as it finishes. A task submitted ready has no state until it first moves
+// (statuses.go); every finish writes or deletes its state, so the watch
+// sees each one.
 //
 // Len over-counts, never under-counts, the tasks of the set that etcd holds
 // unfinished: a finish is counted only once Run has seen it, and a task is
@@ -98,29 +99,24 @@ func (o *Outstanding) Created(ids []string) {
 func (o *Outstanding) Settle(ctx context.Context, ids []string) error {
 	for i := 0; i < len(ids); i += o.maxOps {
 		part := ids[i:min(i+o.maxOps, len(ids))]
-		ops := make([]clientv3.Op, len(part))
-		for j, id := range part {
-			ops[j] = clientv3.OpGet(stateKey(id))
-		}
-		resp, err := o.kv.Txn(ctx).Then(ops...).Commit()
+		sts, _, err := readStatuses(ctx, o.kv, o.maxOps, part, 0)
 		if err != nil {
 			return err
 		}
 		o.mu.Lock()
-		for j, r := range resp.Responses {
+		for j, ts := range sts {
 			id := part[j]
 			known, ok := o.ids[id]
 			if !ok {
 				continue
 			}
-			kvs := r.GetResponseRange().Kvs
 			switch {
-			case len(kvs) == 0:
+			case !ts.Found:
 				if known != inFlight {
 					delete(o.ids, id) // removed after its retention
 				}
-			case kvs[0].ModRevision > known:
-				o.apply(id, kvs[0])
+			case ts.ModRevision > known:
+				o.apply(id, ts.Status, ts.ModRevision)
 			}
 		}
 		o.mu.Unlock()
@@ -131,13 +127,12 @@ func (o *Outstanding) Settle(ctx context.Context, ids []string) error {
 
 // apply records a state of id read or watched at its mod revision. Called
 // with mu held.
-func (o *Outstanding) apply(id string, kv *mvccpb.KeyValue) {
-	st, err := decodeStatus(kv.Value)
-	if err == nil && st.State.Finished() {
+func (o *Outstanding) apply(id string, st Status, modRev int64) {
+	if st.State.Finished() {
 		delete(o.ids, id)
 		return
 	}
-	o.ids[id] = kv.ModRevision
+	o.ids[id] = modRev
 }
 
 func (o *Outstanding) signal() {
@@ -217,8 +212,10 @@ func (o *Outstanding) follow(ctx context.Context, rev int64) error {
 			}
 			if ev.Type == clientv3.EventTypeDelete {
 				delete(o.ids, id)
+			} else if st, err := decodeStatus(ev.Kv.Value); err == nil {
+				o.apply(id, st, ev.Kv.ModRevision)
 			} else {
-				o.apply(id, ev.Kv)
+				o.ids[id] = ev.Kv.ModRevision
 			}
 			if _, still := o.ids[id]; !still {
 				dropped = true

@@ -118,10 +118,7 @@ func (s *Store) head(ctx context.Context, queues []string, labels map[string]str
 		kvs, more, rev := page.Kvs, page.More, resp.Header.Revision
 		for n := 1; ; n++ {
 			for _, kv := range kvs {
-				st, err := decodeStatus(kv.Value)
-				if err == nil {
-					_, err = parseReadyKey(string(kv.Key))
-				}
+				st, err := decodeReady(string(kv.Key), kv.Value)
 				if err != nil || !LabelsMatch(st.Require, labels) {
 					continue // a malformed entry never stops a queue
 				}

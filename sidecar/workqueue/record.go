@@ -1,7 +1,11 @@
 package workqueue
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -22,9 +26,11 @@ const (
 func (s State) Finished() bool { return s == StateDone || s == StateDead || s == StateCancelled }
 
 // Status is the small, mutable record of a task. The same record is the
-// value of state/<id>, of the task's index entry (ready or delay) and of its
-// claim key, so every transaction that moves a task can write the next
-// record without reading the previous one.
+// value of state/<id>, of the task's delay entry and of its claim key; its
+// ready entry holds the part that the key does not say (readyRecord). Every
+// transaction that moves a task can write the next record without reading
+// the previous one. A task submitted ready has no state/<id> until it first
+// leaves its ready entry: its status is then pendingStatus of its spec.
 type Status struct {
 	State       State  `json:"state"`
 	Queue       string `json:"queue"`
@@ -72,18 +78,177 @@ func decodeStatus(b []byte) (Status, error) {
 	return s, err
 }
 
-// spec is the immutable record of a task, the value of task/<id>.
+// The records below are stored once per pending task, so they are kept
+// short (docs/performance.md, bytes per task): one- or two-letter field
+// names, nothing that the key already says, and the package defaults
+// (recordMaxAttempts, recordTimeoutMS) left out. The defaults are
+// constants of the stored format, not Config's: a record reads the same in
+// every sidecar whatever its Config.
+
+// Values of a record left out because they are the common case.
+const (
+	recordMaxAttempts = 3
+	recordTimeoutMS   = 5 * 60 * 1000
+)
+
+// routing is what a task carries in its spec and in its ready entry: what
+// matching and the claim need besides the ready key (queue, priority and
+// order).
+type routing struct {
+	MaxAttempts int32             `json:"m,omitempty"` // 0: recordMaxAttempts
+	TimeoutMS   int64             `json:"t,omitempty"` // 0: recordTimeoutMS
+	Batch       string            `json:"b,omitempty"`
+	Pinned      bool              `json:"pn,omitempty"`
+	Affinity    string            `json:"a,omitempty"`
+	Require     map[string]string `json:"l,omitempty"`
+}
+
+func routingOf(st Status) routing {
+	r := routing{MaxAttempts: st.MaxAttempts, TimeoutMS: st.TimeoutMS, Batch: st.Batch, Pinned: st.Pinned, Affinity: st.Affinity, Require: st.Require}
+	if r.MaxAttempts == recordMaxAttempts {
+		r.MaxAttempts = 0
+	}
+	if r.TimeoutMS == recordTimeoutMS {
+		r.TimeoutMS = 0
+	}
+	return r
+}
+
+// fill sets st's routing fields from r.
+func (r routing) fill(st *Status) {
+	st.MaxAttempts, st.TimeoutMS = r.MaxAttempts, r.TimeoutMS
+	if st.MaxAttempts == 0 {
+		st.MaxAttempts = recordMaxAttempts
+	}
+	if st.TimeoutMS == 0 {
+		st.TimeoutMS = recordTimeoutMS
+	}
+	st.Batch, st.Pinned, st.Affinity, st.Require = r.Batch, r.Pinned, r.Affinity, r.Require
+}
+
+// readyRecord is the value of a ready entry, q/ready/<queue>/<prio>/<order>/<id>:
+// with the key, what the scheduler needs to match the task and to write its
+// claim. A task submitted with defaults and no routing has an empty value.
+type readyRecord struct {
+	routing
+	Attempt   int32 `json:"n,omitempty"`
+	UpdatedMS int64 `json:"u,omitempty"` // 0: the order's millisecond (never moved since submit)
+}
+
+// encodeReady returns the ready entry's value for the PENDING status st.
+func encodeReady(st Status) string {
+	r := readyRecord{routing: routingOf(st), Attempt: st.Attempt, UpdatedMS: st.UpdatedMS}
+	if r.UpdatedMS == st.Order/1e6 {
+		r.UpdatedMS = 0
+	}
+	if r.routing.empty() && r.Attempt == 0 && r.UpdatedMS == 0 {
+		return ""
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // a readyRecord always marshals
+	}
+	return string(b)
+}
+
+func (r routing) empty() bool {
+	return r.MaxAttempts == 0 && r.TimeoutMS == 0 && r.Batch == "" && !r.Pinned && r.Affinity == "" && len(r.Require) == 0
+}
+
+// decodeReady returns the PENDING status of a ready entry: its key must
+// parse (parseReadyKey) and its value be a readyRecord.
+func decodeReady(key string, val []byte) (Status, error) {
+	e, err := parseReadyKey(key)
+	if err != nil {
+		return Status{}, err
+	}
+	var r readyRecord
+	if len(val) > 0 {
+		if err := json.Unmarshal(val, &r); err != nil {
+			return Status{}, fmt.Errorf("bad ready entry %q: %w", key, err)
+		}
+	}
+	st := Status{State: StatePending, Queue: e.Queue, Priority: e.Priority, Attempt: r.Attempt, Order: e.Order, Index: key, UpdatedMS: r.UpdatedMS}
+	if st.UpdatedMS == 0 {
+		st.UpdatedMS = e.Order / 1e6
+	}
+	r.routing.fill(&st)
+	return st, nil
+}
+
+// spec is the immutable record of a task, the value of task/<id> (the id
+// is the key). It holds what the task's first status is derived from: a
+// task submitted ready has no state/<id> until it first leaves its ready
+// entry (see pendingStatus), so the spec says where that entry is.
 type spec struct {
-	ID          string          `json:"id"`
-	Queue       string          `json:"queue"`
-	Payload     json.RawMessage `json:"payload"`
-	Priority    int32           `json:"priority,omitempty"`
-	MaxAttempts int32           `json:"max_attempts"`
-	TimeoutMS   int64           `json:"timeout_ms"`
-	Batch       string          `json:"batch,omitempty"`
-	NotBeforeMS int64           `json:"not_before_ms,omitempty"`
-	Traceparent string          `json:"traceparent,omitempty"`
-	CreatedMS   int64           `json:"created_ms"`
+	Queue    string `json:"q"`
+	Priority int32  `json:"r,omitempty"`
+	Order    int64  `json:"o"` // position within its priority (Unix ns); its millisecond is when it was created
+	routing
+	// NotBeforeMS is set when the task was submitted held back (not_before
+	// in the future); such a task has a state/<id> from its submit on.
+	NotBeforeMS int64           `json:"n,omitempty"`
+	Payload     json.RawMessage `json:"p"`
+	// The W3C traceparent of the submit: a version-00 one as its 25 bytes
+	// in base64 (tc, 34 bytes instead of 55), any other as it is (tp).
+	TraceCompact string `json:"tc,omitempty"`
+	TraceRaw     string `json:"tp,omitempty"`
+}
+
+// setTraceparent stores tp in the spec, in its short form when it has one.
+func (sp *spec) setTraceparent(tp string) {
+	sp.TraceCompact, sp.TraceRaw = "", tp
+	if b, ok := traceparentBytes(tp); ok {
+		sp.TraceCompact, sp.TraceRaw = base64.RawStdEncoding.EncodeToString(b), ""
+	}
+}
+
+// traceparent returns the stored traceparent.
+func (sp *spec) traceparent() string {
+	if sp.TraceCompact == "" {
+		return sp.TraceRaw
+	}
+	b, err := base64.RawStdEncoding.DecodeString(sp.TraceCompact)
+	if err != nil || len(b) != 25 {
+		return ""
+	}
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:24]) + "-" + hex.EncodeToString(b[24:])
+}
+
+// traceparentBytes returns the trace id, span id and flags of a version-00
+// traceparent in its canonical (lower-case) form, which traceparent
+// restores exactly.
+func traceparentBytes(tp string) ([]byte, bool) {
+	if len(tp) != 55 || tp[:3] != "00-" || tp[35] != '-' || tp[52] != '-' {
+		return nil, false
+	}
+	h := tp[3:35] + tp[36:52] + tp[53:]
+	if strings.ToLower(h) != h {
+		return nil, false
+	}
+	b, err := hex.DecodeString(h)
+	return b, err == nil
+}
+
+// CreatedMS is when the task was submitted (Unix ms).
+func (sp *spec) CreatedMS() int64 { return sp.Order / 1e6 }
+
+func decodeSpec(b []byte) (spec, error) {
+	var sp spec
+	err := json.Unmarshal(b, &sp)
+	return sp, err
+}
+
+// pendingStatus is the status of task id while it has no state/<id>: it
+// was submitted ready and has not left its ready entry (not claimed, not
+// cancelled), so it is PENDING at attempt 0 in the entry its spec names.
+func pendingStatus(id string, sp spec) Status {
+	st := Status{
+		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, Order: sp.Order,
+		Index: readyKey(sp.Queue, sp.Priority, sp.Order, id), UpdatedMS: sp.CreatedMS(),
+	}
+	sp.routing.fill(&st)
+	return st
 }
 
 // ErrorRecord is the value of error/<id>: the last error of the task.

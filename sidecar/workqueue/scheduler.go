@@ -277,10 +277,7 @@ func (s *schedLoop) loadBacklogs(ctx context.Context) error {
 		now := s.d.cfg.Now()
 		entries := make([]entry, 0, len(resp.Kvs))
 		for _, kv := range resp.Kvs {
-			st, err := decodeStatus(kv.Value)
-			if err == nil {
-				_, err = parseReadyKey(string(kv.Key))
-			}
+			st, err := decodeReady(string(kv.Key), kv.Value)
 			if err != nil {
 				// Never let one bad key stop a queue: skip it.
 				s.d.cfg.Logger.Warn("scheduler: skipping a malformed ready entry", "key", string(kv.Key), "err", err)
@@ -327,7 +324,7 @@ func (s *schedLoop) apply(evs []*clientv3.Event) {
 				s.m.removeEntry(e.Queue, key)
 				continue
 			}
-			if st, err := decodeStatus(ev.Kv.Value); err == nil {
+			if st, err := decodeReady(key, ev.Kv.Value); err == nil {
 				s.m.putEntry(e.Queue, entry{key: key, modRev: ev.Kv.ModRevision, st: st, seen: now})
 			}
 		case strings.HasPrefix(key, prefixWait):

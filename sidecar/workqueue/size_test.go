@@ -107,7 +107,7 @@ func measureTaskBytes(t *testing.B, n int) {
 	}
 	before, _ := dbSize(t, cli)
 	for i, kv := range rresp.Kvs {
-		st, err := decodeStatus(kv.Value)
+		st, err := decodeReady(string(kv.Key), kv.Value)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -257,7 +257,7 @@ func WithProgress(f func(done, total int)) SubmitOption {
 }
 
 func opsFor(sp *Spec) (ops, bytes int) {
-	ops = 4 // three puts, and the pin compare of a pinned batch
+	ops = 4 // at most three puts, and the pin compare of a pinned batch
 	if sp.Batch != "" {
 		ops++
 	}
@@ -405,31 +405,34 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 }
 
 // createOps are the writes that create one task. seq keeps the FIFO order
-// of tasks submitted in one transaction.
+// of tasks submitted in one transaction. A task due now gets its spec and
+// its ready entry only: its state/<id> is written by whatever first moves
+// it (pendingStatus). A task held back by not_before gets its state and its
+// delay entry as well.
 func (s *Store) createOps(sp *Spec, now time.Time, seq int64, pinned bool) []clientv3.Op {
-	rec := spec{
-		ID: sp.ID, Queue: sp.Queue, Payload: sp.Payload, Priority: sp.Priority,
-		MaxAttempts: sp.MaxAttempts, TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch,
-		Traceparent: sp.Traceparent, CreatedMS: ms(now),
+	st := Status{
+		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
+		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: now.UnixNano() + seq,
+		Affinity: sp.Affinity, Require: sp.Require,
 	}
-	if !sp.NotBefore.IsZero() {
+	st.UpdatedMS = st.Order / 1e6
+	rec := spec{
+		Queue: sp.Queue, Priority: sp.Priority, Order: st.Order, routing: routingOf(st),
+		Payload: sp.Payload,
+	}
+	rec.setTraceparent(sp.Traceparent)
+	delayed := sp.NotBefore.After(now)
+	if delayed {
 		rec.NotBeforeMS = ms(sp.NotBefore)
 	}
 	specJSON, _ := json.Marshal(rec)
-	st := Status{
-		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
-		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: now.UnixNano() + seq, UpdatedMS: ms(now),
-		Affinity: sp.Affinity, Require: sp.Require,
-	}
-	if sp.NotBefore.After(now) {
+	ops := []clientv3.Op{clientv3.OpPut(taskKey(sp.ID), string(specJSON))}
+	if delayed {
 		st.Index = delayKey(sp.NotBefore, sp.ID)
+		ops = append(ops, clientv3.OpPut(stateKey(sp.ID), st.encode()), clientv3.OpPut(st.Index, st.encode()))
 	} else {
 		st.Index = readyKey(sp.Queue, sp.Priority, st.Order, sp.ID)
-	}
-	ops := []clientv3.Op{
-		clientv3.OpPut(taskKey(sp.ID), string(specJSON)),
-		clientv3.OpPut(stateKey(sp.ID), st.encode()),
-		clientv3.OpPut(st.Index, st.encode()),
+		ops = append(ops, clientv3.OpPut(st.Index, encodeReady(st)))
 	}
 	if sp.Batch != "" {
 		ops = append(ops, clientv3.OpPut(batchKey(sp.Batch, sp.ID), ""))

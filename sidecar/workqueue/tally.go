@@ -54,8 +54,8 @@ func (c *Counts) add(st Status, n int64) {
 // are in each state, so that a page of 1,000 batches costs no etcd read.
 // Run builds the counts with one paged read of every task's status at one
 // revision (O(tasks), once; again only when its watch falls behind a
-// compaction) and then follows the statuses with one watch on state/ whose
-// events carry the previous value: each transition moves one task from
+// compaction) and then follows the statuses with one watch on state/ and
+// task/ whose events carry the previous value: each transition moves one task from
 // its old state's count to its new one, O(1) per event. Memory is
 // O(batches + queues), not O(tasks).
 //
@@ -148,14 +148,16 @@ func (t *Tally) Run(ctx context.Context) {
 	}
 }
 
-// load reads every status at one revision and replaces the counts.
+// load reads every status at one revision and replaces the counts: it
+// pages through the task ids (every task has a spec) and reads their
+// statuses (statuses.go).
 func (t *Tally) load(ctx context.Context) (int64, error) {
 	batches, queues := map[string]*Counts{}, map[string]*Counts{}
-	end := clientv3.GetPrefixRangeEnd(prefixState)
-	from := prefixState
+	end := clientv3.GetPrefixRangeEnd(prefixTask)
+	from := prefixTask
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(1000), clientv3.WithKeysOnly()}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
@@ -166,9 +168,17 @@ func (t *Tally) load(ctx context.Context) (int64, error) {
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
-		for _, kv := range resp.Kvs {
-			if st, err := decodeStatus(kv.Value); err == nil {
-				count(batches, queues, st, 1)
+		ids := make([]string, len(resp.Kvs))
+		for i, kv := range resp.Kvs {
+			ids[i] = strings.TrimPrefix(string(kv.Key), prefixTask)
+		}
+		sts, _, err := readStatuses(ctx, t.kv, tallyReadOps, ids, rev)
+		if err != nil {
+			return 0, err
+		}
+		for _, ts := range sts {
+			if ts.Found {
+				count(batches, queues, ts.Status, 1)
 			}
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
@@ -184,6 +194,10 @@ func (t *Tally) load(ctx context.Context) (int64, error) {
 	}
 	return rev, nil
 }
+
+// tallyReadOps is how many statuses load reads per transaction (etcd's
+// default --max-txn-ops is 128).
+const tallyReadOps = 128
 
 func count(batches, queues map[string]*Counts, st Status, n int64) {
 	for _, kc := range []struct {
@@ -206,23 +220,49 @@ func count(batches, queues map[string]*Counts, st Status, n int64) {
 }
 
 // follow applies the changes after rev until the watch fails or ctx ends.
+// One watch covers state/ and task/ (nothing else sorts between them), so
+// the events of a transaction arrive together and in order: a spec created
+// without a state (a task submitted ready) counts as PENDING, and the
+// first state such a task gets (its claim, or a cancel) moves it from
+// there.
 func (t *Tally) follow(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range t.w.Watch(wctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
+	for resp := range t.w.Watch(wctx, prefixState, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixTask)), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
 		if err := resp.Err(); err != nil {
 			return err
 		}
 		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
 			var prev, cur *Status
-			if ev.PrevKv != nil {
-				if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
-					prev = &st
+			var id string
+			if tid, ok := strings.CutPrefix(key, prefixTask); ok {
+				// A spec is written once, by the submit; a task held back
+				// by not_before gets its state in the same transaction.
+				if ev.Type != mvccpb.PUT || ev.PrevKv != nil {
+					continue
 				}
-			}
-			if ev.Type == mvccpb.PUT {
-				if st, err := decodeStatus(ev.Kv.Value); err == nil {
-					cur = &st
+				sp, err := decodeSpec(ev.Kv.Value)
+				if err != nil || sp.NotBeforeMS != 0 {
+					continue
+				}
+				st := pendingStatus(tid, sp)
+				id, cur = tid, &st
+			} else {
+				id = strings.TrimPrefix(key, prefixState)
+				if ev.PrevKv != nil {
+					if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
+						prev = &st
+					}
+				}
+				if ev.Type == mvccpb.PUT {
+					if st, err := decodeStatus(ev.Kv.Value); err == nil {
+						cur = &st
+						if ev.PrevKv == nil && st.State != StatePending {
+							// The first move of a task submitted ready.
+							prev = &Status{State: StatePending, Queue: st.Queue, Batch: st.Batch}
+						}
+					}
 				}
 			}
 			t.mu.Lock()
@@ -239,7 +279,7 @@ func (t *Tally) follow(ctx context.Context, rev int64) error {
 					st = prev
 				}
 				if st != nil {
-					t.OnChange(st.Batch, st.Queue, strings.TrimPrefix(string(ev.Kv.Key), prefixState))
+					t.OnChange(st.Batch, st.Queue, id)
 				}
 			}
 		}
