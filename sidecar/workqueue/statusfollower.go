@@ -25,10 +25,11 @@ import (
 // that failed otherwise (the leader lost, etcd away, the watcher closed)
 // is read again after retry on the clock, since a read at once would most
 // likely fail too. A failed read is retried after retry, or ends run when
-// stopOnReadError is set (a command would rather fail than wait). A
-// consumer applies each change only when its mod revision is newer than
-// what it read or applied, so a change seen both by a read and by the
-// watch counts once.
+// stopOnReadError is set (a command would rather fail than wait). The
+// watch delivers only changes after the revision read returns; a consumer
+// whose read may see later ones (Outstanding reads at or after it) applies
+// a change only when its mod revision is newer than what it holds, so a
+// change seen by both counts once.
 //
 // run is the follower's only goroutine; read and apply are called from it,
 // never at the same time.

@@ -119,7 +119,7 @@ func (t *Tally) copyOf(m map[string]*Counts) map[string]Counts {
 
 // Run reads and then follows the statuses until ctx ends
 // (statusFollower): it reads again at once when its watch falls behind a
-// compaction, and a second on Clock after a failed read or watch.
+// compaction, and after a second on Clock when a read or the watch failed.
 func (t *Tally) Run(ctx context.Context) {
 	log, clock := t.Logger, t.Clock
 	if log == nil {
