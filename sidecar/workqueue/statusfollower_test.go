@@ -3,6 +3,7 @@ package workqueue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,7 @@ func (w *breakableWatcher) Close() error {
 func TestStatusFollowerRetriesOnTheClock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	const ns = "follower-retry"
+	ns := fmt.Sprintf("follower-retry-%d", time.Now().UnixNano()) // its own tasks under -count
 	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
