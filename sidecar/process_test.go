@@ -110,14 +110,19 @@ func TestProcessNameIsShownAsProcess(t *testing.T) {
 		Process string `json:"process"`
 		PID     int    `json:"pid"`
 	}
-	sessionsOf := func() (map[string]jsonSession, string) {
+	// sessionsOf reads workers list; ok is false until the worker's entry is
+	// there (the registry writes it once the sidecar has its lease).
+	sessionsOf := func() (_ map[string]jsonSession, _ string, ok bool) {
 		out, stderr, code := opsCLI(t, ns, "workers", "list", "-o", "json")
 		if code != 0 {
 			t.Fatalf("workers list: exit %d: %s", code, stderr)
 		}
 		var ws []map[string]json.RawMessage
-		if err := json.Unmarshal([]byte(out), &ws); err != nil || len(ws) != 1 {
+		if err := json.Unmarshal([]byte(out), &ws); err != nil || len(ws) > 1 {
 			t.Fatalf("workers list -o json: %v\n%s", err, out)
+		}
+		if len(ws) == 0 {
+			return nil, "", false
 		}
 		var id string
 		var ss []map[string]json.RawMessage
@@ -131,13 +136,13 @@ func TestProcessNameIsShownAsProcess(t *testing.T) {
 			_ = json.Unmarshal(s["pid"], &js.PID)
 			got[js.Process] = js
 		}
-		return got, id
+		return got, id, true
 	}
 	waitFor(t, 10*time.Second, "both sessions in workers list", func() bool {
-		got, _ := sessionsOf()
+		got, _, _ := sessionsOf()
 		return len(got) == 2
 	})
-	got, id := sessionsOf()
+	got, id, _ := sessionsOf()
 	if id != "gpu-9" || got["synth-json"].Session != sess || got["synth-old"].Session != old || got["synth-json"].PID == 0 {
 		t.Fatalf("workers list: worker %q, sessions %+v; want worker gpu-9 with synth-json (%s) and synth-old (%s)", id, got, sess, old)
 	}
@@ -171,7 +176,7 @@ func TestProcessNameIsShownAsProcess(t *testing.T) {
 	// A session that closes leaves the list.
 	closeOld()
 	waitFor(t, 10*time.Second, "the closed session leaves workers list", func() bool {
-		got, _ := sessionsOf()
+		got, _, _ := sessionsOf()
 		_, still := got["synth-old"]
 		return len(got) == 1 && !still
 	})

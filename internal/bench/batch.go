@@ -135,7 +135,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 
 	if cfg.SkipDrain {
 		logf("drain left out (--batch-skip-drain): deleting the tasks")
-		if _, err := clientv3.NewKV(raw).Delete(ctx, ns1+"/", clientv3.WithPrefix()); err != nil {
+		if err := deletePrefix(ctx, raw, ns1+"/", 10000); err != nil {
 			return nil, err
 		}
 	} else {
@@ -173,11 +173,31 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 	rep.FedSubmitPeakRSS = fed.peakRSS
 	logf("%.1fs, %.0f tasks/s, submit's peak RSS %.1f MB", rep.FedSeconds, rep.FedTasksPerSec, float64(fed.peakRSS)/1e6)
 	for _, ns := range []string{ns1, ns2} {
-		if _, err := clientv3.NewKV(raw).Delete(ctx, ns+"/", clientv3.WithPrefix()); err != nil {
+		if err := deletePrefix(ctx, raw, ns+"/", 10000); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
+}
+
+// deletePrefix deletes the keys under prefix n at a time: a million
+// tasks' keys in one request outlast etcd's request timeout ("etcdserver:
+// request timed out", which ended a 1M-line run).
+func deletePrefix(ctx context.Context, kv clientv3.KV, prefix string, n int64) error {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	for {
+		resp, err := kv.Get(ctx, prefix, clientv3.WithRange(end), clientv3.WithLimit(n), clientv3.WithKeysOnly())
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		last := string(resp.Kvs[len(resp.Kvs)-1].Key)
+		if _, err := kv.Delete(ctx, prefix, clientv3.WithRange(last+"\x00")); err != nil {
+			return err
+		}
+	}
 }
 
 func writeBatchFile(path string, lines int) error {

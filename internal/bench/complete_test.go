@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/batonhq/baton/sidecar/etcdconn"
 	"github.com/batonhq/baton/sidecar/sidecartest"
 	"github.com/batonhq/baton/sidecar/workqueue"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // A Complete whose answer etcd held past the sidecar's deadline is
@@ -90,5 +92,41 @@ func TestCompleteRetriesUnavailable(t *testing.T) {
 	info, err := store.Get(ctx, "amb")
 	if err != nil || info.Status.State != workqueue.StateDone {
 		t.Fatalf("task amb: %+v %v; want DONE", info, err)
+	}
+}
+
+// deletePrefix deletes every key under the prefix, a range at a time, and
+// nothing else.
+func TestDeletePrefixInRanges(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for _, k := range []string{"a/1", "a/2", "a/3", "a/4", "a/5", "a/6", "a/7", "a0", "b/1"} {
+		if _, err := cli.Put(ctx, k, "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := deletePrefix(ctx, cli, "a/", 3); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, kv := range resp.Kvs {
+		left = append(left, string(kv.Key))
+	}
+	if strings.Join(left, " ") != "a0 b/1" {
+		t.Fatalf("left: %v; want a0 b/1", left)
 	}
 }

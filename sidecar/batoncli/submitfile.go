@@ -17,7 +17,8 @@ import (
 // for writing. Neither holds more than one chunk of the file.
 
 // submitChunk is how many tasks are read and written at a time: about
-// 1 MB of specs for GLM-TTS lines, and 30-odd etcd transactions.
+// 1 MB of specs for GLM-TTS lines, and 16 etcd transactions of 64 tasks
+// (25 of up to 42 in a batch; workqueue.opsFor).
 const submitChunk = 1024
 
 // specBuilder turns a line into the task spec the flags describe.

@@ -266,11 +266,14 @@ func FuzzStatus(f *testing.F) {
 // leaving out the defaults and what the key says loses nothing.
 func FuzzReadyRecord(f *testing.F) {
 	f.Add([]byte(``))
-	f.Add([]byte(`{"b":"corpus","pn":true,"a":"spk_0001","l":{"model":"glm"}}`))
-	f.Add([]byte(`{"m":3,"t":300000,"n":2,"u":1}`))
-	f.Add([]byte(`{"m":-1,"t":0,"u":1796278921674,"l":{}}`))
+	f.Add([]byte(`2{"b":"corpus","pn":true,"a":"spk_0001","l":{"model":"glm"}}`))
+	f.Add([]byte(`2{"m":3,"t":300000,"n":2,"u":1}`))
+	f.Add([]byte(`2{"m":-1,"t":0,"u":1796278921674,"l":{}}`))
 	key := readyKey("tts", 5, 1796278921674403805, "utt_00000001")
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 0 && b[0] == '{' {
+			return // the format before D-size6: read, never written (TestReadyAndSpecOfTheFormerFormat)
+		}
 		st, err := decodeReady(key, b)
 		if err != nil {
 			return

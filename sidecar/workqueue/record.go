@@ -128,7 +128,11 @@ func (r routing) fill(st *Status) {
 
 // readyRecord is the value of a ready entry, q/ready/<queue>/<prio>/<order>/<id>:
 // with the key, what the scheduler needs to match the task and to write its
-// claim. A task submitted with defaults and no routing has an empty value.
+// claim. A task submitted with defaults and no routing has an empty value;
+// any other is readyFormat and the record's JSON. The format byte makes
+// the value unreadable to a sidecar from before D-size6, which read a full
+// Status there: such a sidecar skips the entry as malformed instead of
+// handing out the task with default settings (D-size7).
 type readyRecord struct {
 	routing
 	Attempt   int32 `json:"n,omitempty"`
@@ -148,8 +152,11 @@ func encodeReady(st Status) string {
 	if err != nil {
 		panic(err) // a readyRecord always marshals
 	}
-	return string(b)
+	return readyFormat + string(b)
 }
+
+// readyFormat starts every non-empty ready value of this format.
+const readyFormat = "2"
 
 func (r routing) empty() bool {
 	return r.MaxAttempts == 0 && r.TimeoutMS == 0 && r.Batch == "" && !r.Pinned && r.Affinity == "" && len(r.Require) == 0
@@ -163,10 +170,22 @@ func decodeReady(key string, val []byte) (Status, error) {
 		return Status{}, err
 	}
 	var r readyRecord
-	if len(val) > 0 {
-		if err := json.Unmarshal(val, &r); err != nil {
+	switch {
+	case len(val) == 0:
+	case val[0] == '{':
+		// A ready entry written before D-size6: the whole Status.
+		st, err := decodeStatus(val)
+		if err != nil {
 			return Status{}, fmt.Errorf("bad ready entry %q: %w", key, err)
 		}
+		st.State, st.Queue, st.Priority, st.Order, st.Index = StatePending, e.Queue, e.Priority, e.Order, key
+		return st, nil
+	case string(val[:1]) == readyFormat:
+		if err := json.Unmarshal(val[1:], &r); err != nil {
+			return Status{}, fmt.Errorf("bad ready entry %q: %w", key, err)
+		}
+	default:
+		return Status{}, fmt.Errorf("bad ready entry %q: unknown format %q", key, val[:1])
 	}
 	st := Status{State: StatePending, Queue: e.Queue, Priority: e.Priority, Attempt: r.Attempt, Order: e.Order, Index: key, UpdatedMS: r.UpdatedMS}
 	if st.UpdatedMS == 0 {
@@ -233,10 +252,35 @@ func traceparentBytes(tp string) ([]byte, bool) {
 // CreatedMS is when the task was submitted (Unix ms).
 func (sp *spec) CreatedMS() int64 { return sp.Order / 1e6 }
 
+// decodeSpec reads a spec of either format: this one, or the one written
+// before D-size6 (long field names, the id, created_ms), whose tasks always
+// have a state/<id> (D-size7).
 func decodeSpec(b []byte) (spec, error) {
 	var sp spec
-	err := json.Unmarshal(b, &sp)
-	return sp, err
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return sp, err
+	}
+	if sp.Queue != "" || sp.Payload != nil {
+		return sp, nil
+	}
+	var old struct {
+		Queue       string          `json:"queue"`
+		Payload     json.RawMessage `json:"payload"`
+		Priority    int32           `json:"priority"`
+		MaxAttempts int32           `json:"max_attempts"`
+		TimeoutMS   int64           `json:"timeout_ms"`
+		Batch       string          `json:"batch"`
+		NotBeforeMS int64           `json:"not_before_ms"`
+		Traceparent string          `json:"traceparent"`
+		CreatedMS   int64           `json:"created_ms"`
+	}
+	if err := json.Unmarshal(b, &old); err != nil || old.Queue == "" {
+		return sp, err // neither format: the callers' checks report it
+	}
+	sp = spec{Queue: old.Queue, Priority: old.Priority, Order: old.CreatedMS * 1e6, NotBeforeMS: old.NotBeforeMS, Payload: old.Payload}
+	sp.routing = routingOf(Status{MaxAttempts: old.MaxAttempts, TimeoutMS: old.TimeoutMS, Batch: old.Batch})
+	sp.setTraceparent(old.Traceparent)
+	return sp, nil
 }
 
 // pendingStatus is the status of task id while it has no state/<id>: it

@@ -75,7 +75,7 @@ func TestNeverClaimedTaskReadsPendingEverywhere(t *testing.T) {
 		t.Fatalf("Get(plain) = %+v", info)
 	}
 	ready, err := cli.Get(ctx, st.Index)
-	if err != nil || len(ready.Kvs) != 1 || string(ready.Kvs[0].Value) != `{"b":"b"}` {
+	if err != nil || len(ready.Kvs) != 1 || string(ready.Kvs[0].Value) != readyFormat+`{"b":"b"}` {
 		t.Fatalf("plain's ready entry: %v %v; want it present with only its batch (the rest at the defaults)", ready, err)
 	}
 	info, err = s.Get(ctx, "routed")

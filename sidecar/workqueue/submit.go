@@ -213,12 +213,17 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 	now := s.cfg.Now()
 	for start := 0; start < len(specs); {
 		end, ops, size := start, 0, 0
+		batches := map[string]bool{}
 		for end < len(specs) {
-			o, b := opsFor(&specs[end])
+			o, b := opsFor(&specs[end], now)
+			if bt := specs[end].Batch; bt != "" && !batches[bt] {
+				o++ // the batch's pin compare, get and touch, if it is pinned
+			}
 			if end > start && (ops+o > s.cfg.MaxTxnOps || size+b > s.cfg.MaxTxnBytes) {
 				break
 			}
 			ops, size = ops+o, size+b
+			batches[specs[end].Batch] = true
 			end++
 		}
 		if err := s.submitChunk(ctx, specs[start:end], res.Created[start:end], now, pins); err != nil {
@@ -256,10 +261,21 @@ func WithProgress(f func(done, total int)) SubmitOption {
 	return func(o *submitOptions) { o.progress = f }
 }
 
-func opsFor(sp *Spec) (ops, bytes int) {
-	ops = 4 // at most three puts, and the pin compare of a pinned batch
+// opsFor returns how many operations a task adds to the longest list of a
+// submit transaction, and a bound on its bytes. etcd's --max-txn-ops bounds
+// each of a transaction's compare, success and failure lists, not their
+// sum (etcd's checkTxnRequest), and the longest here is the success list:
+// the spec and the ready entry, the batch member key in a batch, and the
+// state and delay entry of a task held back (createOps). The compare and
+// failure lists have one per task. A batch's pin adds one to each list,
+// counted by the caller once per batch.
+func opsFor(sp *Spec, now time.Time) (ops, bytes int) {
+	ops = 2
 	if sp.Batch != "" {
 		ops++
+	}
+	if sp.NotBefore.After(now) {
+		ops++ // the state and the delay entry instead of the ready entry
 	}
 	return ops, len(sp.Payload) + 512 + 2*len(sp.Affinity) + 2*labelsLen(sp.Require)
 }
