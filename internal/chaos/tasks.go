@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/batonhq/baton/sidecar/workqueue"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Queue is the queue every chaos task goes to.
@@ -79,22 +77,22 @@ func (r *run) submit(ctx context.Context, qs *workqueue.Store, specs []workqueue
 	return ids
 }
 
-// awaitFinished polls the tasks' states until all are finished or limit
-// passes; it returns the last states read.
+// awaitFinished polls the tasks' statuses until all are finished or limit
+// passes; it returns the last states read. It reads them as `baton tasks
+// list` does (workqueue.Store.List), so a task never claimed, which has no
+// state key, shows as PENDING.
 func (r *run) awaitFinished(ctx context.Context, ids []string, limit time.Duration) (map[string]string, error) {
 	deadline := time.Now().Add(limit)
 	for {
 		final := map[string]string{}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := r.kv.Get(rctx, "state/", clientv3.WithPrefix())
+		// The run's namespace holds only the tasks it submitted.
+		tasks, _, err := r.qs.List(rctx, workqueue.ListFilter{Limit: len(ids) + 1000})
 		cancel()
 		done := err == nil
 		if err == nil {
-			for _, kv := range resp.Kvs {
-				var st struct{ State string }
-				if json.Unmarshal(kv.Value, &st) == nil {
-					final[strings.TrimPrefix(string(kv.Key), "state/")] = st.State
-				}
+			for _, ti := range tasks {
+				final[ti.ID] = string(ti.Status.State)
 			}
 			for _, id := range ids {
 				if !workqueue.State(final[id]).Finished() {

@@ -21,9 +21,9 @@
 //	audit          the newest 50 records
 //
 // The Tally reads every task's status once when the page starts (and again
-// only if its watch falls behind a compaction), then follows state/ and
-// task/ with one watch whose events carry the previous value (a task never
-// claimed has no state: its spec's creation counts it).
+// only when its watch ends: it fell behind a compaction, or failed), then
+// follows state/ and task/ with one watch whose events carry the previous
+// value (a task never claimed has no state: its spec's creation counts it).
 //
 // # Live updates
 //

@@ -2,10 +2,8 @@ package workqueue
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -26,14 +24,17 @@ import (
 // seen late (after a Settle read a newer state) from dropping a task that
 // an operator's retry made pending again.
 //
-// If the watch is compacted (this process fell behind by more than etcd's
-// compaction interval), Run reads the states of the whole set again and
-// watches on from there. Memory is the set: about 100 bytes a task.
+// When the watch ends (compacted: this process fell behind by more than
+// etcd's compaction interval; or failed), Run reads the states of the
+// whole set again and watches on from there (statusFollower: at once after
+// a compaction, after a second on the Store's clock otherwise). If etcd
+// cannot answer that read, Run stops, and the submit with it. Memory is
+// the set: about 100 bytes a task.
 type Outstanding struct {
 	kv       clientv3.KV
-	w        clientv3.Watcher
 	maxOps   int
 	startRev int64
+	follower statusFollower
 
 	mu sync.Mutex
 	// ids holds the tasks followed, with the mod revision of the latest
@@ -58,8 +59,11 @@ func (s *Store) StartOutstanding(ctx context.Context, w clientv3.Watcher) (*Outs
 	if err != nil {
 		return nil, err
 	}
-	return &Outstanding{kv: s.kv, w: w, maxOps: s.cfg.MaxTxnOps, startRev: resp.Header.Revision,
-		ids: map[string]int64{}, changed: make(chan struct{}, 1), stopped: make(chan struct{})}, nil
+	o := &Outstanding{kv: s.kv, maxOps: s.cfg.MaxTxnOps, startRev: resp.Header.Revision,
+		ids: map[string]int64{}, changed: make(chan struct{}, 1), stopped: make(chan struct{})}
+	o.follower = statusFollower{w: w, clock: s.cfg.Clock, log: s.cfg.Logger, what: "unfinished tasks",
+		retry: time.Second, stopOnReadError: true, read: o.resync, apply: o.follow}
+	return o, nil
 }
 
 // Len returns how many tasks of the set are not known to be finished. Safe
@@ -166,7 +170,7 @@ func (o *Outstanding) WaitBelow(ctx context.Context, n int) error {
 // error, or the error that stopped it (then WaitBelow returns it too). Run
 // it once, in its own goroutine, owned by the caller of StartOutstanding.
 func (o *Outstanding) Run(ctx context.Context) error {
-	err := o.run(ctx)
+	err := o.follower.run(ctx, o.startRev)
 	o.mu.Lock()
 	o.runErr = err
 	o.mu.Unlock()
@@ -174,59 +178,31 @@ func (o *Outstanding) Run(ctx context.Context) error {
 	return err
 }
 
-func (o *Outstanding) run(ctx context.Context) error {
-	rev := o.startRev
-	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		werr := o.follow(wctx, rev)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
+// follow applies the state changes of one watch response.
+func (o *Outstanding) follow(changes []statusChange) {
+	dropped := false
+	o.mu.Lock()
+	for _, c := range changes {
+		known, ok := o.ids[c.ID]
+		if !ok || c.ModRevision <= known {
+			continue
 		}
-		// Compacted (rpctypes.ErrCompacted: this process fell behind), or
-		// the watch ended (errWatchClosed, the leader lost): read every
-		// state again, then watch from that read. If etcd cannot answer
-		// the reads, Run stops, and the submit with it.
-		var err error
-		if rev, err = o.resync(ctx); err != nil {
-			return fmt.Errorf("reading the states again after the watch ended (%v): %w", werr, err)
+		switch {
+		case c.Removed:
+			delete(o.ids, c.ID)
+		case c.Cur != nil:
+			o.apply(c.ID, *c.Cur, c.ModRevision)
+		default:
+			o.ids[c.ID] = c.ModRevision
 		}
-	}
-}
-
-var errWatchClosed = errors.New("watch closed")
-
-// follow applies the state events after rev until the watch fails.
-func (o *Outstanding) follow(ctx context.Context, rev int64) error {
-	for resp := range o.w.Watch(ctx, prefixState, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		dropped := false
-		o.mu.Lock()
-		for _, ev := range resp.Events {
-			id := strings.TrimPrefix(string(ev.Kv.Key), prefixState)
-			known, ok := o.ids[id]
-			if !ok || ev.Kv.ModRevision <= known {
-				continue
-			}
-			if ev.Type == clientv3.EventTypeDelete {
-				delete(o.ids, id)
-			} else if st, err := decodeStatus(ev.Kv.Value); err == nil {
-				o.apply(id, st, ev.Kv.ModRevision)
-			} else {
-				o.ids[id] = ev.Kv.ModRevision
-			}
-			if _, still := o.ids[id]; !still {
-				dropped = true
-			}
-		}
-		o.mu.Unlock()
-		if dropped {
-			o.signal()
+		if _, still := o.ids[c.ID]; !still {
+			dropped = true
 		}
 	}
-	return errWatchClosed
+	o.mu.Unlock()
+	if dropped {
+		o.signal()
+	}
 }
 
 // resync reads the states of the whole set and returns the revision they

@@ -2,14 +2,12 @@ package workqueue
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"github.com/jonboulle/clockwork"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -53,11 +51,11 @@ func (c *Counts) add(st Status, n int64) {
 // Tally keeps in memory how many tasks of each batch and of each queue
 // are in each state, so that a page of 1,000 batches costs no etcd read.
 // Run builds the counts with one paged read of every task's status at one
-// revision (O(tasks), once; again only when its watch falls behind a
-// compaction) and then follows the statuses with one watch on state/ and
-// task/ whose events carry the previous value: each transition moves one task from
-// its old state's count to its new one, O(1) per event. Memory is
-// O(batches + queues), not O(tasks).
+// revision (O(tasks), once; again only when its watch ends) and then
+// follows the statuses with one watch on state/ and task/ whose events
+// carry the previous value (statusFollower): each transition moves one
+// task from its old state's count to its new one, O(1) per event. Memory
+// is O(batches + queues), not O(tasks).
 //
 // Run is its only goroutine; the read methods are safe for concurrent use.
 type Tally struct {
@@ -69,6 +67,9 @@ type Tally struct {
 	OnChange func(batch, queue, id string)
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
+	// Clock times the wait before a failed read or watch is retried.
+	// Default: the real clock.
+	Clock clockwork.Clock
 
 	mu      sync.Mutex
 	batches map[string]*Counts // written by Run
@@ -116,36 +117,20 @@ func (t *Tally) copyOf(m map[string]*Counts) map[string]Counts {
 	return out
 }
 
-// Run reads and then follows the statuses until ctx ends. A failed read or
-// watch is retried after a second.
+// Run reads and then follows the statuses until ctx ends
+// (statusFollower): it reads again at once when its watch falls behind a
+// compaction, and after a second on Clock when a read or the watch failed.
 func (t *Tally) Run(ctx context.Context) {
-	log := t.Logger
+	log, clock := t.Logger, t.Clock
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	retry := time.NewTimer(0)
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-retry.C:
-		}
-		rev, err := t.load(ctx)
-		if err == nil {
-			err = t.follow(ctx, rev)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, rpctypes.ErrCompacted) {
-			log.Info("task counts: the watch fell behind a compaction; reading again")
-			retry.Reset(0)
-			continue
-		}
-		log.Warn("task counts: reading or following task statuses failed; retrying", "err", err)
-		retry.Reset(time.Second)
+	if clock == nil {
+		clock = clockwork.NewRealClock()
 	}
+	f := statusFollower{w: t.w, clock: clock, log: log, what: "task counts", specs: true,
+		retry: time.Second, read: t.load, apply: t.follow}
+	_ = f.run(ctx, 0) // only ctx's error: a failed read is retried
 }
 
 // load reads every status at one revision and replaces the counts: it
@@ -219,73 +204,28 @@ func count(batches, queues map[string]*Counts, st Status, n int64) {
 	}
 }
 
-// follow applies the changes after rev until the watch fails or ctx ends.
-// One watch covers state/ and task/ (nothing else sorts between them), so
-// the events of a transaction arrive together and in order: a spec created
-// without a state (a task submitted ready) counts as PENDING, and the
-// first state such a task gets (its claim, or a cancel) moves it from
-// there.
-func (t *Tally) follow(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range t.w.Watch(wctx, prefixState, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefixTask)), clientv3.WithRev(rev+1), clientv3.WithPrevKV()) {
-		if err := resp.Err(); err != nil {
-			return err
+// follow moves each task that changed from its old state's count to its
+// new one. A spec created without a state (a task submitted ready) counts
+// as PENDING, and the first state such a task gets (its claim, or a
+// cancel) moves it from there (statusFollower).
+func (t *Tally) follow(changes []statusChange) {
+	for _, c := range changes {
+		t.mu.Lock()
+		if c.Prev != nil {
+			count(t.batches, t.queues, *c.Prev, -1)
 		}
-		for _, ev := range resp.Events {
-			key := string(ev.Kv.Key)
-			var prev, cur *Status
-			var id string
-			if tid, ok := strings.CutPrefix(key, prefixTask); ok {
-				// A spec is written once, by the submit; a task held back
-				// by not_before gets its state in the same transaction.
-				if ev.Type != mvccpb.PUT || ev.PrevKv != nil {
-					continue
-				}
-				sp, err := decodeSpec(ev.Kv.Value)
-				if err != nil || sp.NotBeforeMS != 0 {
-					continue
-				}
-				st := pendingStatus(tid, sp)
-				id, cur = tid, &st
-			} else {
-				id = strings.TrimPrefix(key, prefixState)
-				if ev.PrevKv != nil {
-					if st, err := decodeStatus(ev.PrevKv.Value); err == nil {
-						prev = &st
-					}
-				}
-				if ev.Type == mvccpb.PUT {
-					if st, err := decodeStatus(ev.Kv.Value); err == nil {
-						cur = &st
-						if ev.PrevKv == nil && st.State != StatePending {
-							// The first move of a task submitted ready.
-							prev = &Status{State: StatePending, Queue: st.Queue, Batch: st.Batch}
-						}
-					}
-				}
+		if c.Cur != nil {
+			count(t.batches, t.queues, *c.Cur, 1)
+		}
+		t.mu.Unlock()
+		if t.OnChange != nil {
+			st := c.Cur
+			if st == nil {
+				st = c.Prev
 			}
-			t.mu.Lock()
-			if prev != nil {
-				count(t.batches, t.queues, *prev, -1)
-			}
-			if cur != nil {
-				count(t.batches, t.queues, *cur, 1)
-			}
-			t.mu.Unlock()
-			if t.OnChange != nil {
-				st := cur
-				if st == nil {
-					st = prev
-				}
-				if st != nil {
-					t.OnChange(st.Batch, st.Queue, id)
-				}
+			if st != nil {
+				t.OnChange(st.Batch, st.Queue, c.ID)
 			}
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch closed")
 }
