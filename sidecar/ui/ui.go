@@ -116,7 +116,7 @@ func New(cfg Config) (*UI, error) {
 	}
 	u := &UI{cfg: cfg, csrf: hex.EncodeToString(b[:]), tally: workqueue.NewTally(cfg.KV, cfg.Watcher),
 		hub: newHub(cfg.MaxSubscribers), rates: newRates()}
-	u.tally.Logger, u.tally.Clock = cfg.Logger, cfg.Clock
+	u.tally.Logger, u.tally.Clock, u.tally.MaxTxnOps = cfg.Logger, cfg.Clock, cfg.Queue.Config().MaxTxnOps
 	u.tally.OnChange = func(batch, queue, id string) {
 		if id == "" {
 			u.hub.mark("*")

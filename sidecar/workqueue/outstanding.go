@@ -85,8 +85,9 @@ func (o *Outstanding) Add(ids []string) {
 	}
 }
 
-// Created records that the submit of ids returned: their state is in etcd
-// (or was, if Run already dropped them).
+// Created records that the submit of ids returned: they are in etcd (a
+// task submitted ready as its spec until its first state, D-size6), or
+// were, if Run already dropped them.
 func (o *Outstanding) Created(ids []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

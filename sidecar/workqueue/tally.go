@@ -1,6 +1,7 @@
 package workqueue
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"strings"
@@ -70,6 +71,9 @@ type Tally struct {
 	// Clock times the wait before a failed read or watch is retried.
 	// Default: the real clock.
 	Clock clockwork.Clock
+	// MaxTxnOps is how many statuses a transaction of the read asks for:
+	// at most etcd's --max-txn-ops (Config.MaxTxnOps). Default 128.
+	MaxTxnOps int
 
 	mu      sync.Mutex
 	batches map[string]*Counts // written by Run
@@ -157,7 +161,7 @@ func (t *Tally) load(ctx context.Context) (int64, error) {
 		for i, kv := range resp.Kvs {
 			ids[i] = strings.TrimPrefix(string(kv.Key), prefixTask)
 		}
-		sts, _, err := readStatuses(ctx, t.kv, tallyReadOps, ids, rev)
+		sts, _, err := readStatuses(ctx, t.kv, cmp.Or(t.MaxTxnOps, defaultTallyReadOps), ids, rev)
 		if err != nil {
 			return 0, err
 		}
@@ -180,9 +184,9 @@ func (t *Tally) load(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
-// tallyReadOps is how many statuses load reads per transaction (etcd's
-// default --max-txn-ops is 128).
-const tallyReadOps = 128
+// defaultTallyReadOps is Tally.MaxTxnOps's default, etcd's default
+// --max-txn-ops.
+const defaultTallyReadOps = 128
 
 func count(batches, queues map[string]*Counts, st Status, n int64) {
 	for _, kc := range []struct {

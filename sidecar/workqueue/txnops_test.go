@@ -82,3 +82,40 @@ func TestSubmitFillsTransactionsToMaxTxnOps(t *testing.T) {
 		}
 	}
 }
+
+// The tally's first read asks for at most MaxTxnOps statuses a
+// transaction: on an etcd started with --max-txn-ops 8 it counts 20 tasks
+// (a review found it fixed at 128: refused, the page stuck on "Counting").
+func TestTallyReadsWithinMaxTxnOps(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{MaxTxnOps: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tally8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	s, err := NewStore(cli.KV, Config{MaxTxnOps: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var specs []Spec
+	for i := range 20 {
+		specs = append(specs, Spec{ID: fmt.Sprintf("t%02d", i), Queue: "q", Batch: "b"})
+	}
+	submitSpecs(t, s, specs...)
+	tl := NewTally(cli.KV, cli.Watcher)
+	tl.MaxTxnOps = 8
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); tl.Run(rctx) }()
+	defer func() { stop(); <-done }()
+	eventually(t, 10*time.Second, "the first read", tl.Ready)
+	if c, _ := tl.Batch("b"); c != (Counts{Total: 20, Pending: 20}) {
+		t.Fatalf("batch b: %+v, want 20 pending", c)
+	}
+}
