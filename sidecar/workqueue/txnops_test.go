@@ -12,6 +12,25 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// etcdWithMaxTxnOps8 starts an etcd of the test's own with --max-txn-ops 8
+// and returns a client of namespace ns.
+func etcdWithMaxTxnOps8(t *testing.T, ns string) *clientv3.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := embedetcd.Start(ctx, embedetcd.Config{MaxTxnOps: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 // countTxns counts the transactions committed through a KV.
 type countTxns struct {
 	clientv3.KV
@@ -31,16 +50,7 @@ func (c *countTxns) Txn(ctx context.Context) clientv3.Txn {
 func TestSubmitFillsTransactionsToMaxTxnOps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{MaxTxnOps: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "ops"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdWithMaxTxnOps8(t, "ops")
 	kv := &countTxns{KV: cli.KV}
 	s, err := NewStore(kv, Config{MaxTxnOps: 8})
 	if err != nil {
@@ -89,16 +99,7 @@ func TestSubmitFillsTransactionsToMaxTxnOps(t *testing.T) {
 func TestTallyReadsWithinMaxTxnOps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{MaxTxnOps: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: "tally8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := etcdWithMaxTxnOps8(t, "tally8")
 	s, err := NewStore(cli.KV, Config{MaxTxnOps: 8})
 	if err != nil {
 		t.Fatal(err)
