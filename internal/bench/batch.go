@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/internal/childproc"
 	"github.com/batonhq/baton/sidecar/etcdconn"
+	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 )
@@ -47,6 +49,7 @@ type BatchConfig struct {
 	Workers    int             // sidecars, one consumer each
 	MaxPending int             // --max-pending of the fed run
 	SkipDrain  bool            // delete the submitted tasks instead of draining them (phase 2)
+	QuotaBytes int64           // etcd's --quota-backend-bytes, for baton submit's admission control (0: 2 GiB)
 	Dir        string          // for the file and the sockets
 	Progress   io.Writer
 }
@@ -229,9 +232,10 @@ type submitResult struct {
 func runSubmit(ctx context.Context, cfg BatchConfig, ns, file string, maxPending int, line func(string)) (submitResult, error) {
 	start := time.Now()
 	p, err := childproc.Start(childproc.Config{
-		Name:     "baton submit",
-		Exe:      cfg.Baton,
-		Args:     []string{"submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending), file},
+		Name: "baton submit",
+		Exe:  cfg.Baton,
+		Args: []string{"submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending),
+			"--etcd-quota-bytes", strconv.FormatInt(cmp.Or(cfg.QuotaBytes, workqueue.DefaultQuotaBytes), 10), file},
 		Env:      etcdEnv(cfg.Etcd, ns),
 		OnStderr: line,
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,12 +22,13 @@ import (
 const etcdReadyPrefix = "etcd serving on "
 
 // ServeEtcd runs a single-member etcd with its data in a temporary
-// directory, prints "etcd serving on HOST:PORT" to w once it serves, and
-// runs until ctx ends or stdin reaches end of file (the parent closed it
-// or died). It is the body of the hidden `baton bench-etcd` command.
-func ServeEtcd(ctx context.Context, stdin io.Reader, w io.Writer) error {
+// directory and quotaBytes as its --quota-backend-bytes (0: etcd's 2 GiB),
+// prints "etcd serving on HOST:PORT" to w once it serves, and runs until
+// ctx ends or stdin reaches end of file (the parent closed it or died). It
+// is the body of the hidden `baton bench-etcd` command.
+func ServeEtcd(ctx context.Context, stdin io.Reader, w io.Writer, quotaBytes int64) error {
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	etcd, err := embedetcd.Start(startCtx, embedetcd.Config{})
+	etcd, err := embedetcd.Start(startCtx, embedetcd.Config{QuotaBackendBytes: quotaBytes})
 	cancel()
 	if err != nil {
 		return err
@@ -59,12 +61,12 @@ type EtcdProc struct {
 // StartEtcd starts `baton bench-etcd` with exe and waits until it serves
 // (at most 30s) or ctx ends. Its stdin is a pipe that Stop closes: it
 // exits by itself when the bench does, however that ends.
-func StartEtcd(ctx context.Context, exe childproc.Exe) (*EtcdProc, error) {
+func StartEtcd(ctx context.Context, exe childproc.Exe, quotaBytes int64) (*EtcdProc, error) {
 	e := &EtcdProc{}
 	p, err := childproc.Start(childproc.Config{
 		Name:     "etcd",
 		Exe:      exe,
-		Args:     []string{"bench-etcd"},
+		Args:     []string{"bench-etcd", "--quota-bytes", strconv.FormatInt(quotaBytes, 10)},
 		Stdin:    true,
 		StderrTo: os.Stderr,
 		Ready: func(line string) bool { // read once WaitReady returns

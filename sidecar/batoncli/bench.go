@@ -116,7 +116,7 @@ func runBench(c *cli.Context) error {
 	cfg.Etcd = etcdConfig(c)
 	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
 	if !c.IsSet("endpoints") {
-		etcd, err := bench.StartEtcd(ctx, cfg.Sidecar)
+		etcd, err := bench.StartEtcd(ctx, cfg.Sidecar, 0)
 		if err != nil {
 			return fmt.Errorf("embedded etcd: %w", err)
 		}
@@ -151,10 +151,13 @@ func benchEtcdCommand() *cli.Command {
 		Name:   "bench-etcd",
 		Usage:  "run the etcd of baton bench (started by baton bench)",
 		Hidden: true,
+		Flags: []cli.Flag{
+			&cli.Int64Flag{Name: "quota-bytes", Usage: "etcd's --quota-backend-bytes (0: etcd's 2 GiB)"},
+		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signalContext(c.Context)
 			defer stop()
-			return bench.ServeEtcd(ctx, c.App.Reader, c.App.Writer)
+			return bench.ServeEtcd(ctx, c.App.Reader, c.App.Writer, c.Int64("quota-bytes"))
 		},
 	}
 }
@@ -201,8 +204,14 @@ func runBatchBench(c *cli.Context, asJSON bool) error {
 	cfg := bench.BatchConfig{Baton: childproc.Exe{Path: exe}, Lines: lines, Workers: workers, MaxPending: maxPending, SkipDrain: c.Bool("batch-skip-drain"), Dir: dir, Progress: c.App.ErrWriter}
 	cfg.Etcd = etcdConfig(c)
 	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
+	cfg.QuotaBytes = c.Int64("etcd-quota-bytes")
 	if !c.IsSet("endpoints") {
-		etcd, err := bench.StartEtcd(ctx, cfg.Baton)
+		// The largest quota etcd suggests: a fed drain of 1M tasks keeps
+		// them finished (~1 GB) plus ~2 KB of history each until a
+		// compaction, and the database file shrinks only on a
+		// defragmentation, which the run does between its phases only.
+		cfg.QuotaBytes = 8 << 30
+		etcd, err := bench.StartEtcd(ctx, cfg.Baton, cfg.QuotaBytes)
 		if err != nil {
 			return fmt.Errorf("embedded etcd: %w", err)
 		}
