@@ -147,12 +147,7 @@ func consume(ctx context.Context, c *client.Client, session string, wait time.Du
 		task, err := next(ctx, c, session, wait)
 		if err != nil && ctx.Err() == nil && connect.CodeOf(err) == connect.CodeUnavailable {
 			h.unavailable.Add(1)
-			t := time.NewTimer(retryAfter)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-			}
+			pause(ctx, retryAfter)
 			continue
 		}
 		if err != nil {

@@ -109,6 +109,17 @@ func next(ctx context.Context, c *client.Client, session string, wait time.Durat
 	return resp.Msg.GetTask(), nil
 }
 
+// pause waits d, or until ctx ends: a worker's back-off before asking
+// again.
+func pause(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // errAmbiguousComplete is a Complete answered UNAVAILABLE and then, when
 // asked again, FailedPrecondition: the first may have finished the task
 // (etcd applied it but the answer timed out) or the claim may have lapsed
@@ -127,12 +138,7 @@ func complete(ctx context.Context, c *client.Client, t *batonv1.Task) error {
 			return nil
 		case ctx.Err() == nil && connect.CodeOf(err) == connect.CodeUnavailable:
 			retried = true
-			tm := time.NewTimer(backoff)
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-				tm.Stop()
-			}
+			pause(ctx, backoff)
 			backoff = min(2*backoff, 2*time.Second)
 			continue
 		case retried && connect.CodeOf(err) == connect.CodeFailedPrecondition:
