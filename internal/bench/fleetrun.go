@@ -13,6 +13,7 @@ import (
 	batonv1 "github.com/batonhq/baton/gen/baton/v1"
 	"github.com/batonhq/baton/sidecar/client"
 	"github.com/batonhq/baton/sidecar/etcdconn"
+	"github.com/batonhq/baton/sidecar/registry"
 	"github.com/batonhq/baton/sidecar/workqueue"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -99,9 +100,41 @@ func (r *runner) onFleet(ctx context.Context, f *fleet, ec etcdconn.Config, meas
 			return err
 		}
 		defer sess.close()
+		if err := awaitRegistered(ctx, pcli.KV, len(cs)); err != nil {
+			return err
+		}
 		return measure(&workers{f: f, cs: cs, sess: sess, prod: prod})
 	}()
 	return errors.Join(err, f.stop())
+}
+
+// awaitRegistered waits until the registry entries of n sidecars each list
+// an open session. Each sidecar rewrites its entry when a session opens,
+// up to registry.SessionsInterval later: measured before, those n writes
+// would be counted against the first phase's tasks (one more transaction
+// per task at 256 sidecars and 200 tasks).
+func awaitRegistered(ctx context.Context, kv clientv3.KV, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		es, err := registry.List(ctx, kv)
+		if err != nil {
+			return fmt.Errorf("registry: %w", err)
+		}
+		listed := 0
+		for _, e := range es {
+			if len(e.Sessions) > 0 {
+				listed++
+			}
+		}
+		if listed >= n {
+			return nil
+		}
+		pause(ctx, 50*time.Millisecond)
+		if ctx.Err() != nil {
+			return fmt.Errorf("registry: %d of %d sidecars list their session: %w", listed, n, ctx.Err())
+		}
+	}
 }
 
 // fleetSpec is task id's spec; a non-empty speaker goes into the payload
