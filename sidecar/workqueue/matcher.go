@@ -157,6 +157,20 @@ func (m *matcher) toLoad() []string {
 	return qs
 }
 
+// extending reports whether a waiter found nothing it may take in a
+// backlog that is to read its next page (backlog.starved): the scheduler
+// loads it before it waits for the watch, since no event may come.
+func (m *matcher) extending() bool {
+	for _, w := range m.waiters {
+		for _, q := range w.rec.Queues {
+			if b := m.backlogs[q]; b != nil && b.extend && b.needsLoad(m.size) {
+				return true // toLoad returns it
+			}
+		}
+	}
+	return false
+}
+
 // setOwner records that worker was handed affinity key k.
 func (m *matcher) setOwner(worker, k string) {
 	if old, ok := m.keyOf[worker]; ok && old != k && m.ownerOf[old] == worker {

@@ -220,6 +220,9 @@ func (s *schedLoop) loop(ctx context.Context, ch clientv3.WatchChan) bool {
 			}
 		}
 		s.m.prune(maxBacklogs)
+		if s.m.extending() {
+			continue // bounded: a backlog grows at most maxExtend times
+		}
 		var retry <-chan time.Time
 		if s.retry != nil {
 			retry = s.retry.Chan()
