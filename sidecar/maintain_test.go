@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,11 +82,18 @@ func TestRetentionRemovesFinishedTasks(t *testing.T) {
 		return resp.Count
 	}
 	waitFor(t, 10*time.Second, "finished task removed", func() bool {
-		return count("task/done-1")+count("state/done-1")+count("result/done-1")+count("batch/b/done-1") == 0
+		return count("task/done-1")+count("state/done-1")+count("result/done-1") == 0
 	})
 	// The waiting task was never claimed: it has no state key yet.
-	if n := count("task/waiting") + count("batch/b/waiting"); n != 2 {
-		t.Fatalf("pending task lost keys to retention: %d of 2 left", n)
+	if n := count("task/waiting"); n != 1 {
+		t.Fatalf("pending task lost its spec to retention")
+	}
+	store, err := workqueue.NewStore(cli.KV, workqueue.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := store.BatchIDs(context.Background(), "b"); err != nil || !slices.Equal(ids, []string{"waiting"}) {
+		t.Fatalf("the batch lists %v after retention (%v), want only the waiting task", ids, err)
 	}
 	if resp, err := cli.Get(context.Background(), "q/ready/", clientv3.WithPrefix(), clientv3.WithCountOnly()); err != nil || resp.Count != 1 {
 		t.Fatalf("pending task lost its ready entry to retention: %v %v", resp, err)

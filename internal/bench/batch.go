@@ -26,7 +26,7 @@ import (
 
 // The batch mode of `baton bench` (--batch): what a big JSONL batch costs.
 // It writes a file of GLM-TTS lines (246 bytes each, the corpus lines
-// issue 17 measured), then
+// issue 17 measured), submitted as batch batchName, then
 //
 //  1. submit: `baton submit` of the file as a child process with no bound
 //     and no workers: wall time, lines per second, peak RSS (the child's
@@ -40,6 +40,11 @@ import (
 //     `baton submit --max-pending` feeds it: the time from the start of the
 //     submit to the last completion, the submit's peak RSS, and the most
 //     tasks the feeder waited on.
+
+// batchName names the batch the file is submitted as (`baton submit
+// --batch`): its name is stored with each task, and its member keys are
+// part of what a task costs.
+const batchName = "corpus-2026-12"
 
 // BatchConfig is one batch measurement.
 type BatchConfig struct {
@@ -227,14 +232,14 @@ type submitResult struct {
 	peakRSS int64
 }
 
-// runSubmit runs `baton submit --max-pending maxPending FILE` in namespace
+// runSubmit runs `baton submit --batch batchName --max-pending maxPending FILE` in namespace
 // ns as a child process; each line it prints on stderr goes to line.
 func runSubmit(ctx context.Context, cfg BatchConfig, ns, file string, maxPending int, line func(string)) (submitResult, error) {
 	start := time.Now()
 	p, err := childproc.Start(childproc.Config{
 		Name: "baton submit",
 		Exe:  cfg.Baton,
-		Args: []string{"submit", "--queue", queue, "--max-pending", strconv.Itoa(maxPending),
+		Args: []string{"submit", "--queue", queue, "--batch", batchName, "--max-pending", strconv.Itoa(maxPending),
 			"--etcd-quota-bytes", strconv.FormatInt(cmp.Or(cfg.QuotaBytes, workqueue.DefaultQuotaBytes), 10), file},
 		Env:      etcdEnv(cfg.Etcd, ns),
 		OnStderr: line,
@@ -336,11 +341,11 @@ func (r *BatchReport) WriteText(w io.Writer) error {
 	if r.DrainSeconds == 0 {
 		drain = "drain by the workers            left out (--batch-skip-drain)\n"
 	}
-	_, err := fmt.Fprintf(w, `batch of %d GLM-TTS lines (%d bytes each), %d workers
+	_, err := fmt.Fprintf(w, `batch %s of %d GLM-TTS lines (%d bytes each), %d workers
 submit (no bound, no workers)   %.1f s   %.0f lines/s   peak RSS %.1f MB
 etcd bytes per pending task     %.0f
 %sfed drain (--max-pending %d)    %.1f s   %.0f tasks/s   submit's peak RSS %.1f MB   most unfinished seen %d
-`, r.Lines, r.LineBytes, r.Workers, r.SubmitSeconds, r.SubmitLinesPerSec, float64(r.SubmitPeakRSS)/1e6, r.BytesPerPending,
+`, batchName, r.Lines, r.LineBytes, r.Workers, r.SubmitSeconds, r.SubmitLinesPerSec, float64(r.SubmitPeakRSS)/1e6, r.BytesPerPending,
 		drain, r.MaxPending, r.FedSeconds, r.FedTasksPerSec, float64(r.FedSubmitPeakRSS)/1e6, r.FedMostUnfinished)
 	return err
 }

@@ -184,7 +184,7 @@ func TestBatchPages(t *testing.T) {
 		Page workqueue.TaskPage `json:"page"`
 	}
 	p.get(t, "/ui/api/batch?name=big&state=dead&limit=2", &g)
-	if len(g.Page.Tasks) != 0 || g.Page.Scanned != 40 || g.Page.Next != "big-039" {
+	if len(g.Page.Tasks) != 0 || g.Page.Scanned != 40 || !strings.HasSuffix(g.Page.Next, "/big-039") {
 		t.Fatalf("dead filter with limit 2: scanned %d next %q tasks %d, want 40 read and a next page", g.Page.Scanned, g.Page.Next, len(g.Page.Tasks))
 	}
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/batonhq/baton/sidecar/audit"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -28,27 +27,28 @@ const (
 // TaskPage is one page of a batch's tasks.
 type TaskPage struct {
 	Tasks []TaskInfo `json:"tasks"`
-	// Next is the id to pass as after for the next page; empty when the
-	// batch has no more members.
+	// Next is the cursor to pass as after for the next page; empty when
+	// the batch has no more members.
 	Next string `json:"next,omitempty"`
 	// Scanned is how many members were read to fill the page (more than
 	// len(Tasks) when filtering by state).
 	Scanned int `json:"scanned"`
 }
 
-// BatchPage returns up to limit tasks of batch whose id sorts after after
-// (all when after is empty), in id order, with their status only. With a
-// state it keeps only tasks in that state and reads at most scan members
-// (default 20 × limit) before returning a shorter page whose Next goes on
-// from where it stopped: a filtered page costs O(scan), never the batch.
+// BatchPage returns up to limit tasks of batch after the cursor after (the
+// Next of an earlier page; all when empty), in the order they were
+// submitted in (by submit transaction, and by id within one), with their
+// status only. With a state it keeps only tasks in that state and reads
+// at most scan members (default 20 × limit) before returning a shorter
+// page whose Next goes on from where it stopped: a filtered page costs
+// O(scan), never the batch.
 func (s *Store) BatchPage(ctx context.Context, batch, after string, state State, limit, scan int) (TaskPage, error) {
 	if err := ValidateBatch(batch); err != nil {
 		return TaskPage{}, &InvalidError{Field: "batch", Err: err}
 	}
-	if after != "" {
-		if err := ValidateID(after); err != nil {
-			return TaskPage{}, &InvalidError{Field: "after", Err: err}
-		}
+	from, err := parseMemberCursor(after)
+	if err != nil {
+		return TaskPage{}, invalid("after", "%v", err)
 	}
 	if limit <= 0 {
 		limit = 50
@@ -56,37 +56,37 @@ func (s *Store) BatchPage(ctx context.Context, batch, after string, state State,
 	if scan < limit {
 		scan = 20 * limit
 	}
-	p := prefixBatch + batch + "/"
-	from := p
-	if after != "" {
-		from = p + after + "\x00"
-	}
-	end := clientv3.GetPrefixRangeEnd(p)
 	page := TaskPage{Tasks: []TaskInfo{}}
 	for page.Scanned < scan && len(page.Tasks) < limit {
 		chunk := min(limit-len(page.Tasks), scan-page.Scanned, 64)
 		if state != "" {
 			chunk = min(scan-page.Scanned, 64)
 		}
-		resp, err := s.kv.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(int64(chunk)), clientv3.WithKeysOnly())
+		var ids []string
+		var curs []memberCursor
+		err := s.eachMember(ctx, batch, from, func(c memberCursor) bool {
+			ids, curs = append(ids, c.ID), append(curs, c)
+			return len(ids) < chunk+1 // one more, to know whether the batch goes on
+		})
 		if err != nil {
 			return TaskPage{}, err
 		}
-		if len(resp.Kvs) == 0 {
+		more := len(ids) > chunk
+		if more {
+			ids, curs = ids[:chunk], curs[:chunk]
+		}
+		if len(ids) == 0 {
 			page.Next = ""
 			return page, nil
 		}
-		ids := make([]string, 0, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			ids = append(ids, strings.TrimPrefix(string(kv.Key), p))
-		}
+		scannedBefore := page.Scanned
 		sts, _, err := readStatuses(ctx, s.kv, s.cfg.MaxTxnOps, ids, 0)
 		if err != nil {
 			return TaskPage{}, err
 		}
 		for i, ts := range sts {
 			page.Scanned++
-			page.Next = ids[i]
+			page.Next = curs[i].String()
 			st := Status{State: StateRemoved, Batch: batch}
 			if ts.Found {
 				st = ts.Status
@@ -98,11 +98,11 @@ func (s *Store) BatchPage(ctx context.Context, batch, after string, state State,
 				}
 			}
 		}
-		from = p + page.Next + "\x00"
-		if !resp.More && page.Next == ids[len(ids)-1] {
+		if !more && page.Next == curs[len(curs)-1].String() {
 			page.Next = ""
 			return page, nil
 		}
+		from = curs[page.Scanned-1-scannedBefore]
 	}
 	return page, nil
 }

@@ -159,7 +159,7 @@ func (c *Claimed) fill(specKVs, pin []*mvccpb.KeyValue) error {
 	if err != nil {
 		return fmt.Errorf("task %s: bad spec: %w", c.ID, err)
 	}
-	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.traceparent(), sp.CreatedMS()
+	c.Payload, c.Traceparent, c.CreatedMS = sp.Payload, sp.Traceparent, sp.CreatedMS()
 	if c.Status.Pinned {
 		if len(pin) == 0 {
 			return fmt.Errorf("task %s: batch %s has a pinned config but its pin is gone", c.ID, c.Status.Batch)

@@ -307,7 +307,7 @@ func (s *Store) recoverOrphan(ctx context.Context, id string, token int64, st St
 	r := recovered{ok: true, state: lostState(resp.Responses, st)}
 	if kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().GetKvs(); len(kvs) == 1 {
 		if sp, err := decodeSpec(kvs[0].Value); err == nil {
-			r.traceparent = sp.traceparent()
+			r.traceparent = sp.Traceparent
 		}
 	}
 	return r, nil

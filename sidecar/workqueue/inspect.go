@@ -97,9 +97,9 @@ type ListFilter struct {
 	Limit int
 }
 
-// List returns the tasks matching f, ordered by id, and whether more
-// matched than Limit. With a Batch it reads only that batch's tasks;
-// otherwise it pages through every task's status.
+// List returns the tasks matching f, and whether more matched than Limit.
+// With a Batch it reads only that batch's tasks, in the order BatchIDs
+// gives; otherwise it pages through every task's status by id.
 func (s *Store) List(ctx context.Context, f ListFilter) ([]TaskInfo, bool, error) {
 	limit := f.Limit
 	if limit <= 0 {
@@ -113,15 +113,9 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]TaskInfo, bool, error
 		out = append(out, TaskInfo{ID: id, Status: st})
 		return len(out) <= limit
 	}
-	// Every task has a spec: page through the ids (of the batch, or of
-	// every task) and read their statuses a page at a time.
-	prefix := prefixTask
-	if f.Batch != "" {
-		if err := ValidateBatch(f.Batch); err != nil {
-			return nil, false, &InvalidError{Field: "batch", Err: err}
-		}
-		prefix = prefixBatch + f.Batch + "/"
-	}
+	// Every task has a spec, and every task of a batch a member key: page
+	// through the ids (of the batch, or of every task) and read their
+	// statuses a page at a time.
 	var ids []string
 	more := false
 	flush := func() error {
@@ -139,13 +133,22 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]TaskInfo, bool, error
 		return nil
 	}
 	var ferr error
-	err := s.scan(ctx, prefix, true, func(key string, _ []byte) bool {
-		ids = append(ids, strings.TrimPrefix(key, prefix))
+	add := func(id string) bool {
+		ids = append(ids, id)
 		if len(ids) == 500 {
 			ferr = flush()
 		}
 		return ferr == nil && !more
-	})
+	}
+	var err error
+	if f.Batch != "" {
+		if err := ValidateBatch(f.Batch); err != nil {
+			return nil, false, &InvalidError{Field: "batch", Err: err}
+		}
+		err = s.eachMember(ctx, f.Batch, memberCursor{}, func(c memberCursor) bool { return add(c.ID) })
+	} else {
+		err = s.scan(ctx, prefixTask, true, func(key string, _ []byte) bool { return add(strings.TrimPrefix(key, prefixTask)) })
+	}
 	if err == nil && ferr == nil && !more && len(ids) > 0 {
 		ferr = flush()
 	}
@@ -158,15 +161,15 @@ func (s *Store) List(ctx context.Context, f ListFilter) ([]TaskInfo, bool, error
 	return out, more, err
 }
 
-// BatchIDs returns the ids of the tasks of a batch, reading keys only.
+// BatchIDs returns the ids of the tasks of a batch, in the order
+// BatchPage lists them.
 func (s *Store) BatchIDs(ctx context.Context, batch string) ([]string, error) {
 	if err := ValidateBatch(batch); err != nil {
 		return nil, &InvalidError{Field: "batch", Err: err}
 	}
-	p := prefixBatch + batch + "/"
 	var ids []string
-	err := s.scan(ctx, p, true, func(key string, _ []byte) bool {
-		ids = append(ids, strings.TrimPrefix(key, p))
+	err := s.eachMember(ctx, batch, memberCursor{}, func(c memberCursor) bool {
+		ids = append(ids, c.ID)
 		return true
 	})
 	return ids, err

@@ -14,12 +14,13 @@ import (
 
 // Key layout, relative to the deployment's namespace prefix:
 //
-//	task/<id>                               spec: payload and settings, written once (record.go)
+//	task/<id>                               spec: payload and settings, written once (spec.go)
 //	state/<id>                              the task's current Status (canonical); absent while a
 //	                                        task submitted ready has not moved (statuses.go)
 //	result/<id>                             the result JSON of a DONE task
 //	error/<id>                              the last error of a failed attempt
-//	batch/<batch>/<id>                      membership of a batch
+//	batch/<batch>/<order>                   membership of a batch: the ids of its tasks that one
+//	                                        submit transaction created (members.go)
 //	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: readyRecord (what the
 //	                                        key does not say; empty for a plain task)
 //	q/delay/<due>/<id>                      waiting for backoff or not_before; value: Status
@@ -73,9 +74,6 @@ func runKey(id string) string    { return prefixRun + id }
 func cancelKey(id string) string { return prefixCancel + id }
 func pauseKey(q string) string   { return prefixPause + q }
 func pinKey(batch string) string { return prefixPin + batch }
-func batchKey(batch, id string) string {
-	return prefixBatch + batch + "/" + id
-}
 func readyPrefix(queue string) string { return prefixReady + queue + "/" }
 
 func readyKey(queue string, priority int32, order int64, id string) string {

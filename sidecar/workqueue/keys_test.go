@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -221,11 +220,14 @@ func FuzzNames(f *testing.F) {
 			if rest, ok := strings.CutPrefix(pinKey(batch), prefixPin); !ok || rest != batch {
 				t.Fatalf("pin key %q does not cut back to %q", pinKey(batch), batch)
 			}
-			p := prefixBatch + batch + "/" // BatchIDs' prefix
-			if ValidateID(id) == nil && strings.TrimPrefix(batchKey(batch, id), p) != id {
-				t.Fatalf("member key %q of batch %q does not cut back to id %q", batchKey(batch, id), batch, id)
+			p := batchPrefix(batch) // what eachMember reads
+			if rest := strings.TrimPrefix(memberKey(batch, 1<<62), p); ValidateID(rest) != nil {
+				t.Fatalf("member key %q of batch %q does not cut back to a name: %q", memberKey(batch, 1<<62), batch, rest)
 			}
-			if ValidateBatch(other) == nil && other != batch && strings.HasPrefix(batchKey(other, "t"), p) {
+			if ValidateID(id) == nil && strings.TrimPrefix(formerMemberKey(batch, id), p) != id {
+				t.Fatalf("member key %q of batch %q does not cut back to id %q", formerMemberKey(batch, id), batch, id)
+			}
+			if ValidateBatch(other) == nil && other != batch && strings.HasPrefix(memberKey(other, 0), p) {
 				t.Fatalf("members of batch %q lie under the prefix of batch %q", other, batch)
 			}
 		}
@@ -295,29 +297,26 @@ func FuzzReadyRecord(f *testing.F) {
 	})
 }
 
-// FuzzTraceparent: a spec gives back the traceparent it was given, whether
-// it stores the short form (a canonical version-00 one) or the text.
+// FuzzTraceparent: a spec gives back the traceparent it was given, in 25
+// bytes when it is a canonical version-00 one.
 func FuzzTraceparent(f *testing.F) {
 	f.Add("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	f.Add("00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01")
 	f.Add("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, tp string) {
-		var sp spec
-		sp.setTraceparent(tp)
-		b, err := json.Marshal(sp)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sp := spec{Queue: "tts", Order: 1, Payload: json.RawMessage(`{}`), Traceparent: tp}
+		b := encodeSpec(sp)
 		back, err := decodeSpec(b)
 		if err != nil {
-			t.Fatalf("spec %s does not decode: %v", b, err)
+			t.Fatalf("spec %q does not decode: %v", b, err)
 		}
-		if got := back.traceparent(); got != tp && utf8.ValidString(tp) {
-			t.Fatalf("traceparent %q came back as %q", tp, got)
+		if back.Traceparent != tp {
+			t.Fatalf("traceparent %q came back as %q", tp, back.Traceparent)
 		}
-		if _, short := traceparentBytes(tp); short && len(sp.TraceCompact) != 34 {
-			t.Fatalf("traceparent %q stored as %q", tp, sp.TraceCompact)
+		bare := len(encodeSpec(spec{Queue: "tts", Order: 1, Payload: json.RawMessage(`{}`)}))
+		if _, short := traceparentBytes(tp); short && len(b) != bare+25 {
+			t.Fatalf("traceparent %q stored in %d bytes", tp, len(b)-bare)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package workqueue
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -240,6 +241,9 @@ func (d *Dispatcher) promote(ctx context.Context) time.Time {
 
 // collect removes finished tasks older than the retention period. It reads
 // only the retention index entries that are due, never the whole keyspace.
+// A task of a batch is removed from its member key in the same
+// transaction (members.go); the member keys read are kept for the round,
+// so removing a member key's tasks one after another reads it once.
 func (d *Dispatcher) collect(ctx context.Context) {
 	cutoff := d.cfg.Now().Add(-d.cfg.Retention)
 	batches := map[string]bool{}
@@ -248,6 +252,7 @@ func (d *Dispatcher) collect(ctx context.Context) {
 			d.unpin(ctx, b)
 		}
 	}()
+	var seen memberCache
 	for {
 		resp, err := d.kv.Get(ctx, prefixGC, clientv3.WithRange(gcUpTo(cutoff)), clientv3.WithLimit(64))
 		if err != nil {
@@ -259,6 +264,7 @@ func (d *Dispatcher) collect(ctx context.Context) {
 		for _, kv := range resp.Kvs {
 			key := string(kv.Key)
 			id := key[strings.LastIndexByte(key, '/')+1:]
+			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)}
 			ops := []clientv3.Op{
 				clientv3.OpDelete(key),
 				clientv3.OpDelete(taskKey(id)),
@@ -266,25 +272,65 @@ func (d *Dispatcher) collect(ctx context.Context) {
 				clientv3.OpDelete(resultKey(id)),
 				clientv3.OpDelete(errorKey(id)),
 			}
-			if b := string(kv.Value); b != "" {
-				ops = append(ops, clientv3.OpDelete(batchKey(b, id)))
+			b := string(kv.Value)
+			var m member
+			if b != "" {
+				var found bool
+				m, found, err = d.memberOf(ctx, b, id, &seen)
+				if err != nil {
+					if ctx.Err() == nil {
+						d.cfg.Logger.Warn("removing finished tasks failed", "err", err)
+					}
+					return
+				}
+				if found {
+					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(m.Key), "=", m.ModRevision))
+					ops = append(ops, m.without(id))
+				}
 			}
 			// An operator's retry deletes the gc entry, so comparing it keeps
 			// a retried task.
-			r, err := d.kv.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(ops...).Commit()
-			if err == nil && r.Succeeded {
-				if b := string(kv.Value); b != "" {
-					batches[b] = true
-				}
-				d.mu.Lock()
-				d.stats.Removed++
-				d.mu.Unlock()
+			r, err := d.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
+			if err != nil || !r.Succeeded {
+				seen.drop(m.Key) // read it again
+				continue
 			}
+			if m.Key != "" {
+				m.IDs = slices.DeleteFunc(slices.Clone(m.IDs), func(x string) bool { return x == id })
+				m.ModRevision = r.Header.Revision
+				seen.put(m)
+			}
+			if b != "" {
+				batches[b] = true
+			}
+			d.mu.Lock()
+			d.stats.Removed++
+			d.mu.Unlock()
 		}
 		if !resp.More {
 			return
 		}
 	}
+}
+
+// memberOf returns the member key that lists task id of batch: from the
+// cache, or read from etcd with its neighbours (added to the cache).
+// found is false when no key lists the task.
+func (d *Dispatcher) memberOf(ctx context.Context, batch, id string, seen *memberCache) (member, bool, error) {
+	if m, ok := seen.lookup(batch, id); ok {
+		return m, true, nil
+	}
+	resp, err := d.kv.Get(ctx, taskKey(id))
+	if err != nil {
+		return member{}, false, err
+	}
+	order := int64(-1) // no spec: only a key of the former layout can list it
+	if len(resp.Kvs) == 1 {
+		if sp, err := decodeSpec(resp.Kvs[0].Value); err == nil {
+			order = sp.Order
+		}
+	}
+	return findMember(ctx, d.kv, batch, id, order, seen.put)
 }
 
 // unpin removes the pinned config of a batch whose tasks are all gone. A
@@ -294,7 +340,7 @@ func (d *Dispatcher) collect(ctx context.Context) {
 func (d *Dispatcher) unpin(ctx context.Context, batch string) {
 	resp, err := d.kv.Txn(ctx).Then(
 		clientv3.OpGet(pinKey(batch), clientv3.WithKeysOnly()),
-		clientv3.OpGet(prefixBatch+batch+"/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		clientv3.OpGet(batchPrefix(batch), clientv3.WithPrefix(), clientv3.WithCountOnly()),
 	).Commit()
 	if err != nil {
 		return

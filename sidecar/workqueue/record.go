@@ -1,11 +1,8 @@
 package workqueue
 
 import (
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -128,11 +125,13 @@ func (r routing) fill(st *Status) {
 
 // readyRecord is the value of a ready entry, q/ready/<queue>/<prio>/<order>/<id>:
 // with the key, what the scheduler needs to match the task and to write its
-// claim. A task submitted with defaults and no routing has an empty value;
-// any other is readyFormat and the record's JSON. The format byte makes
-// the value unreadable to a sidecar from before D-size6, which read a full
-// Status there: such a sidecar skips the entry as malformed instead of
-// handing out the task with default settings (D-size7).
+// claim. The value is readyFormat and the record's JSON, or readyFormat
+// alone for a task submitted with defaults and no routing. The format
+// byte makes the value unreadable to a sidecar of an earlier format: one
+// from before D-size6 read a full Status there, and one from before
+// D-size9 cannot read the task's spec (it would hand the task out with
+// default settings, or mark it DEAD as broken); such a sidecar skips the
+// entry as malformed (D-size7, D-size9).
 type readyRecord struct {
 	routing
 	Attempt   int32 `json:"n,omitempty"`
@@ -146,7 +145,7 @@ func encodeReady(st Status) string {
 		r.UpdatedMS = 0
 	}
 	if r.routing.empty() && r.Attempt == 0 && r.UpdatedMS == 0 {
-		return ""
+		return readyFormat
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -155,8 +154,10 @@ func encodeReady(st Status) string {
 	return readyFormat + string(b)
 }
 
-// readyFormat starts every non-empty ready value of this format.
-const readyFormat = "2"
+// readyFormat starts every ready value of this format. Values of format
+// "2" (D-size6: the same record, and an empty value for none) are read as
+// well.
+const readyFormat = "3"
 
 func (r routing) empty() bool {
 	return r.MaxAttempts == 0 && r.TimeoutMS == 0 && r.Batch == "" && !r.Pinned && r.Affinity == "" && len(r.Require) == 0
@@ -172,6 +173,7 @@ func decodeReady(key string, val []byte) (Status, error) {
 	var r readyRecord
 	switch {
 	case len(val) == 0:
+		// D-size6's value of a task with defaults and no routing.
 	case val[0] == '{':
 		// A ready entry written before D-size6: the whole Status.
 		st, err := decodeStatus(val)
@@ -180,7 +182,9 @@ func decodeReady(key string, val []byte) (Status, error) {
 		}
 		st.State, st.Queue, st.Priority, st.Order, st.Index = StatePending, e.Queue, e.Priority, e.Order, key
 		return st, nil
-	case string(val[:1]) == readyFormat:
+	case string(val) == readyFormat:
+		// A task with defaults and no routing.
+	case string(val[:1]) == readyFormat || val[0] == '2': // "2": D-size6's, the same record
 		if err := json.Unmarshal(val[1:], &r); err != nil {
 			return Status{}, fmt.Errorf("bad ready entry %q: %w", key, err)
 		}
@@ -193,106 +197,6 @@ func decodeReady(key string, val []byte) (Status, error) {
 	}
 	r.routing.fill(&st)
 	return st, nil
-}
-
-// spec is the immutable record of a task, the value of task/<id> (the id
-// is the key). It holds what the task's first status is derived from: a
-// task submitted ready has no state/<id> until it first leaves its ready
-// entry (see pendingStatus), so the spec says where that entry is.
-type spec struct {
-	Queue    string `json:"q"`
-	Priority int32  `json:"r,omitempty"`
-	Order    int64  `json:"o"` // position within its priority (Unix ns); its millisecond is when it was created
-	routing
-	// NotBeforeMS is set when the task was submitted held back (not_before
-	// in the future); such a task has a state/<id> from its submit on.
-	NotBeforeMS int64           `json:"n,omitempty"`
-	Payload     json.RawMessage `json:"p"`
-	// The W3C traceparent of the submit: a version-00 one as its 25 bytes
-	// in base64 (tc, 34 bytes instead of 55), any other as it is (tp).
-	TraceCompact string `json:"tc,omitempty"`
-	TraceRaw     string `json:"tp,omitempty"`
-}
-
-// setTraceparent stores tp in the spec, in its short form when it has one.
-func (sp *spec) setTraceparent(tp string) {
-	sp.TraceCompact, sp.TraceRaw = "", tp
-	if b, ok := traceparentBytes(tp); ok {
-		sp.TraceCompact, sp.TraceRaw = base64.RawStdEncoding.EncodeToString(b), ""
-	}
-}
-
-// traceparent returns the stored traceparent.
-func (sp *spec) traceparent() string {
-	if sp.TraceCompact == "" {
-		return sp.TraceRaw
-	}
-	b, err := base64.RawStdEncoding.DecodeString(sp.TraceCompact)
-	if err != nil || len(b) != 25 {
-		return ""
-	}
-	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:24]) + "-" + hex.EncodeToString(b[24:])
-}
-
-// traceparentBytes returns the trace id, span id and flags of a version-00
-// traceparent in its canonical (lower-case) form, which traceparent
-// restores exactly.
-func traceparentBytes(tp string) ([]byte, bool) {
-	if len(tp) != 55 || tp[:3] != "00-" || tp[35] != '-' || tp[52] != '-' {
-		return nil, false
-	}
-	h := tp[3:35] + tp[36:52] + tp[53:]
-	if strings.ToLower(h) != h {
-		return nil, false
-	}
-	b, err := hex.DecodeString(h)
-	return b, err == nil
-}
-
-// CreatedMS is when the task was submitted (Unix ms).
-func (sp *spec) CreatedMS() int64 { return sp.Order / 1e6 }
-
-// decodeSpec reads a spec of either format: this one, or the one written
-// before D-size6 (long field names, the id, created_ms), whose tasks always
-// have a state/<id> (D-size7).
-func decodeSpec(b []byte) (spec, error) {
-	var sp spec
-	if err := json.Unmarshal(b, &sp); err != nil {
-		return sp, err
-	}
-	if sp.Queue != "" || sp.Payload != nil {
-		return sp, nil
-	}
-	var old struct {
-		Queue       string          `json:"queue"`
-		Payload     json.RawMessage `json:"payload"`
-		Priority    int32           `json:"priority"`
-		MaxAttempts int32           `json:"max_attempts"`
-		TimeoutMS   int64           `json:"timeout_ms"`
-		Batch       string          `json:"batch"`
-		NotBeforeMS int64           `json:"not_before_ms"`
-		Traceparent string          `json:"traceparent"`
-		CreatedMS   int64           `json:"created_ms"`
-	}
-	if err := json.Unmarshal(b, &old); err != nil || old.Queue == "" {
-		return sp, err // neither format: the callers' checks report it
-	}
-	sp = spec{Queue: old.Queue, Priority: old.Priority, Order: old.CreatedMS * 1e6, NotBeforeMS: old.NotBeforeMS, Payload: old.Payload}
-	sp.routing = routingOf(Status{MaxAttempts: old.MaxAttempts, TimeoutMS: old.TimeoutMS, Batch: old.Batch})
-	sp.setTraceparent(old.Traceparent)
-	return sp, nil
-}
-
-// pendingStatus is the status of task id while it has no state/<id>: it
-// was submitted ready and has not left its ready entry (not claimed, not
-// cancelled), so it is PENDING at attempt 0 in the entry its spec names.
-func pendingStatus(id string, sp spec) Status {
-	st := Status{
-		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, Order: sp.Order,
-		Index: readyKey(sp.Queue, sp.Priority, sp.Order, id), UpdatedMS: sp.CreatedMS(),
-	}
-	sp.routing.fill(&st)
-	return st
 }
 
 // ErrorRecord is the value of error/<id>: the last error of the task.

@@ -37,7 +37,7 @@ func dbSize(t testing.TB, cli *clientv3.Client) (size, inUse int64) {
 
 // BenchmarkTaskBytes measures what a task costs in etcd's own dbSize (what
 // its quota counts), on a dedicated embedded etcd: 5,000 GLM-TTS lines of 246
-// bytes in one batch, traced. It reports the growth of dbSize per pending
+// bytes, traced, in one batch and with none. It reports the growth of dbSize per pending
 // task over a second fill of 5,000 (the first warms bbolt), the history a
 // drain (claim and complete each) writes until compaction, and, after
 // compaction and defragmentation, the bytes per pending and per finished
@@ -45,12 +45,20 @@ func dbSize(t testing.TB, cli *clientv3.Client) (size, inUse int64) {
 //
 //	go test -run '^$' -bench TaskBytes -benchtime 1x ./sidecar/workqueue
 func BenchmarkTaskBytes(b *testing.B) {
-	for b.Loop() {
-		measureTaskBytes(b, 5000)
+	for _, batch := range []string{"corpus-2026-12", ""} {
+		name := "batch=" + batch
+		if batch == "" {
+			name = "plain"
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				measureTaskBytes(b, 5000, batch)
+			}
+		})
 	}
 }
 
-func measureTaskBytes(t *testing.B, n int) {
+func measureTaskBytes(t *testing.B, n int, batch string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
@@ -70,7 +78,7 @@ func measureTaskBytes(t *testing.B, n int) {
 	fill := func(from int) {
 		specs := make([]Spec, n)
 		for i := range specs {
-			specs[i] = Spec{Queue: "tts", Batch: "corpus-2026-12", Payload: glmLine(from + i), Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+			specs[i] = Spec{Queue: "tts", Batch: batch, Payload: glmLine(from + i), Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
 		}
 		if _, err := s.Submit(ctx, specs); err != nil {
 			t.Fatal(err)

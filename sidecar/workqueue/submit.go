@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -210,14 +209,18 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 	if o.pin != nil {
 		res.Pin = pins.pin
 	}
+	// The orders of the tasks count up from one base, in the order of
+	// specs, across the transactions: the member key of a batch's tasks in
+	// one transaction is named by the first one's (members.go).
 	now := s.cfg.Now()
+	base := now.UnixNano()
 	for start := 0; start < len(specs); {
 		end, ops, size := start, 0, 0
 		batches := map[string]bool{}
-		for end < len(specs) {
+		for end < len(specs) && end-start < chunkSpan-1 {
 			o, b := opsFor(&specs[end], now)
 			if bt := specs[end].Batch; bt != "" && !batches[bt] {
-				o++ // the batch's pin compare, get and touch, if it is pinned
+				o += 2 // the batch's member key, and its pin's touch if it is pinned
 			}
 			if end > start && (ops+o > s.cfg.MaxTxnOps || size+b > s.cfg.MaxTxnBytes) {
 				break
@@ -226,9 +229,12 @@ func (s *Store) Submit(ctx context.Context, specs []Spec, opts ...SubmitOption) 
 			batches[specs[end].Batch] = true
 			end++
 		}
-		if err := s.submitChunk(ctx, specs[start:end], res.Created[start:end], now, pins); err != nil {
+		var err error
+		base, err = s.submitChunk(ctx, specs[start:end], res.Created[start:end], now, base+int64(start), pins)
+		if err != nil {
 			return res, err
 		}
+		base -= int64(start)
 		start = end
 		if o.progress != nil {
 			o.progress(end, len(specs))
@@ -265,15 +271,13 @@ func WithProgress(f func(done, total int)) SubmitOption {
 // submit transaction, and a bound on its bytes. etcd's --max-txn-ops bounds
 // each of a transaction's compare, success and failure lists, not their
 // sum (etcd's checkTxnRequest), and the longest here is the success list:
-// the spec and the ready entry, the batch member key in a batch, and the
-// state and delay entry of a task held back (createOps). The compare and
-// failure lists have one per task. A batch's pin adds one to each list,
-// counted by the caller once per batch.
+// the spec and the ready entry, or the spec, the state and the delay entry
+// of a task held back (createOps). The compare and failure lists have one
+// per task. A batch adds its member key and its pin's touch to the success
+// list and a compare each to the others, counted by the caller once per
+// batch.
 func opsFor(sp *Spec, now time.Time) (ops, bytes int) {
 	ops = 2
-	if sp.Batch != "" {
-		ops++
-	}
 	if sp.NotBefore.After(now) {
 		ops++ // the state and the delay entry instead of the ready entry
 	}
@@ -356,10 +360,14 @@ func (s *Store) ensurePin(ctx context.Context, batch string, p Pin) (*Pin, error
 	return &old, nil
 }
 
-// submitChunk writes the specs that do not exist yet in one transaction.
-// Tasks of a pinned batch are written only while its pin exists, so that no
-// task is marked pinned without a pin to hand out.
-func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, now time.Time, bp batchPinning) error {
+// submitChunk writes the specs that do not exist yet in one transaction,
+// with the orders first, first+1, and so on, and a member key for the
+// tasks of each batch. Tasks of a pinned batch are written only while its
+// pin exists, so that no task is marked pinned without a pin to hand out.
+// It returns the first order it used: a member key of that name may exist
+// already (another submit in the same nanosecond, or one whose tasks were
+// not all removed), and then the orders move on past it.
+func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, now time.Time, first int64, bp batchPinning) (int64, error) {
 	todo := make([]int, len(specs))
 	for i := range todo {
 		todo[i] = i
@@ -367,15 +375,36 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 	for len(todo) > 0 {
 		var cmps []clientv3.Cmp
 		var puts, gets []clientv3.Op
-		var pinnedBatches []string
-		for n, i := range todo {
+		members := map[string][]string{} // batch → ids of this transaction
+		var batches, pinnedBatches []string
+		for _, i := range todo {
 			sp := &specs[i]
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(taskKey(sp.ID)), "=", 0))
 			gets = append(gets, clientv3.OpGet(taskKey(sp.ID), clientv3.WithKeysOnly()))
-			puts = append(puts, s.createOps(sp, now, int64(n), bp.pinned[sp.Batch])...)
-			if bp.pinned[sp.Batch] && !slices.Contains(pinnedBatches, sp.Batch) {
-				pinnedBatches = append(pinnedBatches, sp.Batch)
+			puts = append(puts, s.createOps(sp, now, first+int64(i), bp.pinned[sp.Batch])...)
+			if sp.Batch == "" {
+				continue
 			}
+			if _, ok := members[sp.Batch]; !ok {
+				batches = append(batches, sp.Batch)
+				if bp.pinned[sp.Batch] {
+					pinnedBatches = append(pinnedBatches, sp.Batch)
+				}
+			}
+			members[sp.Batch] = append(members[sp.Batch], sp.ID)
+		}
+		memberKeys := make([]string, len(batches))
+		for k, b := range batches {
+			// Named by the first order of the batch's tasks here.
+			for _, i := range todo {
+				if specs[i].Batch == b {
+					memberKeys[k] = memberKey(b, first+int64(i))
+					break
+				}
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(memberKeys[k]), "=", 0))
+			gets = append(gets, clientv3.OpGet(memberKeys[k], clientv3.WithKeysOnly()))
+			puts = append(puts, clientv3.OpPut(memberKeys[k], encodeMembers(members[b])))
 		}
 		for _, b := range pinnedBatches {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(pinKey(b)), ">", 0))
@@ -386,23 +415,30 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 		}
 		resp, err := s.kv.Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
 		if err != nil {
-			return fmt.Errorf("submit: %w", err)
+			return first, fmt.Errorf("submit: %w", err)
 		}
 		if resp.Succeeded {
 			for _, i := range todo {
 				created[i] = true
 			}
-			return nil
+			return first, nil
+		}
+		// A member key of that name exists: move the orders past it.
+		for k := range batches {
+			if len(resp.Responses[len(todo)+k].GetResponseRange().Kvs) > 0 {
+				first += chunkSpan
+				break
+			}
 		}
 		// A pin removed meanwhile (its batch was collected): WithPin's pin
 		// is written again; a batch found pinned before is no longer.
 		for k, b := range pinnedBatches {
-			if len(resp.Responses[len(todo)+k].GetResponseRange().Kvs) > 0 {
+			if len(resp.Responses[len(todo)+len(batches)+k].GetResponseRange().Kvs) > 0 {
 				continue
 			}
 			if b == bp.batch && bp.pin != nil {
 				if _, err := s.ensurePin(ctx, b, *bp.pin); err != nil {
-					return err
+					return first, err
 				}
 			} else {
 				bp.pinned[b] = false
@@ -417,41 +453,37 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 		}
 		todo = rest
 	}
-	return nil
+	return first, nil
 }
 
-// createOps are the writes that create one task. seq keeps the FIFO order
-// of tasks submitted in one transaction. A task due now gets its spec and
-// its ready entry only: its state/<id> is written by whatever first moves
-// it (pendingStatus). A task held back by not_before gets its state and its
-// delay entry as well.
-func (s *Store) createOps(sp *Spec, now time.Time, seq int64, pinned bool) []clientv3.Op {
+// createOps are the writes that create one task with the given order (its
+// place in the FIFO order of its priority). A task due now gets its spec
+// and its ready entry only: its state/<id> is written by whatever first
+// moves it (pendingStatus). A task held back by not_before gets its state
+// and its delay entry as well. Its batch's member key is written by
+// submitChunk.
+func (s *Store) createOps(sp *Spec, now time.Time, order int64, pinned bool) []clientv3.Op {
 	st := Status{
 		State: StatePending, Queue: sp.Queue, Priority: sp.Priority, MaxAttempts: sp.MaxAttempts,
-		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: now.UnixNano() + seq,
+		TimeoutMS: sp.Timeout.Milliseconds(), Batch: sp.Batch, Pinned: pinned, Order: order,
 		Affinity: sp.Affinity, Require: sp.Require,
 	}
 	st.UpdatedMS = st.Order / 1e6
 	rec := spec{
 		Queue: sp.Queue, Priority: sp.Priority, Order: st.Order, routing: routingOf(st),
-		Payload: sp.Payload,
+		Payload: sp.Payload, Traceparent: sp.Traceparent,
 	}
-	rec.setTraceparent(sp.Traceparent)
 	delayed := sp.NotBefore.After(now)
 	if delayed {
 		rec.NotBeforeMS = ms(sp.NotBefore)
 	}
-	specJSON, _ := json.Marshal(rec)
-	ops := []clientv3.Op{clientv3.OpPut(taskKey(sp.ID), string(specJSON))}
+	ops := []clientv3.Op{clientv3.OpPut(taskKey(sp.ID), string(encodeSpec(rec)))}
 	if delayed {
 		st.Index = delayKey(sp.NotBefore, sp.ID)
 		ops = append(ops, clientv3.OpPut(stateKey(sp.ID), st.encode()), clientv3.OpPut(st.Index, st.encode()))
 	} else {
 		st.Index = readyKey(sp.Queue, sp.Priority, st.Order, sp.ID)
 		ops = append(ops, clientv3.OpPut(st.Index, encodeReady(st)))
-	}
-	if sp.Batch != "" {
-		ops = append(ops, clientv3.OpPut(batchKey(sp.Batch, sp.ID), ""))
 	}
 	return ops
 }
