@@ -65,15 +65,15 @@ const (
 	MaxPriority = 1000
 )
 
-func taskKey(id string) string   { return prefixTask + id }
-func stateKey(id string) string  { return prefixState + id }
-func resultKey(id string) string { return prefixResult + id }
-func errorKey(id string) string  { return prefixError + id }
-func claimKey(id string) string  { return prefixClaim + id }
-func runKey(id string) string    { return prefixRun + id }
-func cancelKey(id string) string { return prefixCancel + id }
-func pauseKey(q string) string   { return prefixPause + q }
-func pinKey(batch string) string { return prefixPin + batch }
+func taskKey(id string) string        { return prefixTask + id }
+func stateKey(id string) string       { return prefixState + id }
+func resultKey(id string) string      { return prefixResult + id }
+func errorKey(id string) string       { return prefixError + id }
+func claimKey(id string) string       { return prefixClaim + id }
+func runKey(id string) string         { return prefixRun + id }
+func cancelKey(id string) string      { return prefixCancel + id }
+func pauseKey(q string) string        { return prefixPause + q }
+func pinKey(batch string) string      { return prefixPin + batch }
 func readyPrefix(queue string) string { return prefixReady + queue + "/" }
 
 func readyKey(queue string, priority int32, order int64, id string) string {
