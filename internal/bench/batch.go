@@ -55,6 +55,12 @@ type BatchConfig struct {
 	MaxPending int             // --max-pending of the fed run
 	SkipDrain  bool            // delete the submitted tasks instead of draining them (phase 2)
 	QuotaBytes int64           // etcd's --quota-backend-bytes, for baton submit's admission control (0: 2 GiB)
+	// SubmitNamespace, when set, is the namespace of phase 1, whose bytes
+	// are measured: a deployment's own (the run's etcd is its own), so
+	// that the keys are as long as a deployment's. Otherwise phase 1 runs
+	// under Etcd.Namespace like the others, whose run-unique prefix makes
+	// every key ~30 bytes longer (~60 a task) than a deployment's.
+	SubmitNamespace string
 	Dir        string          // for the file and the sockets
 	Progress   io.Writer
 }
@@ -126,7 +132,7 @@ func RunBatch(ctx context.Context, cfg BatchConfig) (*BatchReport, error) {
 		return nil, err
 	}
 	rep.DBSizeBase = base
-	ns1 := cfg.Etcd.Namespace + ".batch-submit"
+	ns1 := cmp.Or(cfg.SubmitNamespace, cfg.Etcd.Namespace+".batch-submit")
 	logf("submit of %d lines, no bound, no workers", cfg.Lines)
 	res, err := runSubmit(ctx, cfg, ns1, file, cfg.Lines, nil)
 	if err != nil {

@@ -42,7 +42,8 @@ func benchCommand() *cli.Command {
 			"sidecars (time, bytes per finished task), then drained again in a fresh namespace while\n" +
 			"`baton submit --max-pending` feeds it (time to the last completion, the submit's peak RSS).\n" +
 			"--batch-skip-drain leaves out the first drain (for a big file: the fed drain is the one that\n" +
-			"matters, and the first doubles the run).\n" +
+			"matters, and the first doubles the run). On the run's own etcd (no --endpoints) the first submit\n" +
+			"writes under NAMESPACE itself, so that keys are as long as a deployment's.\n" +
 			"With --endpoints, everything is written under namespaces NAMESPACE.bench.<time>.* and deleted afterwards;\n" +
 			"do not point it at a production cluster: it loads etcd as hard as it can.",
 		Flags: []cli.Flag{
@@ -203,9 +204,13 @@ func runBatchBench(c *cli.Context, asJSON bool) error {
 	defer stop()
 	cfg := bench.BatchConfig{Baton: childproc.Exe{Path: exe}, Lines: lines, Workers: workers, MaxPending: maxPending, SkipDrain: c.Bool("batch-skip-drain"), Dir: dir, Progress: c.App.ErrWriter}
 	cfg.Etcd = etcdConfig(c)
+	deployed := cfg.Etcd.Namespace
 	cfg.Etcd.Namespace = fmt.Sprintf("%s.bench.%d", strings.TrimSuffix(cfg.Etcd.Namespace, "/"), time.Now().Unix())
 	cfg.QuotaBytes = c.Int64("etcd-quota-bytes")
 	if !c.IsSet("endpoints") {
+		// The etcd is the run's own: the bytes are measured under the
+		// deployment's namespace, with keys as long as its.
+		cfg.SubmitNamespace = deployed
 		// The largest quota etcd suggests: a fed drain of 1M tasks keeps
 		// them finished (~1 GB) plus ~2 KB of history each until a
 		// compaction, and the database file shrinks only on a
