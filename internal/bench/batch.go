@@ -61,8 +61,8 @@ type BatchConfig struct {
 	// under Etcd.Namespace like the others, whose run-unique prefix makes
 	// every key ~30 bytes longer (~60 a task) than a deployment's.
 	SubmitNamespace string
-	Dir        string          // for the file and the sockets
-	Progress   io.Writer
+	Dir             string // for the file and the sockets
+	Progress        io.Writer
 }
 
 // BatchReport is what RunBatch measured.
