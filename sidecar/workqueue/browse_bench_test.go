@@ -38,16 +38,37 @@ func BenchmarkBrowse(b *testing.B) {
 	if _, err := s.Cancel(ctx, "t010000"); err != nil {
 		b.Fatal(err)
 	}
+	// cursorAt returns the page cursor just past task id.
+	cursorAt := func(id string) string {
+		after := ""
+		for {
+			p, err := s.BatchPage(ctx, "big", after, "", 500, 0)
+			if err != nil || len(p.Tasks) == 0 {
+				b.Fatalf("no task %s in the batch: %v", id, err)
+			}
+			for i, t := range p.Tasks {
+				if t.ID == id {
+					q, err := s.BatchPage(ctx, "big", after, "", i+1, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return q.Next
+				}
+			}
+			after = p.Next
+		}
+	}
+	mid, late := cursorAt("t005000"), cursorAt("t009990")
 	b.Run("page-of-50", func(b *testing.B) {
 		for b.Loop() {
-			if p, err := s.BatchPage(ctx, "big", "t005000", "", 50, 0); err != nil || len(p.Tasks) != 50 {
+			if p, err := s.BatchPage(ctx, "big", mid, "", 50, 0); err != nil || len(p.Tasks) != 50 || p.Tasks[0].ID != "t005001" {
 				b.Fatal(len(p.Tasks), err)
 			}
 		}
 	})
 	b.Run("filtered-page", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := s.BatchPage(ctx, "big", "t009990", StateCancelled, 50, 0); err != nil {
+			if _, err := s.BatchPage(ctx, "big", late, StateCancelled, 50, 0); err != nil {
 				b.Fatal(err)
 			}
 		}
