@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -35,6 +36,9 @@ func TestErrorsSayWhatHappened(t *testing.T) {
 		{rpctypes.ErrTooManyOps, connect.CodeResourceExhausted},
 		{status.Error(codes.ResourceExhausted, "trying to send message larger than max"), connect.CodeResourceExhausted},
 		{errors.New("task t1: bad spec: unexpected end of JSON input"), connect.CodeInternal},
+		// A lock granted after its lease's trust window is answered as a
+		// lease lost while waiting, never as held.
+		{namedlock.ErrLockLeaseLost, connect.CodeUnavailable},
 	}
 	for _, c := range cases {
 		got := toConnect(c.err)
