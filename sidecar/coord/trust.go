@@ -9,17 +9,24 @@ import (
 )
 
 // TrustWindow returns how long after etcd last confirmed a lease of ttl a
-// sidecar still answers as its holder: two thirds of the TTL.
+// sidecar still answers as its holder: two thirds of the TTL (6.7s at the
+// default 10s), and for TTLs under 3s a second more than the keepalive
+// interval, at most the TTL (1s → 1s, 2s → 1.67s).
 //
 // etcd renews a lease when a keepalive reaches it, before its answer
 // reaches the sidecar, so the lease lives at least until the keepalive's
 // sending plus the TTL. The sidecar only knows when the answer arrived, so
-// it keeps a third of the TTL (3.3s at the default 10s) for the answer's
-// trip back and the difference between the sidecar's and etcd's clock
-// rates. Keepalives are sent every third of the TTL, so a lease whose
-// keepalives are answered stays inside the window even when one answer is
-// late by almost a third of the TTL.
-func TrustWindow(ttl time.Duration) time.Duration { return ttl * 2 / 3 }
+// it keeps a third of the TTL for the answer's trip back. On the other side,
+// etcd's client sends a keepalive a third of the TTL after the last answer,
+// looking every 500ms, so answers normally come up to TTL/3 + 0.5s + a
+// round trip apart; the window must be longer than that, or a live lease
+// would be distrusted before each answer. Two thirds of the TTL is a second
+// more than TTL/3 from 3s up; below, the window is that second more, which
+// leaves less than a third of the TTL for the answer's trip (a pause longer
+// than the TTL is still caught).
+func TrustWindow(ttl time.Duration) time.Duration {
+	return max(ttl*2/3, min(ttl/3+time.Second, ttl))
+}
 
 // Trust is the trust window of one lease: it records on the injected
 // clock when etcd last confirmed the lease alive (its grant, each

@@ -13,6 +13,14 @@ import (
 // answer read by Follow confirms it at the clock's time, an answer saying
 // the lease is gone does not, and an earlier confirmation changes nothing.
 func TestTrustWindow(t *testing.T) {
+	for ttl, want := range map[time.Duration]time.Duration{
+		time.Second: time.Second, 2 * time.Second: 2*time.Second/3 + time.Second, 3 * time.Second: 2 * time.Second,
+		10 * time.Second: 20 * time.Second / 3, time.Minute: 40 * time.Second,
+	} {
+		if got := TrustWindow(ttl); got != want {
+			t.Errorf("TrustWindow(%v) = %v, want %v", ttl, got, want)
+		}
+	}
 	clock := clockwork.NewFakeClock()
 	granted := clock.Now()
 	tr := NewTrust(9*time.Second, granted, WithClock(clock))
