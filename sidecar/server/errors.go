@@ -60,7 +60,7 @@ func toConnect(err error) error {
 	case errors.Is(err, workqueue.ErrDraining):
 		return connect.NewError(connect.CodeUnavailable, errors.New("sidecar is shutting down"))
 	case errors.Is(err, coord.ErrNoLease):
-		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the sidecar holds no lease yet; retry"))
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the sidecar holds no lease that etcd confirmed lately; retry"))
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/coord"
 	"github.com/batonhq/baton/sidecar/namedlock"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -39,6 +40,8 @@ func TestErrorsSayWhatHappened(t *testing.T) {
 		// A lock granted after its lease's trust window is answered as a
 		// lease lost while waiting, never as held.
 		{namedlock.ErrLockLeaseLost, connect.CodeUnavailable},
+		// So is a claim read past the sidecar lease's trust window.
+		{fmt.Errorf("task t1 was claimed under a lease etcd last confirmed 7s ago: %w", coord.ErrNoLease), connect.CodeUnavailable},
 	}
 	for _, c := range cases {
 		got := toConnect(c.err)
