@@ -21,8 +21,9 @@
 // a stalled VM) learns nothing while it is paused. So before a sidecar
 // answers its worker that it holds something bound to a lease, it checks
 // the lease's Trust: etcd must have confirmed the lease (its grant, a
-// keepalive answer) at most TrustWindow (two thirds of the TTL) earlier on
-// the injected clock. Past that the lease may be gone and what was bound to
+// keepalive answer) at most TrustWindow (two thirds of the TTL; a little
+// more below 3s, so that a live lease's answers are always in time) earlier
+// on the injected clock. Past that the lease may be gone and what was bound to
 // it given to someone else; the holding is given back, not answered.
 //
 // # Sessions

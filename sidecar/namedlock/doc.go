@@ -37,8 +37,8 @@
 //
 // A grant is answered only inside the lock lease's trust window
 // (coord.Trust): etcd must have confirmed the lease, by its grant or a
-// keepalive answer, at most two thirds of the TTL earlier on the injected
-// clock. A sidecar paused or cut off after etcd granted it the lock, for
+// keepalive answer, at most coord.TrustWindow earlier (two thirds of the
+// TTL; a little more below 3s) on the injected clock. A sidecar paused or cut off after etcd granted it the lock, for
 // longer than that, may have lost the lease and the lock with it, the next
 // waiter may hold it already: the grant is given back (its key deleted)
 // and Lock returns ErrLockLeaseLost, as when the lease is known to be gone,
