@@ -14,6 +14,18 @@
 // the old session and grants a new lease, retrying until etcd answers.
 // State bound to the old lease is gone: its owners must stop acting on it.
 //
+// # Trust window
+//
+// etcd's client learns that a lease expired only when etcd says so or when
+// no keepalive answer came for a whole TTL, and a sidecar paused (SIGSTOP,
+// a stalled VM) learns nothing while it is paused. So before a sidecar
+// answers its worker that it holds something bound to a lease, it checks
+// the lease's Trust: etcd must have confirmed the lease (its grant, a
+// keepalive answer) at most TrustWindow (two thirds of the TTL; a little
+// more below 3s, so that a live lease's answers are always in time) earlier
+// on the injected clock. Past that the lease may be gone and what was bound to
+// it given to someone else; the holding is given back, not answered.
+//
 // # Sessions
 //
 // Words: the worker is the inference worker a sidecar serves (one GPU

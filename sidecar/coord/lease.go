@@ -30,6 +30,7 @@ type LeaseKeeper struct {
 
 	mu      sync.Mutex
 	cur     *concurrency.Session
+	trust   *Trust        // cur's trust window; nil with cur
 	changed chan struct{} // closed and replaced when cur changes
 
 	granted, grantFailures, lost atomic.Int64
@@ -100,9 +101,22 @@ func (k *LeaseKeeper) WaitSession(ctx context.Context) (*concurrency.Session, er
 	}
 }
 
-func (k *LeaseKeeper) set(s *concurrency.Session) {
+// Trust returns the trust window of lease id while it is the keeper's
+// current lease, or nil: before a sidecar answers its worker that it holds
+// something bound to id, it checks Trust(id).Trusted() (see the package
+// doc).
+func (k *LeaseKeeper) Trust(id clientv3.LeaseID) *Trust {
 	k.mu.Lock()
-	k.cur = s
+	defer k.mu.Unlock()
+	if k.cur == nil || k.cur.Lease() != id {
+		return nil
+	}
+	return k.trust
+}
+
+func (k *LeaseKeeper) set(s *concurrency.Session, t *Trust) {
+	k.mu.Lock()
+	k.cur, k.trust = s, t
 	close(k.changed)
 	k.changed = make(chan struct{})
 	k.mu.Unlock()
@@ -114,9 +128,12 @@ func (k *LeaseKeeper) set(s *concurrency.Session) {
 // not revoke the last lease on return; call Revoke for that, after the state
 // bound to the lease has been given back.
 func (k *LeaseKeeper) Run(ctx context.Context) error {
+	var follow sync.WaitGroup // the trust windows' keepalive readers
+	defer follow.Wait()
 	backoff := 100 * time.Millisecond
 	for {
-		s, err := concurrency.NewSession(k.cli, concurrency.WithTTL(k.ttl), concurrency.WithContext(ctx))
+		sent := k.clock.Now() // etcd starts the TTL after this
+		s, answers, err := k.grant(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -134,7 +151,10 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 		backoff = 100 * time.Millisecond
 		k.granted.Add(1)
 		k.logger.Info("etcd lease granted", "lease", int64(s.Lease()), "ttl_s", k.ttl)
-		k.set(s)
+		trust := NewTrust(k.TTL(), sent, WithClock(k.clock))
+		follow.Add(1)
+		go func() { defer follow.Done(); trust.Follow(answers) }() // ends with ctx or the lease
+		k.set(s, trust)
 		select {
 		case <-s.Done():
 			if ctx.Err() != nil {
@@ -142,11 +162,33 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 			}
 			k.lost.Add(1)
 			k.logger.Warn("etcd lease lost; granting a new one", "lease", int64(s.Lease()))
-			k.set(nil)
+			k.set(nil, nil)
 		case <-ctx.Done():
 			return nil
 		}
 	}
+}
+
+// grant grants a lease and keeps it alive until ctx ends: the session, and
+// the keepalive's answers for its trust window (the same keepalive: etcd's
+// client sends one per lease whatever the number of listeners; asked for
+// before the session's, so that it hears the first answer too).
+func (k *LeaseKeeper) grant(ctx context.Context) (*concurrency.Session, <-chan *clientv3.LeaseKeepAliveResponse, error) {
+	g, err := k.cli.Grant(ctx, int64(k.ttl))
+	if err != nil {
+		return nil, nil, err
+	}
+	answers, err := k.cli.KeepAlive(ctx, g.ID)
+	if err == nil {
+		var s *concurrency.Session
+		if s, err = concurrency.NewSession(k.cli, concurrency.WithLease(g.ID), concurrency.WithContext(ctx)); err == nil {
+			return s, answers, nil
+		}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	_, _ = k.cli.Revoke(rctx, g.ID)
+	return nil, nil, err
 }
 
 // Revoke revokes the current lease, so that everything bound to it is
@@ -154,7 +196,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) error {
 func (k *LeaseKeeper) Revoke(ctx context.Context) error {
 	k.mu.Lock()
 	s := k.cur
-	k.cur = nil
+	k.cur, k.trust = nil, nil
 	k.mu.Unlock()
 	if s == nil {
 		return nil

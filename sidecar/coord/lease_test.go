@@ -217,3 +217,48 @@ func TestSessionsListAndChange(t *testing.T) {
 		t.Fatalf("after closing a twice: List = %v, changed %v", ss, closed(changed))
 	}
 }
+
+// TestLeaseKeeperTrust: the keeper's current lease has a trust window that
+// etcd's keepalive answers renew on the keeper's clock; another lease has
+// none. Past the window without an answer the lease is not trusted; the
+// next answer trusts it again.
+func TestLeaseKeeperTrust(t *testing.T) {
+	cli := etcdtest.Client(t)
+	clock := clockwork.NewFakeClock()
+	k := NewLeaseKeeper(cli, 3*time.Second, nil, WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		_ = k.Revoke(context.Background())
+	}()
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	s, err := k.WaitSession(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := k.Trust(s.Lease())
+	if tr == nil || !tr.Trusted() || tr.Window() != TrustWindow(3*time.Second) {
+		t.Fatalf("trust of the new lease: %+v", tr)
+	}
+	if k.Trust(s.Lease()+1) != nil {
+		t.Fatal("a lease that is not the keeper's has a trust window")
+	}
+	clock.Advance(tr.Window() + time.Millisecond)
+	if tr.Trusted() && tr.LastConfirmed().Before(clock.Now()) {
+		t.Fatal("trusted past the window")
+	}
+	// Keepalives go every second (TTL/3) in real time.
+	for !tr.Trusted() {
+		if wctx.Err() != nil {
+			t.Fatal("no keepalive answer renewed the trust window")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !tr.LastConfirmed().Equal(clock.Now()) {
+		t.Fatalf("confirmed at %v, want the clock's %v", tr.LastConfirmed(), clock.Now())
+	}
+}

@@ -7,7 +7,8 @@ type Option func(*settings)
 
 type settings struct{ clock clockwork.Clock }
 
-// WithClock sets the clock that times retries and stamps start times.
+// WithClock sets the clock that times retries, stamps start times and
+// measures trust windows (Trust).
 // Default: the wall clock. Tests pass a clockwork.FakeClock.
 func WithClock(c clockwork.Clock) Option { return func(s *settings) { s.clock = c } }
 

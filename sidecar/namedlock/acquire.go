@@ -31,7 +31,9 @@ var errWaitOver = errors.New("namedlock: the wait is over")
 // once, and nothing is left in its line.
 //
 // Waiting ends early with ErrSessionClosed when the session closes,
-// with ErrLockLeaseLost when the lock lease expires and with ctx's error
+// with ErrLockLeaseLost when the lock lease expires (or, once granted, when
+// etcd last confirmed the lease longer ago than its trust window: the
+// grant is given back, see the package doc) and with ctx's error
 // when ctx ends (the caller left). A lock taken just as ctx ended is given
 // back, since nobody would know it holds it, and ctx's error returned. On
 // every error the waiter's key is removed, so an abandoned wait never
@@ -144,7 +146,7 @@ func (l *Locks) acquire(ctx context.Context, sess *coord.Session, name string, t
 	dropping := false
 	defer func() { l.end(sl, name, dropping) }()
 
-	es, err := l.etcdSession(ctx, sl)
+	es, trust, err := l.etcdSession(ctx, sl)
 	if err != nil {
 		return 0, err
 	}
@@ -177,15 +179,25 @@ func (l *Locks) acquire(ctx context.Context, sess *coord.Session, name string, t
 	if err == nil {
 		// Held, unless the lease was lost meanwhile: then watchLease has
 		// already told the process about the locks it knew of, and this
-		// one must not be handed out.
+		// one must not be handed out. Nor when etcd last confirmed the
+		// lease longer ago than its trust window: the sidecar may have
+		// been paused or cut off after etcd granted the lock, for long
+		// enough that the lease expired and the next waiter holds the lock
+		// now. The grant is then given back (its key removed below) and
+		// answered as a lost lease, never as held.
 		l.mu.Lock()
-		ok := !sl.closed && !isDone(es)
-		if ok {
+		live := !sl.closed && !isDone(es)
+		trusted := trust.Trusted()
+		if live && trusted {
 			sl.held[name] = m
 		}
 		l.mu.Unlock()
-		if ok {
+		if live && trusted {
 			return m.rev, nil
+		}
+		if live {
+			l.logger.Warn("lock granted after its lease's trust window; giving it back",
+				"lock", name, "token", m.rev, "session", sess.ID, "confirmed_ago", trust.Age(), "trust_window", trust.Window())
 		}
 		err = ErrLockLeaseLost
 	}

@@ -34,4 +34,16 @@
 // The sidecar tells the process (LockLost on its session, and Unlock fails
 // with ErrNotHeld) as soon as it learns; anything the lock protects outside
 // etcd must check the fencing token.
+//
+// A grant is answered only inside the lock lease's trust window
+// (coord.Trust): etcd must have confirmed the lease, by its grant or a
+// keepalive answer, at most coord.TrustWindow earlier (two thirds of the
+// TTL; a little more below 3s) on the injected clock. A sidecar paused or cut off after etcd granted it the lock, for
+// longer than that, may have lost the lease and the lock with it, the next
+// waiter may hold it already: the grant is given back (its key deleted)
+// and Lock returns ErrLockLeaseLost, as when the lease is known to be gone,
+// never the token. What the window cannot see: a pause after the check
+// and before the answer is written to the socket, and a pause between etcd
+// sending a keepalive answer and the sidecar reading it (the answer then
+// confirms the lease at the time it is read).
 package namedlock

@@ -24,7 +24,10 @@ var (
 	// while it waited.
 	ErrSessionClosed = errors.New("namedlock: the session closed while waiting for the lock")
 	// ErrLockLeaseLost is returned to a waiter whose lock lease expired while
-	// it waited (the sidecar was cut off from etcd for longer than the TTL).
+	// it waited (the sidecar was cut off from etcd for longer than the TTL),
+	// or may have: etcd granted the lock, but the lease's last confirmation
+	// was older than its trust window (coord.TrustWindow) when the grant
+	// was to be answered, so the lock was given back instead.
 	ErrLockLeaseLost = errors.New("namedlock: the lock lease expired while waiting for the lock")
 )
 

@@ -64,7 +64,8 @@ type Config struct {
 	// Logger receives diagnostics. Default: discard.
 	Logger *slog.Logger
 	// Clock times lock waits (Lock's wait, the measured wait), the retries
-	// of abandoned waiter removals and the owner records' start times.
+	// of abandoned waiter removals, the owner records' start times and the
+	// lock leases' trust windows (coord.Trust).
 	// Default: the wall clock. The deadlines of single etcd calls are real
 	// time whatever the clock.
 	Clock clockwork.Clock
@@ -107,6 +108,7 @@ type sessionLocks struct {
 
 	// Guarded by Locks.mu.
 	es       *concurrency.Session // nil until the first Lock, or after its lease was lost
+	trust    *coord.Trust         // es's trust window; nil with es
 	esCancel context.CancelFunc
 	held     map[string]*mutex
 	busy     map[string]bool // names with a Lock or TryLock in flight
@@ -141,23 +143,23 @@ func (l *Locks) state(sess *coord.Session) (*sessionLocks, error) {
 	return sl, nil
 }
 
-// etcdSession returns the session's lock lease, granting one when there is
-// none or the last one was lost.
-func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency.Session, error) {
+// etcdSession returns the session's lock lease and its trust window,
+// granting a lease when there is none or the last one was lost.
+func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency.Session, *coord.Trust, error) {
 	sl.grant.Lock()
 	defer sl.grant.Unlock()
 	l.mu.Lock()
-	es := sl.es
+	es, trust := sl.es, sl.trust
 	closed := sl.closed
 	l.mu.Unlock()
 	if closed {
-		return nil, ErrSessionClosed
+		return nil, nil, ErrSessionClosed
 	}
 	if es != nil {
 		select {
 		case <-es.Done():
 		default:
-			return es, nil
+			return es, trust, nil
 		}
 	}
 	// The keepalive runs until the session ends (esCancel), not just
@@ -165,18 +167,29 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 	kaCtx, cancel := context.WithCancel(context.Background())
 	// Bounded: other Locks of the session wait for this grant.
 	gctx, gcancel := context.WithTimeout(ctx, grantTimeout)
+	sent := l.clock.Now() // etcd starts the TTL after this
 	grant, err := l.cli.Grant(gctx, int64(l.ttl))
 	gcancel()
 	if err != nil {
 		cancel()
-		return nil, err
+		return nil, nil, err
+	}
+	// The keepalive that the session below joins (etcd's client sends one
+	// per lease whatever the number of listeners), read for its answers'
+	// times; asked for first, so that it hears the first answer too.
+	answers, err := l.cli.KeepAlive(kaCtx, grant.ID)
+	if err != nil {
+		cancel()
+		l.revoke(grant.ID)
+		return nil, nil, err
 	}
 	es, err = concurrency.NewSession(l.cli, concurrency.WithLease(grant.ID), concurrency.WithContext(kaCtx))
 	if err != nil {
 		cancel()
 		l.revoke(grant.ID)
-		return nil, err
+		return nil, nil, err
 	}
+	trust = coord.NewTrust(time.Duration(l.ttl)*time.Second, sent, coord.WithClock(l.clock))
 	owner := LockOwner{
 		WorkerID: l.workerID, Session: sl.sess.ID, Process: sl.sess.Process, Host: l.host,
 		SinceMS: l.clock.Now().UnixMilli(), Lease: int64(grant.ID),
@@ -185,23 +198,24 @@ func (l *Locks) etcdSession(ctx context.Context, sl *sessionLocks) (*concurrency
 	if _, err := l.cli.Put(ctx, ownerKey(grant.ID), string(b), clientv3.WithLease(grant.ID)); err != nil {
 		cancel()
 		l.revoke(grant.ID)
-		return nil, err
+		return nil, nil, err
 	}
 	l.mu.Lock()
 	if sl.closed {
 		l.mu.Unlock()
 		cancel()
 		l.revoke(grant.ID)
-		return nil, ErrSessionClosed
+		return nil, nil, ErrSessionClosed
 	}
 	if sl.esCancel != nil {
 		sl.esCancel()
 	}
-	sl.es, sl.esCancel = es, cancel
-	l.wg.Add(1)
+	sl.es, sl.trust, sl.esCancel = es, trust, cancel
+	l.wg.Add(2)
 	l.mu.Unlock()
 	go l.watchLease(sl, es)
-	return es, nil
+	go func() { defer l.wg.Done(); trust.Follow(answers) }() // ends with kaCtx or the lease
+	return es, trust, nil
 }
 
 // watchLease waits for the lock lease of a session to end. When it ends
@@ -223,7 +237,7 @@ func (l *Locks) watchLease(sl *sessionLocks, es *concurrency.Session) {
 		}
 	}
 	if sl.es == es {
-		sl.es = nil
+		sl.es, sl.trust = nil, nil
 	}
 	l.mu.Unlock()
 	for _, ll := range lost {
@@ -265,7 +279,7 @@ func (l *Locks) endSession(sl *sessionLocks) {
 	sl.closed = true
 	delete(l.sessions, sl.sess)
 	es, cancel := sl.es, sl.esCancel
-	sl.es, sl.esCancel = nil, nil
+	sl.es, sl.trust, sl.esCancel = nil, nil, nil
 	sl.held = map[string]*mutex{}
 	l.ending.Add(1) // Close waits for the revoke, which needs the etcd client
 	l.mu.Unlock()

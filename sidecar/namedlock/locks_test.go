@@ -53,11 +53,15 @@ type fixture struct {
 	sessions *coord.Sessions
 }
 
+// newFixture's lock leases live 60s: the clock's jumps in these tests (up
+// to 30s before a lock is granted) stay inside the trust window (40s), so
+// a grant is answered without waiting for a keepalive answer at the new
+// time; trust_test.go tests the window.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{cli: etcdtest.Client(t), clock: clockwork.NewFakeClock(), obs: &recorder{}, spans: tracetest.NewSpanRecorder(), sessions: coord.NewSessions()}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(f.spans))
-	f.locks = New(f.cli, Config{TTL: 5 * time.Second, WorkerID: "w1", Clock: f.clock, Observer: f.obs, TracerProvider: tp})
+	f.locks = New(f.cli, Config{TTL: 60 * time.Second, WorkerID: "w1", Clock: f.clock, Observer: f.obs, TracerProvider: tp})
 	t.Cleanup(func() {
 		f.locks.Close()
 		_ = tp.Shutdown(context.Background())

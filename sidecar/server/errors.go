@@ -52,7 +52,7 @@ func toConnect(err error) error {
 	case errors.Is(err, namedlock.ErrSessionClosed):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the session closed while waiting for the lock"))
 	case errors.Is(err, namedlock.ErrLockLeaseLost):
-		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the lock lease expired while waiting; retry"))
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the lock lease expired, or etcd could not confirm it in time, while waiting; retry"))
 	case errors.Is(err, workqueue.ErrClaimLost):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("claim lost: the task was claimed again, returned to the queue or already finished; discard this attempt's output"))
 	case errors.Is(err, coord.ErrUnknownSession):
@@ -60,7 +60,7 @@ func toConnect(err error) error {
 	case errors.Is(err, workqueue.ErrDraining):
 		return connect.NewError(connect.CodeUnavailable, errors.New("sidecar is shutting down"))
 	case errors.Is(err, coord.ErrNoLease):
-		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the sidecar holds no lease yet; retry"))
+		return connect.NewError(connect.CodeUnavailable, errors.New("etcd unavailable: the sidecar holds no lease that etcd confirmed lately; retry"))
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/batonhq/baton/sidecar/coord"
+	"github.com/batonhq/baton/sidecar/namedlock"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -35,6 +37,11 @@ func TestErrorsSayWhatHappened(t *testing.T) {
 		{rpctypes.ErrTooManyOps, connect.CodeResourceExhausted},
 		{status.Error(codes.ResourceExhausted, "trying to send message larger than max"), connect.CodeResourceExhausted},
 		{errors.New("task t1: bad spec: unexpected end of JSON input"), connect.CodeInternal},
+		// A lock granted after its lease's trust window is answered as a
+		// lease lost while waiting, never as held.
+		{namedlock.ErrLockLeaseLost, connect.CodeUnavailable},
+		// So is a claim read past the sidecar lease's trust window.
+		{fmt.Errorf("task t1 was claimed under a lease etcd last confirmed 7s ago: %w", coord.ErrNoLease), connect.CodeUnavailable},
 	}
 	for _, c := range cases {
 		got := toConnect(c.err)

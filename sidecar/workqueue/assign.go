@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/coord"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // deliver hands the assignment of task id (token) to the Next call waiting
@@ -102,6 +103,11 @@ func (d *Dispatcher) take(ctx context.Context, seq uint64, id string, token int6
 		d.discard(ctx, c, err)
 		return nil, nil
 	case c != nil && ctx.Err() == nil:
+		if err := d.trusted(ctx, c); err != nil {
+			d.untake(token)
+			d.giveBack(id, token)
+			return nil, err
+		}
 		return d.claimed(ctx, c, sess, claimTrace{start: start})
 	}
 	d.untake(token)
@@ -114,6 +120,27 @@ func (d *Dispatcher) take(ctx context.Context, seq uint64, id string, token int6
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	return nil, nil
+}
+
+// trusted checks, before a claim is handed to a worker, that the lease it
+// is bound to is this sidecar's and that etcd confirmed it within its trust
+// window (coord.Trust). Otherwise the sidecar may have been paused or cut
+// off since the claim was made, for long enough that the lease expired and
+// the task went to another worker: the claim must not be handed out. The
+// error wraps coord.ErrNoLease (UNAVAILABLE: the worker asks again).
+func (d *Dispatcher) trusted(ctx context.Context, c *Claimed) error {
+	tr := d.lease.Trust(clientv3.LeaseID(c.Status.Lease))
+	if tr == nil {
+		d.cfg.Logger.WarnContext(ctx, "claim bound to a lease this sidecar no longer holds; giving it back", "task", c.ID, "token", c.Token)
+		return fmt.Errorf("task %s was claimed under a lease this sidecar no longer holds: %w", c.ID, coord.ErrNoLease)
+	}
+	if tr.Trusted() {
+		return nil
+	}
+	age := tr.Age()
+	d.cfg.Logger.WarnContext(ctx, "claim read past its lease's trust window; giving it back", "task", c.ID, "token", c.Token,
+		"confirmed_ago", age, "trust_window", tr.Window())
+	return fmt.Errorf("task %s was claimed under a lease etcd last confirmed %v ago, past its trust window of %v: %w", c.ID, age, tr.Window(), coord.ErrNoLease)
 }
 
 // untake forgets that the assignment of token was handed to a Next call

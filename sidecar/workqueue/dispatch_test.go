@@ -70,6 +70,13 @@ type rig struct {
 // nil, wrap the client's (to inject faults).
 func newRig(t *testing.T, ns string, cfg Config, wrapKV func(clientv3.KV) clientv3.KV, wrapW func(clientv3.Watcher) clientv3.Watcher) *rig {
 	t.Helper()
+	return newRigWithLease(t, ns, cfg, wrapKV, wrapW, 5*time.Second)
+}
+
+// newRigWithLease is newRig with the sidecar lease's TTL and options (its
+// clock).
+func newRigWithLease(t *testing.T, ns string, cfg Config, wrapKV func(clientv3.KV) clientv3.KV, wrapW func(clientv3.Watcher) clientv3.Watcher, ttl time.Duration, opts ...coord.Option) *rig {
+	t.Helper()
 	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{testEndpoint(t)}, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +85,7 @@ func newRig(t *testing.T, ns string, cfg Config, wrapKV func(clientv3.KV) client
 	if err != nil {
 		t.Fatal(err)
 	}
-	lk := coord.NewLeaseKeeper(cli, 5*time.Second, nil)
+	lk := coord.NewLeaseKeeper(cli, ttl, nil, opts...)
 	lctx, lcancel := context.WithCancel(context.Background())
 	var lwg sync.WaitGroup
 	lwg.Add(1)

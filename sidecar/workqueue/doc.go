@@ -89,6 +89,17 @@
 // compare-on-token transaction, and side effects outside etcd (output
 // files) must carry the fencing token so a stale writer is recognisable.
 //
+// Nor is a claim handed out on that belief: before Next answers a worker
+// with a task, the lease the claim is bound to must be the sidecar's and
+// etcd must have confirmed it within its trust window (coord.Trust,
+// coord.TrustWindow: two thirds of the TTL) on the lease keeper's clock. A
+// claim read later than that (the sidecar was paused or cut off after the
+// scheduler assigned it, or after its own claim transaction) may already
+// belong to another worker: it is given back without using an attempt, and
+// Next answers coord.ErrNoLease (UNAVAILABLE; the worker asks again).
+// Heartbeat answers are not held back the same way: they hand out nothing
+// new, and the worker's later Complete is fenced anyway.
+//
 // # Dispatch
 //
 // Baton runs one sidecar per GPU worker, so the fleet grows in sidecars,

@@ -53,6 +53,11 @@ func (d *Dispatcher) poll(ctx context.Context, queues []string, sess *coord.Sess
 		d.endPollWait(seq, e.key, c, err)
 		switch {
 		case err == nil:
+			if err := d.trusted(ctx, c); err != nil {
+				d.untake(c.Token)
+				d.giveBack(c.ID, c.Token)
+				return nil, err
+			}
 			return d.claimed(ctx, c, sess, cl)
 		case errors.Is(err, errConflict), errors.Is(err, errZombie):
 			d.mu.Lock()

@@ -23,7 +23,9 @@ class Lock:
     released when the process exits, even by SIGKILL.
 
     Raises DeadlineExceeded when the lock was not obtained within ``wait``;
-    on leaving the block, LockLost when the lock had been lost with its
+    Unavailable when the lock lease was lost while waiting or the sidecar
+    could not vouch for the grant (nothing is held: take it again); on
+    leaving the block, LockLost when the lock had been lost with its
     lease (only when the block itself raised nothing). Locks are not
     reentrant: one holder per name per process.
     """

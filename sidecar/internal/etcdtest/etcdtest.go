@@ -70,16 +70,42 @@ var seq atomic.Int64
 // test's own; it is closed when the test ends.
 func Client(tb testing.TB) *clientv3.Client {
 	tb.Helper()
+	return dial(tb, namespace(tb), []string{Endpoint(tb)})
+}
+
+// Endpoint returns the address of Main's etcd, for a test that puts a
+// proxy in front of it (internal/faultproxy).
+func Endpoint(tb testing.TB) string {
+	tb.Helper()
 	if endpoint == "" {
 		tb.Fatal("etcdtest: no etcd; call etcdtest.Main from TestMain")
 	}
+	return endpoint
+}
+
+// ClientsVia returns two clients that see the same namespace of the test's
+// own: direct dials Main's etcd, via dials endpoints (a proxy in front of
+// it, whose faults then hit via alone). Both are closed when the test ends.
+func ClientsVia(tb testing.TB, endpoints []string) (direct, via *clientv3.Client) {
+	tb.Helper()
+	ns := namespace(tb)
+	return dial(tb, ns, []string{Endpoint(tb)}), dial(tb, ns, endpoints)
+}
+
+// namespace returns a new namespace for the test.
+func namespace(tb testing.TB) string {
 	ns := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' {
 			return r
 		}
 		return '-'
 	}, fmt.Sprintf("t%d-%s", seq.Add(1), tb.Name()))
-	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{endpoint}, Namespace: ns[:min(len(ns), 64)]})
+	return ns[:min(len(ns), 64)]
+}
+
+func dial(tb testing.TB, ns string, endpoints []string) *clientv3.Client {
+	tb.Helper()
+	cli, err := etcdconn.New(etcdconn.Config{Endpoints: endpoints, Namespace: ns})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -45,7 +45,10 @@ const (
 type LockServiceClient interface {
 	// Lock waits up to `wait` for the lock; DEADLINE_EXCEEDED when it is not
 	// obtained in time, FAILED_PRECONDITION when the session closes while
-	// waiting or already holds or awaits the lock (locks are not reentrant).
+	// waiting or already holds or awaits the lock (locks are not reentrant),
+	// UNAVAILABLE when etcd cannot be reached or the lock lease was lost while
+	// waiting, including a grant the sidecar learnt of after etcd had not
+	// confirmed the lease for two thirds of the TTL: nothing is held then.
 	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
 	// TryLock takes the lock only if nobody holds or awaits it; ABORTED
 	// otherwise.
@@ -113,7 +116,10 @@ func (c *lockServiceClient) Unlock(ctx context.Context, req *connect.Request[v1.
 type LockServiceHandler interface {
 	// Lock waits up to `wait` for the lock; DEADLINE_EXCEEDED when it is not
 	// obtained in time, FAILED_PRECONDITION when the session closes while
-	// waiting or already holds or awaits the lock (locks are not reentrant).
+	// waiting or already holds or awaits the lock (locks are not reentrant),
+	// UNAVAILABLE when etcd cannot be reached or the lock lease was lost while
+	// waiting, including a grant the sidecar learnt of after etcd had not
+	// confirmed the lease for two thirds of the TTL: nothing is held then.
 	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
 	// TryLock takes the lock only if nobody holds or awaits it; ABORTED
 	// otherwise.
