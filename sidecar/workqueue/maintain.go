@@ -2,7 +2,6 @@ package workqueue
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"time"
 
@@ -241,9 +240,11 @@ func (d *Dispatcher) promote(ctx context.Context) time.Time {
 
 // collect removes finished tasks older than the retention period. It reads
 // only the retention index entries that are due, never the whole keyspace.
-// A task of a batch is removed from its member key in the same
-// transaction (members.go); the member keys read are kept for the round,
-// so removing a member key's tasks one after another reads it once.
+// The tasks of a page of entries listed by one member key are removed
+// together, in transactions that also rewrite the key without them (or
+// delete it with its last): a key is rewritten once per transaction, not
+// once per task, since each version stays as history until compaction.
+// The member keys read are kept for the round (memberCache).
 func (d *Dispatcher) collect(ctx context.Context) {
 	cutoff := d.cfg.Now().Add(-d.cfg.Retention)
 	batches := map[string]bool{}
@@ -252,65 +253,131 @@ func (d *Dispatcher) collect(ctx context.Context) {
 			d.unpin(ctx, b)
 		}
 	}()
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			d.cfg.Logger.Warn("removing finished tasks failed", "err", err)
+		}
+	}
+	// A task is 5 deletes and a compare; the member key's rewrite 1.
+	perTxn := max(1, (d.cfg.MaxTxnOps-1)/5)
 	var seen memberCache
+	from := prefixGC
 	for {
-		resp, err := d.kv.Get(ctx, prefixGC, clientv3.WithRange(gcUpTo(cutoff)), clientv3.WithLimit(64))
+		resp, err := d.kv.Get(ctx, from, clientv3.WithRange(gcUpTo(cutoff)), clientv3.WithLimit(64))
 		if err != nil {
-			if ctx.Err() == nil {
-				d.cfg.Logger.Warn("removing finished tasks failed", "err", err)
-			}
+			fail(err)
 			return
 		}
+		groups := map[string][]gcEntry{} // member key ("": none) → its tasks
+		var keys []string
 		for _, kv := range resp.Kvs {
 			key := string(kv.Key)
-			id := key[strings.LastIndexByte(key, '/')+1:]
-			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)}
-			ops := []clientv3.Op{
-				clientv3.OpDelete(key),
-				clientv3.OpDelete(taskKey(id)),
-				clientv3.OpDelete(stateKey(id)),
-				clientv3.OpDelete(resultKey(id)),
-				clientv3.OpDelete(errorKey(id)),
-			}
-			b := string(kv.Value)
-			var m member
-			if b != "" {
-				var found bool
-				m, found, err = d.memberOf(ctx, b, id, &seen)
+			e := gcEntry{key: key, modRev: kv.ModRevision, id: key[strings.LastIndexByte(key, '/')+1:], batch: string(kv.Value)}
+			mk := ""
+			if e.batch != "" {
+				m, found, err := d.memberOf(ctx, e.batch, e.id, &seen)
 				if err != nil {
-					if ctx.Err() == nil {
-						d.cfg.Logger.Warn("removing finished tasks failed", "err", err)
-					}
+					fail(err)
 					return
 				}
 				if found {
-					cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(m.Key), "=", m.ModRevision))
-					ops = append(ops, m.without(id))
+					mk = m.Key
 				}
 			}
-			// An operator's retry deletes the gc entry, so comparing it keeps
-			// a retried task.
-			r, err := d.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			if err != nil || !r.Succeeded {
-				seen.drop(m.Key) // read it again
-				continue
+			if _, ok := groups[mk]; !ok {
+				keys = append(keys, mk)
 			}
-			if m.Key != "" {
-				m.IDs = slices.DeleteFunc(slices.Clone(m.IDs), func(x string) bool { return x == id })
-				m.ModRevision = r.Header.Revision
-				seen.put(m)
-			}
-			if b != "" {
-				batches[b] = true
-			}
-			d.mu.Lock()
-			d.stats.Removed++
-			d.mu.Unlock()
+			groups[mk] = append(groups[mk], e)
 		}
-		if !resp.More {
+		for _, mk := range keys {
+			for es := groups[mk]; len(es) > 0; {
+				n := min(len(es), perTxn)
+				if err := d.remove(ctx, es[:n], mk, &seen, batches); err != nil {
+					fail(err)
+					return
+				}
+				es = es[n:]
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
 			return
 		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
+}
+
+// gcEntry is a finished task due for removal, as its retention index
+// entry (gc/<finished>/<id>, value: its batch) was read.
+type gcEntry struct {
+	key    string
+	modRev int64
+	id     string
+	batch  string
+}
+
+// remove deletes the finished tasks es, all listed by member key mk (""
+// for none), in one transaction that compares each task's retention entry
+// (an operator's retry deletes it, so a retried task stays) and the member
+// key as last read, and rewrites the key without them. When the
+// transaction fails, each task is tried alone, the member key read again:
+// one retried task does not keep the others. It returns an error only when
+// etcd cannot be read.
+func (d *Dispatcher) remove(ctx context.Context, es []gcEntry, mk string, seen *memberCache, batches map[string]bool) error {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	ids := make([]string, len(es))
+	for i, e := range es {
+		ids[i] = e.id
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev))
+		ops = append(ops,
+			clientv3.OpDelete(e.key),
+			clientv3.OpDelete(taskKey(e.id)),
+			clientv3.OpDelete(stateKey(e.id)),
+			clientv3.OpDelete(resultKey(e.id)),
+			clientv3.OpDelete(errorKey(e.id)),
+		)
+	}
+	var m member
+	if mk != "" {
+		var found bool
+		var err error
+		m, found, err = d.memberOf(ctx, es[0].batch, es[0].id, seen)
+		if err != nil {
+			return err
+		}
+		if !found || m.Key != mk {
+			return nil // changed since it was read: the next round
+		}
+		var op clientv3.Op
+		m.IDs, op = m.without(ids...)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(m.Key), "=", m.ModRevision))
+		ops = append(ops, op)
+	}
+	r, err := d.kv.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil || !r.Succeeded {
+		seen.drop(mk)
+		if len(es) > 1 {
+			for i := range es {
+				if err := d.remove(ctx, es[i:i+1], mk, seen, batches); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if mk != "" {
+		m.ModRevision = r.Header.Revision
+		seen.put(m)
+	}
+	for _, e := range es {
+		if e.batch != "" {
+			batches[e.batch] = true
+		}
+	}
+	d.mu.Lock()
+	d.stats.Removed += int64(len(es))
+	d.mu.Unlock()
+	return nil
 }
 
 // memberOf returns the member key that lists task id of batch: from the

@@ -132,6 +132,9 @@ func parseMemberCursor(s string) (memberCursor, error) {
 	}
 	k, id, ok := strings.Cut(s, "/")
 	if !ok || ValidateID(k) != nil || ValidateID(id) != nil {
+		if len(s) > 80 {
+			s = s[:80] + "..."
+		}
 		return memberCursor{}, fmt.Errorf("%q is not a page cursor (the next of an earlier page)", s)
 	}
 	return memberCursor{Key: k, ID: id}, nil
@@ -149,8 +152,10 @@ func (s *Store) eachMember(ctx context.Context, batch string, from memberCursor,
 	p := batchPrefix(batch)
 	end := clientv3.GetPrefixRangeEnd(p)
 	key := p + from.Key
-	for {
-		resp, err := s.kv.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(64))
+	// A key lists up to a transaction's tasks: read 2 keys first, then
+	// twice as many each time up to 64, so that a short page reads few.
+	for limit := int64(2); ; limit = min(2*limit, 64) {
+		resp, err := s.kv.Get(ctx, key, clientv3.WithRange(end), clientv3.WithLimit(limit))
 		if err != nil {
 			return err
 		}
@@ -180,14 +185,14 @@ type member struct {
 	ModRevision int64
 }
 
-// without returns the write that removes id from m: the key rewritten
-// with the rest of its ids, or deleted with its last.
-func (m member) without(id string) clientv3.Op {
-	rest := slices.DeleteFunc(slices.Clone(m.IDs), func(x string) bool { return x == id })
+// without returns the ids of m but ids, and the write that leaves m so:
+// the key rewritten with the rest, or deleted with its last.
+func (m member) without(ids ...string) ([]string, clientv3.Op) {
+	rest := slices.DeleteFunc(slices.Clone(m.IDs), func(x string) bool { return slices.Contains(ids, x) })
 	if len(rest) == 0 {
-		return clientv3.OpDelete(m.Key)
+		return nil, clientv3.OpDelete(m.Key)
 	}
-	return clientv3.OpPut(m.Key, encodeMembers(rest))
+	return rest, clientv3.OpPut(m.Key, encodeMembers(rest))
 }
 
 // findMember reads the member key of batch that lists task id, whose spec

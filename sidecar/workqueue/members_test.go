@@ -283,3 +283,53 @@ func FuzzSpecRecord(f *testing.F) {
 		_, _ = decodeSpec(append([]byte{specFormat}, raw...))
 	})
 }
+
+// Retention rewrites a member key once per transaction of removals, not
+// once per task: each version is history until the next compaction (a
+// key of 60 ids rewritten per task wrote ~1,800 ids of it).
+func TestRetentionRewritesAMemberKeyPerTransaction(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	clock := clockwork.NewFakeClockAt(time.UnixMilli(1_700_000_000_000))
+	r := newRig(t, "member-rewrites", Config{Clock: clock, Retention: time.Hour}, nil, nil)
+	var specs []Spec
+	for i := range 60 {
+		specs = append(specs, Spec{ID: fmt.Sprintf("t%02d", i), Queue: "q", Batch: "b", Payload: json.RawMessage(`{}`)})
+	}
+	if _, err := r.store.Submit(ctx, specs); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(memberKeys(t, r.cli, "b")); n != 1 {
+		t.Fatalf("%d member keys, want 1", n)
+	}
+	for _, sp := range specs {
+		if _, err := r.store.Cancel(ctx, sp.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := r.cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour)
+	r.d.collect(ctx)
+	if n := len(memberKeys(t, r.cli, "b")); n != 0 {
+		t.Fatalf("%d member keys left", n)
+	}
+	// The key's versions since: 128 operations a transaction are 25
+	// tasks (5 deletes and a compare each), so 60 tasks are 3 writes.
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	writes := 0
+	for wr := range r.cli.Watch(wctx, batchPrefix("b"), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+		for _, ev := range wr.Events {
+			writes++
+			if ev.Type == clientv3.EventTypeDelete {
+				wcancel()
+			}
+		}
+	}
+	if writes != 3 {
+		t.Fatalf("the member key was written %d times by retention, want 3", writes)
+	}
+}
