@@ -211,7 +211,8 @@ func (s *Store) PendingCount(ctx context.Context) (int64, error) {
 // file whose payloads average avgPayload bytes, with etcd's quota
 // quotaBytes: the pending tasks of one file may take a fifth of the quota,
 // at about 450 + 1.2·payload bytes each (docs/performance.md, bytes per
-// task: 591 measured for a 246-byte line, 733 in a batch). The rest is for
+// task: 594 measured for a traced 246-byte line in a batch, 520 without;
+// the estimate is kept on the safe side). The rest is for
 // the tasks of other batches, finished tasks within their retention, the
 // history written until the next compaction, and the 20% that admission
 // control keeps. 2 GiB and 250-byte payloads: about 572,000.

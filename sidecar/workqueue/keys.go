@@ -21,8 +21,9 @@ import (
 //	error/<id>                              the last error of a failed attempt
 //	batch/<batch>/<order>                   membership of a batch: the ids of its tasks that one
 //	                                        submit transaction created (members.go)
-//	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: readyRecord (what the
-//	                                        key does not say; empty for a plain task)
+//	q/ready/<queue>/<prio>/<order>/<id>     PENDING and eligible now; value: readyRecord (a format
+//	                                        byte and what the key does not say; the byte alone for
+//	                                        a plain task)
 //	q/delay/<due>/<id>                      waiting for backoff or not_before; value: Status
 //	q/claim/<id>                            live claim, bound to the sidecar's lease; value: Status
 //	q/run/<id>                              durable marker of a CLAIMED task (no lease)

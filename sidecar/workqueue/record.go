@@ -131,7 +131,10 @@ func (r routing) fill(st *Status) {
 // from before D-size6 read a full Status there, and one from before
 // D-size9 cannot read the task's spec (it would hand the task out with
 // default settings, or mark it DEAD as broken); such a sidecar skips the
-// entry as malformed (D-size7, D-size9).
+// entry as malformed (D-size7, D-size9). That covers the ready entries
+// this version writes, not one an old sidecar writes when it promotes a
+// delay entry: hence the upgrade's "stop every old sidecar first"
+// (docs/operations.md).
 type readyRecord struct {
 	routing
 	Attempt   int32 `json:"n,omitempty"`
