@@ -10,6 +10,7 @@ import (
 
 	"github.com/batonhq/baton/sidecar/internal/etcdtest"
 	"github.com/jonboulle/clockwork"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Unit tests of the lease keeper and the sessions on a fake clock against
@@ -116,17 +117,7 @@ func TestLeaseGrantBacksOff(t *testing.T) {
 func TestLostLeaseIsReplacedAtOnce(t *testing.T) {
 	cli := etcdtest.Client(t)
 	clock := clockwork.NewFakeClock()
-	k := NewLeaseKeeper(cli, time.Second, nil, WithClock(clock))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = k.Revoke(context.Background())
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
+	k, wctx := runKeeper(t, cli, time.Second, clock)
 	first, err := k.WaitSession(wctx)
 	if err != nil {
 		t.Fatal(err)
@@ -225,17 +216,7 @@ func TestSessionsListAndChange(t *testing.T) {
 func TestLeaseKeeperTrust(t *testing.T) {
 	cli := etcdtest.Client(t)
 	clock := clockwork.NewFakeClock()
-	k := NewLeaseKeeper(cli, 3*time.Second, nil, WithClock(clock))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- k.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		_ = k.Revoke(context.Background())
-	}()
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
+	k, wctx := runKeeper(t, cli, 3*time.Second, clock)
 	s, err := k.WaitSession(wctx)
 	if err != nil {
 		t.Fatal(err)
@@ -261,4 +242,22 @@ func TestLeaseKeeperTrust(t *testing.T) {
 	if !tr.LastConfirmed().Equal(clock.Now()) {
 		t.Fatalf("confirmed at %v, want the clock's %v", tr.LastConfirmed(), clock.Now())
 	}
+}
+
+// runKeeper runs a lease keeper of ttl on clock until the test ends, and
+// returns it with a context for the test's waits (10s).
+func runKeeper(t *testing.T, cli *clientv3.Client, ttl time.Duration, clock clockwork.Clock) (*LeaseKeeper, context.Context) {
+	t.Helper()
+	k := NewLeaseKeeper(cli, ttl, nil, WithClock(clock))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		_ = k.Revoke(context.Background())
+	})
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(wcancel)
+	return k, wctx
 }

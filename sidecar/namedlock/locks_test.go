@@ -79,9 +79,15 @@ func (f *fixture) open(t *testing.T, process string) *coord.Session {
 // waiters polls until the lock has n keys (holder and waiters) in etcd.
 func (f *fixture) waiters(t *testing.T, name string, n int64) {
 	t.Helper()
+	lockKeys(t, f.cli, name, n)
+}
+
+// lockKeys polls until lock name has n keys (holder and waiters) in etcd.
+func lockKeys(t *testing.T, kv clientv3.KV, name string, n int64) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := f.cli.Get(context.Background(), PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		resp, err := kv.Get(context.Background(), PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err != nil {
 			t.Fatal(err)
 		}

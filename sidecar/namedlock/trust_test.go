@@ -71,20 +71,7 @@ func (g *lateGrant) trust(t *testing.T, s *coord.Session) *coord.Trust {
 // keys polls until the lock has n keys in etcd.
 func (g *lateGrant) keys(t *testing.T, name string, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := g.direct.Get(context.Background(), PrefixLocks+name+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.Count == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lock %s has %d keys, want %d", name, resp.Count, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	lockKeys(t, g.direct, name, n)
 }
 
 // grantAfter reproduces a sidecar that learns of its grant late: session a
