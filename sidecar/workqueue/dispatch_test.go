@@ -43,9 +43,16 @@ func testEndpoint(t testing.TB) string {
 // one), and a client of it in namespace ns; both stop when the test ends.
 func privateEtcd(t testing.TB, ns string) (*embedetcd.Server, *clientv3.Client) {
 	t.Helper()
+	return privateEtcdWith(t, ns, embedetcd.Config{})
+}
+
+// privateEtcdWith is privateEtcd with the etcd's config (for example its
+// --max-txn-ops).
+func privateEtcdWith(t testing.TB, ns string, cfg embedetcd.Config) (*embedetcd.Server, *clientv3.Client) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{})
+	srv, err := embedetcd.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/batonhq/baton/sidecar/embedetcd"
-	"github.com/batonhq/baton/sidecar/etcdconn"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -16,18 +15,7 @@ import (
 // and returns a client of namespace ns.
 func etcdWithMaxTxnOps8(t *testing.T, ns string) *clientv3.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := embedetcd.Start(ctx, embedetcd.Config{MaxTxnOps: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := etcdconn.New(etcdconn.Config{Endpoints: []string{srv.Endpoint()}, Namespace: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	_, cli := privateEtcdWith(t, ns, embedetcd.Config{MaxTxnOps: 8})
 	return cli
 }
 
