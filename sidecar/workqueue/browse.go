@@ -79,14 +79,14 @@ func (s *Store) BatchPage(ctx context.Context, batch, after string, state State,
 			page.Next = ""
 			return page, nil
 		}
-		scannedBefore := page.Scanned
 		sts, _, err := readStatuses(ctx, s.kv, s.cfg.MaxTxnOps, ids, 0)
 		if err != nil {
 			return TaskPage{}, err
 		}
 		for i, ts := range sts {
 			page.Scanned++
-			page.Next = curs[i].String()
+			from = curs[i]
+			page.Next = from.String()
 			st := Status{State: StateRemoved, Batch: batch}
 			if ts.Found {
 				st = ts.Status
@@ -102,7 +102,6 @@ func (s *Store) BatchPage(ctx context.Context, batch, after string, state State,
 			page.Next = ""
 			return page, nil
 		}
-		from = curs[page.Scanned-1-scannedBefore]
 	}
 	return page, nil
 }

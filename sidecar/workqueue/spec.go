@@ -190,7 +190,7 @@ func decodeBinarySpec(b []byte) (spec, error) {
 	}
 	if flags&specTrace != 0 {
 		if t := r.bytes(25); t != nil {
-			sp.Traceparent = "00-" + hex.EncodeToString(t[:16]) + "-" + hex.EncodeToString(t[16:24]) + "-" + hex.EncodeToString(t[24:])
+			sp.Traceparent = traceparentOf(t)
 		}
 	}
 	if flags&specBatch != 0 {
@@ -248,6 +248,12 @@ func traceparentBytes(tp string) ([]byte, bool) {
 	return b, err == nil
 }
 
+// traceparentOf is the version-00 traceparent of the 25 bytes
+// traceparentBytes returns.
+func traceparentOf(b []byte) string {
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:24]) + "-" + hex.EncodeToString(b[24:])
+}
+
 // decodeSpec reads a spec of any format a version of Baton wrote: this
 // one; the JSON of D-size6 (one- and two-letter names); or the JSON
 // before it (long names, the id, created_ms), whose tasks always have a
@@ -272,7 +278,7 @@ func decodeSpec(b []byte) (spec, error) {
 	if j.Queue != "" || j.Payload != nil {
 		sp := spec{Queue: j.Queue, Priority: j.Priority, Order: j.Order, routing: j.routing, NotBeforeMS: j.NotBeforeMS, Payload: j.Payload, Traceparent: j.TraceRaw}
 		if t, err := base64.RawStdEncoding.DecodeString(j.TraceCompact); err == nil && len(t) == 25 {
-			sp.Traceparent = "00-" + hex.EncodeToString(t[:16]) + "-" + hex.EncodeToString(t[16:24]) + "-" + hex.EncodeToString(t[24:])
+			sp.Traceparent = traceparentOf(t)
 		}
 		return sp, nil
 	}

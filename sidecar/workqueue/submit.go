@@ -376,7 +376,7 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 		var cmps []clientv3.Cmp
 		var puts, gets []clientv3.Op
 		members := map[string][]string{} // batch → ids of this transaction
-		var batches, pinnedBatches []string
+		var batches, memberKeys, pinnedBatches []string
 		for _, i := range todo {
 			sp := &specs[i]
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(taskKey(sp.ID)), "=", 0))
@@ -386,22 +386,16 @@ func (s *Store) submitChunk(ctx context.Context, specs []Spec, created []bool, n
 				continue
 			}
 			if _, ok := members[sp.Batch]; !ok {
+				// Named by the first order of the batch's tasks here.
 				batches = append(batches, sp.Batch)
+				memberKeys = append(memberKeys, memberKey(sp.Batch, first+int64(i)))
 				if bp.pinned[sp.Batch] {
 					pinnedBatches = append(pinnedBatches, sp.Batch)
 				}
 			}
 			members[sp.Batch] = append(members[sp.Batch], sp.ID)
 		}
-		memberKeys := make([]string, len(batches))
 		for k, b := range batches {
-			// Named by the first order of the batch's tasks here.
-			for _, i := range todo {
-				if specs[i].Batch == b {
-					memberKeys[k] = memberKey(b, first+int64(i))
-					break
-				}
-			}
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(memberKeys[k]), "=", 0))
 			gets = append(gets, clientv3.OpGet(memberKeys[k], clientv3.WithKeysOnly()))
 			puts = append(puts, clientv3.OpPut(memberKeys[k], encodeMembers(members[b])))
